@@ -1,0 +1,35 @@
+"""Load a WordPiece tokenizer from a local ``vocab.txt``, and prove it really used it.
+
+In transformers 5.x ``BertTokenizer(vocab_file=...)`` silently ignores the file and
+builds a 5-token vocabulary, so every word becomes ``[UNK]``. That failure is
+silent, so we check the loaded vocabulary size against the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import BertTokenizer
+
+
+def read_vocab(vocab_file: str | Path) -> dict[str, int]:
+    """Token -> id, one token per line as in BERT's ``vocab.txt``."""
+    path = Path(vocab_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: vocabulary file not found")
+    with path.open(encoding="utf-8") as f:
+        return {line.rstrip("\n"): i for i, line in enumerate(f)}
+
+
+def load_tokenizer(vocab_file: str | Path, do_lower_case: bool = True) -> BertTokenizer:
+    """A ``BertTokenizer`` over exactly the tokens in ``vocab_file``."""
+    vocab = read_vocab(vocab_file)
+    tokenizer = BertTokenizer(vocab=vocab, do_lower_case=do_lower_case)
+    if tokenizer.vocab_size != len(vocab):
+        raise RuntimeError(
+            f"{vocab_file}: tokenizer has {tokenizer.vocab_size} tokens but the file has {len(vocab)}"
+        )
+    for special in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"):
+        if special not in vocab:
+            raise ValueError(f"{vocab_file}: vocabulary lacks the special token {special}")
+    return tokenizer
