@@ -81,28 +81,37 @@ def inspect_shard(path: str | Path) -> ShardInfo:
     except OSError as exc:  # not HDF5, truncated, or unreadable
         raise ValueError(f"{path}: not a readable HDF5 file ({exc})") from exc
     with f:
-        for name, (_, ndim) in FIELDS.items():
-            if name not in f:
-                raise ValueError(f"{path}: missing field '{name}' (found {sorted(f.keys())})")
-            ds = f[name]
-            if not isinstance(ds, h5py.Dataset):
-                raise ValueError(f"{path}: field '{name}' is a group, expected a dataset")
-            if ds.ndim != ndim:
-                raise ValueError(f"{path}: field '{name}' has shape {ds.shape}, expected {ndim} dimension(s)")
-            if not np.issubdtype(ds.dtype, np.integer):
-                raise ValueError(f"{path}: field '{name}' has dtype {ds.dtype}, expected an integer type")
-        n, t = f["input_ids"].shape
-        p = f["masked_lm_positions"].shape[1]
-        expected = {**{k: (n, t) for k in SEQUENCE_FIELDS}, **{k: (n, p) for k in PREDICTION_FIELDS}}
-        expected["next_sentence_labels"] = (n,)
-        for name, shape in expected.items():
-            if f[name].shape != shape:
-                raise ValueError(
-                    f"{path}: field '{name}' has shape {f[name].shape}, expected {shape} "
-                    f"(length and width must match 'input_ids' {f['input_ids'].shape})"
-                )
-        if n == 0:
-            raise ValueError(f"{path}: field 'input_ids' holds no samples")
+        try:
+            return _check_structure(path, f)
+        # Corrupt metadata surfaces as h5py errors that do not name the file.
+        except (OSError, RuntimeError, KeyError) as exc:
+            raise ValueError(f"{path}: corrupt HDF5 file, could not read its structure ({exc})") from exc
+
+
+def _check_structure(path: Path, f: h5py.File) -> ShardInfo:
+    """The structural checks of :func:`inspect_shard` on an open file."""
+    for name, (_, ndim) in FIELDS.items():
+        if name not in f:
+            raise ValueError(f"{path}: missing field '{name}' (found {sorted(f.keys())})")
+        ds = f[name]
+        if not isinstance(ds, h5py.Dataset):
+            raise ValueError(f"{path}: field '{name}' is a group, expected a dataset")
+        if ds.ndim != ndim:
+            raise ValueError(f"{path}: field '{name}' has shape {ds.shape}, expected {ndim} dimension(s)")
+        if not np.issubdtype(ds.dtype, np.integer):
+            raise ValueError(f"{path}: field '{name}' has dtype {ds.dtype}, expected an integer type")
+    n, t = f["input_ids"].shape
+    p = f["masked_lm_positions"].shape[1]
+    expected = {**{k: (n, t) for k in SEQUENCE_FIELDS}, **{k: (n, p) for k in PREDICTION_FIELDS}}
+    expected["next_sentence_labels"] = (n,)
+    for name, shape in expected.items():
+        if f[name].shape != shape:
+            raise ValueError(
+                f"{path}: field '{name}' has shape {f[name].shape}, expected {shape} "
+                f"(length and width must match 'input_ids' {f['input_ids'].shape})"
+            )
+    if n == 0:
+        raise ValueError(f"{path}: field 'input_ids' holds no samples")
     return ShardInfo(path=path, num_samples=n, max_seq_length=t, max_predictions=p)
 
 
@@ -112,11 +121,18 @@ def read_shard(info: ShardInfo, vocab_size: int | None = None) -> dict[str, np.n
     Reading a shard at once (instead of row by row) is what makes gzip-compressed
     HDF5 fast: every chunk is decompressed once.
     """
+    arrays: dict[str, np.ndarray] = {}
     try:
-        with h5py.File(info.path, "r") as f:
-            arrays = {name: f[name][()] for name in FIELDS}
-    except (OSError, KeyError) as exc:  # corrupt chunk, file changed since inspection
-        raise ValueError(f"{info.path}: could not read shard data ({exc})") from exc
+        f = h5py.File(info.path, "r")
+    except OSError as exc:  # truncated or replaced since inspection
+        raise ValueError(f"{info.path}: not a readable HDF5 file ({exc})") from exc
+    with f:
+        for name in FIELDS:
+            try:
+                arrays[name] = f[name][()]
+            # A corrupt chunk or a field gone since inspection; h5py's message lacks the path.
+            except (OSError, KeyError, RuntimeError, ValueError) as exc:
+                raise ValueError(f"{info.path}: could not read field '{name}' ({exc})") from exc
     validate_values(info.path, arrays, vocab_size)
     return arrays
 
@@ -124,9 +140,10 @@ def read_shard(info: ShardInfo, vocab_size: int | None = None) -> dict[str, np.n
 def validate_values(path: str | Path, arrays: dict[str, np.ndarray], vocab_size: int | None) -> None:
     """Check value ranges that would otherwise surface as a device-side assert or a wrong label."""
     t = arrays["input_ids"].shape[1]
-    ids = arrays["input_ids"]
-    if ids.size and ids.min() < 0:
-        raise ValueError(f"{path}: field 'input_ids' has negative token ids (min {ids.min()})")
+    for name in ("input_ids", "masked_lm_ids"):
+        values = arrays[name]
+        if values.size and values.min() < 0:
+            raise ValueError(f"{path}: field '{name}' has negative token ids (min {values.min()})")
     if vocab_size is not None:
         for name in ("input_ids", "masked_lm_ids"):
             top = int(arrays[name].max()) if arrays[name].size else 0

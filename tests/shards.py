@@ -1,0 +1,89 @@
+"""Hand-made pre-training shards for tests: small, valid by default, easy to break on purpose.
+
+Import as ``from shards import make_arrays, make_shard`` (pytest puts ``tests/`` on the
+path), or use the ``shard_factory`` fixture from ``conftest.py``, which writes into
+``tmp_path``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from bert_tutorial.hdf5_format import FIELDS, write_shard
+
+#: Special ids of the toy vocabulary used by the generated shards.
+PAD, CLS, SEP, MASK = 0, 2, 3, 4
+FIRST_WORD_ID = 5
+#: Sentinel for ``make_shard(..., field=DROP)``: leave that field out of the file.
+DROP = object()
+
+
+def make_arrays(
+    num_samples: int = 8,
+    seq_length: int = 16,
+    max_predictions: int = 4,
+    vocab_size: int = 50,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Valid shard contents with the exact dtypes of the format table.
+
+    Each sample is ``[CLS] A [SEP] B [SEP]`` with random length, padding, 0 to
+    ``max_predictions`` masked tokens (ascending positions, padded with 0), and a random
+    next-sentence label. Deterministic for a given ``seed``.
+    """
+    rng = np.random.default_rng(seed)
+    t, p = seq_length, max_predictions
+    arrays = {
+        name: np.zeros((num_samples, t) if ndim == 2 else (num_samples,), dtype=dtype)
+        for name, (dtype, ndim) in FIELDS.items()
+    }
+    arrays["masked_lm_positions"] = np.zeros((num_samples, p), dtype=np.int32)
+    arrays["masked_lm_ids"] = np.zeros((num_samples, p), dtype=np.int32)
+    for i in range(num_samples):
+        length = int(rng.integers(5, t + 1))
+        split = int(rng.integers(2, length - 2))  # index of the first [SEP]
+        ids = rng.integers(FIRST_WORD_ID, vocab_size, size=length)
+        ids[0], ids[split], ids[length - 1] = CLS, SEP, SEP
+        words = [j for j in range(1, length) if ids[j] != SEP]
+        n_masked = int(rng.integers(0, min(p, len(words)) + 1))
+        positions = np.sort(rng.choice(words, size=n_masked, replace=False))
+        arrays["masked_lm_positions"][i, :n_masked] = positions
+        arrays["masked_lm_ids"][i, :n_masked] = ids[positions]
+        ids[positions] = MASK
+        arrays["input_ids"][i, :length] = ids
+        arrays["input_mask"][i, :length] = 1
+        arrays["segment_ids"][i, split + 1 : length] = 1
+        arrays["next_sentence_labels"][i] = rng.integers(0, 2)
+    return arrays
+
+
+def make_shard(path: str | Path, *, dtype: Any = None, **overrides: Any) -> Path:
+    """Write a shard to ``path`` and return the path.
+
+    ``overrides`` are either :func:`make_arrays` arguments (``num_samples``,
+    ``seq_length``, ``max_predictions``, ``vocab_size``, ``seed``) or field names whose
+    array replaces the generated one (any shape, to make broken files); a field set to
+    :data:`DROP` is left out. ``dtype`` writes every field with that dtype (e.g.
+    ``np.int64``, as other tools do) instead of the table's. Without ``dtype`` or a dropped
+    field the real writer, :func:`bert_tutorial.hdf5_format.write_shard`, is used.
+    """
+    path = Path(path)
+    gen_keys = ("num_samples", "seq_length", "max_predictions", "vocab_size", "seed")
+    arrays: dict[str, Any] = make_arrays(
+        **{k: overrides.pop(k) for k in gen_keys if k in overrides}
+    )
+    unknown = set(overrides) - set(FIELDS)
+    if unknown:
+        raise TypeError(f"make_shard: unknown override(s) {sorted(unknown)}")
+    arrays.update(overrides)
+    if dtype is None and not any(v is DROP for v in arrays.values()):
+        return write_shard(path, arrays)
+    with h5py.File(path, "w") as f:
+        for name, values in arrays.items():
+            if values is not DROP:
+                f.create_dataset(name, data=np.asarray(values, dtype=dtype or FIELDS[name][0]))
+    return path
