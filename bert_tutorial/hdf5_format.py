@@ -64,7 +64,11 @@ def write_shard(path: str | Path, arrays: dict[str, np.ndarray], compression: st
     tmp = path.with_name(path.name + ".tmp")
     with h5py.File(tmp, "w") as f:
         for name, (dtype, _) in FIELDS.items():
-            f.create_dataset(name, data=np.asarray(arrays[name], dtype=dtype), compression=compression)
+            # track_times=False (h5py's default, stated so it cannot change under us): no
+            # timestamps in the file, so the same data gives byte-identical shards.
+            f.create_dataset(
+                name, data=np.asarray(arrays[name], dtype=dtype), compression=compression, track_times=False
+            )
     tmp.replace(path)
     return path
 
