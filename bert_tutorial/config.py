@@ -38,6 +38,8 @@ class TrainConfig:
     num_attention_heads: int = 2
     intermediate_size: int = 512
     max_position_embeddings: int = 512
+    #: Hidden and attention dropout of a fresh model (a pretrained one keeps its own).
+    dropout: float = 0.1
     #: "sdpa" (fused attention kernels) or "eager" (the reference implementation).
     attn_implementation: str = "sdpa"
 
@@ -74,6 +76,8 @@ class TrainConfig:
     save_every_steps: int = 0
     keep_last_checkpoints: int = 2
     log_every_steps: int = 10
+    #: Redraw loss_curves.png / lr_schedule.png after every evaluation.
+    plots: bool = True
     #: Continue from the newest checkpoint in output_dir if there is one.
     resume: bool = True
     #: Stop with an error after this many consecutive non-finite losses.

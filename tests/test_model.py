@@ -1,0 +1,113 @@
+"""The model wrapper and its loss: sparse head == full head, no NaN, overfitting, unwrapping."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from transformers import BertForPreTraining
+
+from bert_tutorial.config import TrainConfig
+from bert_tutorial.data import PretrainingDataset, build_mlm_labels
+from bert_tutorial.model import PretrainingModel, build_model, merge_replicas, unwrap
+
+VOCAB = 50
+
+
+def tiny_bert(seed: int = 0, **overrides) -> BertForPreTraining:
+    torch.manual_seed(seed)
+    cfg = TrainConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=64, max_position_embeddings=16, **overrides)
+    return build_model(cfg, VOCAB)
+
+
+def batch_from(shard, n: int = 8) -> dict[str, torch.Tensor]:
+    data = PretrainingDataset(shard, vocab_size=VOCAB)
+    items = [data[i] for i in range(n)]
+    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+@pytest.fixture
+def batch(shard_factory):
+    return batch_from(shard_factory(num_samples=8, seq_length=16, max_predictions=4, seed=1))
+
+
+def test_sparse_head_loss_equals_full_head_and_stock_model(batch):
+    bert = tiny_bert().eval()
+    sparse = PretrainingModel(bert, sparse_mlm_head=True)(**batch)
+    full = PretrainingModel(bert, sparse_mlm_head=False)(**batch)
+    torch.testing.assert_close(sparse.mlm_loss, full.mlm_loss)
+    torch.testing.assert_close(sparse.nsp_loss, full.nsp_loss)
+    assert sparse.mlm_count == full.mlm_count == (batch["labels"] != -100).sum()
+    assert sparse.mlm_correct == full.mlm_correct
+    # ...and both equal what stock BertForPreTraining computes from the dense labels.
+    stock = bert(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
+                 attention_mask=batch["attention_mask"], labels=batch["labels"],
+                 next_sentence_label=batch["next_sentence_label"])
+    torch.testing.assert_close(sparse.loss, stock.loss)
+
+
+def test_sparse_head_gradients_equal_full_head(batch):
+    grads = []
+    for sparse in (True, False):
+        bert = tiny_bert()
+        PretrainingModel(bert, sparse_mlm_head=sparse)(**batch).loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in bert.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+def test_batch_without_masked_tokens_gives_finite_zero_mlm_loss(batch):
+    positions = torch.zeros_like(batch["masked_lm_positions"])
+    labels, ids = build_mlm_labels(positions, batch["masked_lm_ids"], batch["input_ids"].shape[1])
+    batch = {**batch, "masked_lm_positions": positions, "masked_lm_ids": torch.as_tensor(ids),
+             "labels": torch.as_tensor(labels)}
+    for sparse in (True, False):
+        out = PretrainingModel(tiny_bert(), sparse_mlm_head=sparse)(**batch)
+        assert out.mlm_count == 0
+        assert out.mlm_loss.item() == 0.0
+        assert torch.isfinite(out.loss)
+        out.loss.backward()  # gradients flow through the NSP loss, none are NaN
+
+
+def test_overfitting_one_batch_drives_loss_near_zero(batch):
+    torch.manual_seed(0)
+    model = PretrainingModel(tiny_bert(dropout=0.0))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(150):
+        out = model(**batch)
+        first = first if first is not None else out.loss.item()
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+    assert first > 3.0
+    assert out.loss.item() < 0.05
+    assert out.mlm_correct == out.mlm_count
+
+
+def test_vocab_mismatch_is_refused():
+    cfg = TrainConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    bert = build_model(cfg, vocab_size=40)
+    from bert_tutorial.model import check_vocab
+
+    with pytest.raises(ValueError, match="vocab_size 40 is smaller than the data's vocabulary"):
+        check_vocab(bert, 50, source="my-model")
+
+
+def test_unwrap_finds_the_model_inside_any_wrapping():
+    bert = tiny_bert()
+    wrapped = PretrainingModel(bert)
+    assert unwrap(bert) is bert
+    assert unwrap(wrapped) is bert
+    assert unwrap(nn.DataParallel(wrapped)) is bert
+    assert unwrap(torch.compile(wrapped)) is bert
+    with pytest.raises(TypeError):
+        unwrap(nn.Linear(2, 2))
+
+
+def test_merge_replicas_averages_losses_and_adds_counts(batch):
+    out = PretrainingModel(tiny_bert().eval())(**batch)
+    doubled = type(out)(*[torch.stack([v, v]) for v in out])
+    merged = merge_replicas(doubled)
+    torch.testing.assert_close(merged.loss, out.loss)
+    assert merged.mlm_count == 2 * out.mlm_count
