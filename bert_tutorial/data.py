@@ -348,5 +348,8 @@ def make_dataloader(
         num_workers=num_workers,
         pin_memory=pin_memory,
         drop_last=drop_last,
+        # A private generator: creating a DataLoader iterator otherwise draws a seed from
+        # the global torch RNG, which shifts dropout masks and breaks exact resume.
+        generator=torch.Generator().manual_seed(seed + epoch),
         **worker_options,
     )

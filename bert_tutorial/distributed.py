@@ -1,0 +1,158 @@
+"""Process-group plumbing for DistributedDataParallel, a no-op in a single process.
+
+``torchrun`` starts one process per GPU (or per CPU worker) and tells each its
+``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` through the environment (and, across
+nodes, where the rendezvous is). Every helper here degrades to the single-process
+behaviour when those are absent, so the same training code runs in a notebook, on
+one GPU and under ``torchrun``::
+
+    torchrun --nproc_per_node=4 -m bert_tutorial.pretrain                 # 4 GPUs, NCCL
+    torchrun --nproc_per_node=2 -m bert_tutorial.pretrain --device cpu    # 2 CPU processes, gloo
+    torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d \\
+        --rdzv-endpoint=node0:29500 --rdzv-id=bert -m bert_tutorial.pretrain   # on each node
+
+Every collective below must be called by *all* ranks in the same order, or the
+job hangs: callers decide whether to call from values that are equal on all
+ranks (the step number, a flag reduced with :func:`broadcast_flag`), never from
+something only one rank knows.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+#: How long a collective may wait for the slowest rank before the job fails.
+DEFAULT_TIMEOUT = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in the job: global rank, rank on its node, number of processes."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Only rank 0 writes files, logs and plots; the others would race it."""
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def is_initialized() -> bool:
+    """True inside a process group (under torchrun after :func:`init_distributed`)."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def dist_info_from_env(env: dict[str, str] | None = None) -> DistInfo:
+    """The ``DistInfo`` torchrun describes in the environment (single process without it)."""
+    env = os.environ if env is None else env
+    world_size = int(env.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistInfo()
+    if "RANK" not in env:
+        raise RuntimeError(
+            f"WORLD_SIZE={world_size} is set but RANK is not: start the job with torchrun "
+            "(or set RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT yourself)"
+        )
+    return DistInfo(
+        rank=int(env["RANK"]),
+        local_rank=int(env.get("LOCAL_RANK", "0")),
+        world_size=world_size,
+    )
+
+
+def backend_for(device_type: str) -> str:
+    """NCCL between GPUs (when this PyTorch build has it), gloo on CPU."""
+    if device_type == "cuda" and dist.is_nccl_available():
+        return "nccl"
+    return "gloo"
+
+
+def init_distributed(device_type: str, timeout: timedelta = DEFAULT_TIMEOUT) -> DistInfo:
+    """Join the process group torchrun set up: NCCL between GPUs, gloo on CPU.
+
+    In a single process (no ``WORLD_SIZE`` > 1 in the environment) this does nothing
+    and returns ``DistInfo()``. Calling it again in a process that already joined a
+    group keeps that group.
+    """
+    info = dist_info_from_env()
+    if not info.enabled:
+        return info
+    if not dist.is_available():
+        raise RuntimeError("this PyTorch build has no torch.distributed; cannot run with WORLD_SIZE > 1")
+    if not dist.is_initialized():
+        backend = backend_for(device_type)
+        options: dict[str, Any] = {}
+        if device_type == "cuda":
+            gpus = torch.cuda.device_count()
+            if info.local_rank >= gpus:
+                raise RuntimeError(
+                    f"LOCAL_RANK {info.local_rank} but only {gpus} GPU(s) are visible on this node: "
+                    f"launch with --nproc_per_node={gpus} at most, or pass --device cpu to use gloo"
+                )
+            torch.cuda.set_device(info.local_rank)
+            if backend == "nccl":
+                # Binds the communicator to this rank's GPU (no guessing in barrier()).
+                options["device_id"] = torch.device("cuda", info.local_rank)
+        dist.init_process_group(backend=backend, timeout=timeout, **options)
+    return info
+
+
+def cleanup_distributed() -> None:
+    """Leave the process group (safe to call when there is none)."""
+    if is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over all ranks in place (identity in a single process).
+
+    Under NCCL the tensor must live on this rank's GPU; gloo takes CPU tensors.
+    """
+    if is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def barrier() -> None:
+    """Wait until every rank got here (e.g. rank 0 finished writing a checkpoint)."""
+    if is_initialized():
+        dist.barrier()
+
+
+def broadcast_flag(flag: bool, device: torch.device) -> bool:
+    """True on every rank if it is true on any rank (e.g. one rank got SIGTERM)."""
+    if not is_initialized():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s (picklable) ``obj`` on every rank, e.g. a decision only rank 0 may make."""
+    if not is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's (picklable) ``obj``, in rank order, on every rank (``[obj]`` alone)."""
+    if not is_initialized():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out

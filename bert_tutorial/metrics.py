@@ -1,0 +1,43 @@
+"""The run's metrics history: one JSON object per line in ``metrics.jsonl``.
+
+JSON Lines survive a crash (every line is complete and flushed as soon as it is
+written) and are trivial to load into pandas or to plot. Records have a
+``kind``: ``"train"`` (averaged over the last logging window) or ``"eval"``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """All records of a metrics file (or of ``<folder>/metrics.jsonl``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_FILE
+    with path.open() as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class MetricsLog:
+    """Append-only JSONL writer that can rewind to a checkpoint's step on resume."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records logged after ``step``: a resumed run will log those steps again."""
+        if not self.path.exists():
+            return
+        kept = [r for r in read_metrics(self.path) if r["step"] <= step]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        tmp.replace(self.path)

@@ -1,0 +1,392 @@
+"""The training loop: MLM + NSP, gradient accumulation, mixed precision, resume.
+
+``Trainer(cfg).fit()`` is the whole job. It runs unchanged in a notebook, as
+``python -m bert_tutorial.pretrain`` and under ``torchrun`` (DDP): only rank 0
+writes checkpoints, metrics and plots.
+
+A run is resumable at every checkpoint: weights, optimizer, scheduler, grad
+scaler, RNG and the position in the data are restored, so on CPU a resumed run
+reproduces the uninterrupted run's losses bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+from transformers import BertForPreTraining
+
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .data import PretrainingDataset, find_shards, make_dataloader
+from .device import autocast_context, make_grad_scaler, resolve_device, resolve_precision
+from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_flag, init_distributed
+from .evaluation import evaluate, move_batch
+from .metrics import METRICS_FILE, MetricsLog
+from .model import PretrainingModel, build_model, check_vocab, merge_replicas, unwrap
+from .optim import build_optimizer, build_scheduler, warmup_steps
+from .tokenization import read_vocab
+
+CONFIG_FILE = "train_config.json"
+#: Fields that may change between a run and its resumption without changing its results.
+#: (``epochs`` and ``max_steps`` may not: they set the length of the LR schedule.)
+RESUMABLE_CHANGES = frozenset(
+    {"resume", "num_workers", "output_dir", "device", "log_every_steps", "save_every_steps",
+     "keep_last_checkpoints", "eval_max_batches", "max_bad_steps", "plots"}
+)
+
+
+@dataclass
+class Progress:
+    """Where the run is; saved in every checkpoint. ``epoch_samples`` counts all ranks."""
+
+    step: int = 0
+    epoch: int = 0
+    epoch_samples: int = 0
+    bad_steps: int = 0
+
+
+@dataclass
+class TrainResult:
+    final_eval: dict[str, float] | None
+    eval_history: list[dict[str, Any]] = field(default_factory=list)
+    steps: int = 0
+    stopped_early: bool = False
+    output_dir: Path | None = None
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised after ``max_bad_steps`` consecutive optimizer steps with NaN/inf gradients."""
+
+
+class Trainer:
+    """Builds data, model, optimizer and schedule from a ``TrainConfig`` and trains."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        probe = resolve_device(cfg.device)
+        self.dist: DistInfo = init_distributed(probe.type)
+        self.device = resolve_device(cfg.device, self.dist.local_rank)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.autocast = autocast_context(self.device, self.precision)
+        self.output_dir = Path(cfg.output_dir)
+        self.vocab_size = len(read_vocab(cfg.vocab_file))
+
+        self.train_data = PretrainingDataset(find_shards(cfg.train_data), vocab_size=self.vocab_size)
+        self.eval_data = (
+            PretrainingDataset(find_shards(cfg.eval_data), vocab_size=self.vocab_size)
+            if cfg.eval_data else None
+        )
+        self.samples_per_step = cfg.batch_size * cfg.grad_accum_steps * self.dist.world_size
+        self.steps_per_epoch = len(self.train_data) // self.samples_per_step
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"{cfg.train_data}: {len(self.train_data)} samples are fewer than one optimizer step "
+                f"({self.samples_per_step} = batch_size x grad_accum_steps x world size)"
+            )
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        if cfg.max_steps is not None:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
+
+        resume_from = self._prepare_output_dir()
+        torch.manual_seed(cfg.seed)
+        if resume_from is not None:
+            bert = BertForPreTraining.from_pretrained(resume_from, attn_implementation=cfg.attn_implementation)
+            check_vocab(bert, self.vocab_size, source=str(resume_from))
+        else:
+            bert = build_model(cfg, self.vocab_size)
+        self.module = PretrainingModel(bert, sparse_mlm_head=cfg.sparse_mlm_head).to(self.device)
+        self.model = self._wrap(self.module)
+        self.optimizer = build_optimizer(self.module, cfg, self.device)
+        self.scheduler = build_scheduler(
+            self.optimizer, self.total_steps, warmup_steps(self.total_steps, cfg.warmup_fraction)
+        )
+        self.scaler = make_grad_scaler(self.device, self.precision)
+        self.progress = Progress()
+        self.metrics = MetricsLog(self.output_dir / METRICS_FILE)
+        self._stop_requested = False
+        self._last_lr = cfg.learning_rate
+        if resume_from is not None:
+            self._load_state(resume_from)
+
+    # --- setup -----------------------------------------------------------------------------
+
+    def _wrap(self, module: nn.Module) -> nn.Module:
+        model: nn.Module = module
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = DistributedDataParallel(module, device_ids=ids)
+        if self.cfg.compile:
+            model = torch.compile(model)
+        return model
+
+    def _prepare_output_dir(self) -> Path | None:
+        """Refuse to mix two different runs in one folder; return the checkpoint to resume."""
+        config_file = self.output_dir / CONFIG_FILE
+        existing = latest = None
+        if config_file.exists():
+            existing = json.loads(config_file.read_text())
+            latest = ckpt.latest_checkpoint(self.output_dir)
+        if existing is not None:
+            mine = self.cfg.to_dict()
+            differ = sorted(
+                k for k in set(existing) | set(mine)
+                if k not in RESUMABLE_CHANGES and json.dumps(existing.get(k)) != json.dumps(mine.get(k))
+            )
+            if differ:
+                raise ValueError(
+                    f"{config_file}: output folder holds a different run (fields {differ} differ); "
+                    "choose another output_dir or delete the folder"
+                )
+            if latest is not None and not self.cfg.resume:
+                raise ValueError(
+                    f"{self.output_dir}: holds checkpoints of this run but resume=False; "
+                    "pass resume=True to continue it or choose another output_dir"
+                )
+        barrier()
+        if self.dist.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            self.cfg.to_json(config_file)
+            if latest is None:
+                (self.output_dir / METRICS_FILE).unlink(missing_ok=True)
+        barrier()
+        return latest
+
+    def _load_state(self, checkpoint: Path) -> None:
+        state = ckpt.load_training_state(checkpoint)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.progress = Progress(**state["progress"])
+        ckpt.set_rng_state(state["rng"])
+        if self.dist.is_main:
+            self.metrics.truncate_after(self.progress.step)
+            print(f"Resumed from {checkpoint} at step {self.progress.step}")
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def fit(self) -> TrainResult:
+        """Train to ``total_steps``, evaluating and saving at each epoch end."""
+        eval_history: list[dict[str, Any]] = []
+        final_eval = None
+        self.model.train()  # from_pretrained() returns a model in eval mode: dropout off
+        bar = tqdm(
+            total=self.total_steps, initial=self.progress.step, desc="train",
+            disable=not self.dist.is_main, dynamic_ncols=True,
+        )
+        with self._sigterm_saves(), bar:
+            while self.progress.step < self.total_steps and not self._stop_requested:
+                self._train_epoch(bar)
+                if self._stop_requested:
+                    break
+                final_eval = self._evaluate_and_log()
+                if final_eval is not None:
+                    eval_history.append(final_eval)
+                self.save()
+        return TrainResult(final_eval, eval_history, self.progress.step, self._stop_requested, self.output_dir)
+
+    def _train_epoch(self, bar: tqdm) -> None:
+        p, cfg = self.progress, self.cfg
+        loader = make_dataloader(
+            self.train_data, cfg.batch_size, shuffle=True, seed=cfg.seed, rank=self.dist.rank,
+            world_size=self.dist.world_size, num_workers=cfg.num_workers, drop_last=True,
+            epoch=p.epoch, start_sample=p.epoch_samples // self.dist.world_size,
+        )
+        batches = iter(loader)
+        window = _Window(self.device)
+        steps_left = min(self.steps_per_epoch - p.epoch_samples // self.samples_per_step,
+                         self.total_steps - p.step)
+        for _ in range(steps_left):
+            micro = [next(batches) for _ in range(cfg.grad_accum_steps)]
+            self._optimizer_step(micro, window)
+            p.step += 1
+            p.epoch_samples += self.samples_per_step
+            bar.update(1)
+            if p.step % cfg.log_every_steps == 0 or p.step == self.total_steps:
+                self._log_window(window, bar)
+            if cfg.save_every_steps and p.step % cfg.save_every_steps == 0:
+                self.save()
+            self._stop_requested = broadcast_flag(self._stop_requested, self.device)
+            if self._stop_requested:
+                self.save()
+                return
+        if p.epoch_samples // self.samples_per_step >= self.steps_per_epoch:
+            p.epoch += 1
+            p.epoch_samples = 0
+        if window.steps:
+            self._log_window(window, bar)
+
+    def _optimizer_step(self, micro_batches: list[dict[str, torch.Tensor]], window: _Window) -> None:
+        """One optimizer step over ``grad_accum_steps`` micro-batches (on every rank).
+
+        The MLM loss is normalised by the masked tokens of the *whole step* (all
+        micro-batches, all ranks), not averaged per micro-batch: every masked token
+        weighs the same, and the gradient does not depend on how the global batch is
+        split into micro-batches and ranks. (DDP averages gradients over ranks, hence
+        the factor ``world_size``.) Under DDP the gradient all-reduce is skipped
+        (``no_sync``) for all but the last micro-batch.
+        """
+        masked, sequences = self._step_counts(micro_batches)
+        world = self.dist.world_size
+        step_losses = torch.zeros(2, dtype=torch.float64, device=self.device)
+        for i, batch in enumerate(micro_batches):
+            last = i == len(micro_batches) - 1
+            with contextlib.nullcontext() if last or not self.dist.enabled else self.model.no_sync():
+                with self.autocast:
+                    out = merge_replicas(self.model(**move_batch(batch, self.device)))
+                mlm, nsp = out.mlm_loss_sum / masked, out.nsp_loss_sum / sequences
+                self.scaler.scale((mlm + nsp) * world).backward()
+            step_losses += torch.stack([mlm.detach(), nsp.detach()]).double()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.cfg.max_grad_norm)
+        self._last_lr = self.optimizer.param_groups[0]["lr"]
+        if torch.isfinite(grad_norm):
+            self.scaler.step(self.optimizer)
+            self.progress.bad_steps = 0
+        else:
+            self._bad_step(grad_norm)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        window.add(step_losses)
+
+    def _step_counts(self, micro_batches: list[dict[str, torch.Tensor]]) -> tuple[float, float]:
+        """Masked tokens and sequences in this optimizer step, summed over ranks (min 1)."""
+        counts = torch.tensor(
+            [sum(int((b["masked_lm_ids"] != -100).sum()) for b in micro_batches),
+             sum(b["next_sentence_label"].numel() for b in micro_batches)],
+            dtype=torch.float64,
+        )
+        if self.dist.enabled:
+            counts = all_reduce_sum(counts.to(self.device)).cpu()
+        masked, sequences = counts.clamp(min=1).tolist()
+        return masked, sequences
+
+    def _bad_step(self, grad_norm: torch.Tensor) -> None:
+        """Skip an update whose gradients are NaN/inf; give up after too many in a row."""
+        p = self.progress
+        p.bad_steps += 1
+        where = f"step {p.step + 1} (epoch {p.epoch}, samples {p.epoch_samples}-{p.epoch_samples + self.samples_per_step} of the epoch)"
+        if p.bad_steps >= self.cfg.max_bad_steps:
+            raise NonFiniteLossError(
+                f"{p.bad_steps} consecutive non-finite gradients, last at {where}: "
+                "lower the learning rate or use bf16/fp32"
+            )
+        if self.precision != "fp16":  # fp16 overflow is routine; GradScaler lowers its scale
+            warnings.warn(f"non-finite gradient norm {grad_norm.item()} at {where}; update skipped", stacklevel=2)
+
+    def _log_window(self, window: _Window, bar: tqdm) -> None:
+        record = window.flush(self.progress.step, self.progress.epoch, self._last_lr, self.samples_per_step)
+        if self.dist.is_main:
+            self.metrics.write(record)
+            bar.set_postfix(mlm=f"{record['mlm_loss']:.3f}", nsp=f"{record['nsp_loss']:.3f}",
+                            lr=f"{record['lr']:.2e}")
+
+    def _evaluate_and_log(self) -> dict[str, Any] | None:
+        if self.eval_data is None:
+            return None
+        result = self.evaluate()
+        record = {"kind": "eval", "step": self.progress.step, "epoch": self.progress.epoch, **result}
+        if self.dist.is_main:
+            self.metrics.write(record)
+            tqdm.write(
+                f"eval @ step {record['step']}: mlm_loss {result['mlm_loss']:.4f} "
+                f"mlm_acc {result['mlm_accuracy']:.4f} nsp_acc {result['nsp_accuracy']:.4f}"
+            )
+            if self.cfg.plots:
+                self._plot()
+        return record
+
+    def evaluate(self) -> dict[str, float]:
+        """Evaluate on the eval shards (this rank's part; sums are reduced across ranks)."""
+        if self.eval_data is None:
+            raise ValueError("no eval_data configured")
+        loader = make_dataloader(
+            self.eval_data, self.cfg.batch_size, shuffle=False, seed=self.cfg.seed,
+            rank=self.dist.rank, world_size=self.dist.world_size, num_workers=self.cfg.num_workers,
+        )
+        return evaluate(self.module, loader, self.device, self.autocast, self.cfg.eval_max_batches)
+
+    def _plot(self) -> None:
+        from .plotting import save_training_plots  # matplotlib only when actually plotting
+
+        save_training_plots(self.output_dir)
+
+    # --- checkpoints and signals -------------------------------------------------------------
+
+    def save(self) -> Path | None:
+        """Checkpoint the current step (rank 0 writes; every rank waits for it)."""
+        path = None
+        if self.dist.is_main:
+            state = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "progress": vars(self.progress).copy(),
+                "rng": ckpt.rng_state(),
+                "world_size": self.dist.world_size,
+            }
+            path = ckpt.save_checkpoint(
+                self.output_dir, unwrap(self.model), state, self.progress.step,
+                keep_last=self.cfg.keep_last_checkpoints,
+            )
+        barrier()
+        return path
+
+    @contextlib.contextmanager
+    def _sigterm_saves(self) -> Iterator[None]:
+        """On SIGTERM (preemption) finish the current step, save, and return cleanly."""
+        def request_stop(signum: int, frame: Any) -> None:
+            self._stop_requested = True
+
+        try:
+            previous = signal.signal(signal.SIGTERM, request_stop)
+        except ValueError:  # not the main thread (e.g. some notebook runners): no handler
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _Window:
+    """Loss sums since the last log line, kept on the device so logging needs no per-step sync."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums = torch.zeros(2, dtype=torch.float64, device=self.device)
+        self.steps = 0
+        self.start = time.perf_counter()
+
+    def add(self, step_losses: torch.Tensor) -> None:
+        """This rank's share of one step's (MLM, NSP) loss; shares add up over ranks."""
+        self.sums += step_losses
+        self.steps += 1
+
+    def flush(self, step: int, epoch: int, lr: float, samples_per_step: int) -> dict[str, Any]:
+        """Mean per-step losses of the window (a collective under DDP: call on every rank)."""
+        mlm, nsp = (all_reduce_sum(self.sums.clone()) / max(1, self.steps)).tolist()
+        elapsed = time.perf_counter() - self.start
+        record = {
+            "kind": "train", "step": step, "epoch": epoch, "lr": lr,
+            "mlm_loss": mlm, "nsp_loss": nsp, "loss": mlm + nsp,
+            "seq_per_s": self.steps * samples_per_step / elapsed if elapsed > 0 else math.nan,
+        }
+        self.reset()
+        return record

@@ -1,0 +1,50 @@
+"""A tiny data set and model config for training tests: seconds on a 2-core CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from shards import make_shard
+
+from bert_tutorial.config import TrainConfig
+
+VOCAB_SIZE = 50
+SEQ_LENGTH = 16
+
+
+def write_vocab(path: Path, size: int = VOCAB_SIZE) -> Path:
+    """A toy ``vocab.txt`` whose special tokens sit where ``tests/shards.py`` puts them."""
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(5, size)]
+    path.write_text("\n".join(tokens) + "\n")
+    return path
+
+
+def tiny_data(root: Path, train_samples: int = 64, eval_samples: int = 32) -> dict[str, str]:
+    """Two train shards and one eval shard of toy sequences, plus their vocabulary."""
+    (root / "train").mkdir(parents=True, exist_ok=True)
+    (root / "eval").mkdir(parents=True, exist_ok=True)
+    half = train_samples // 2
+    for i in range(2):
+        make_shard(root / "train" / f"train_{i}.hdf5", num_samples=half, seq_length=SEQ_LENGTH,
+                   max_predictions=4, vocab_size=VOCAB_SIZE, seed=i)
+    make_shard(root / "eval" / "eval_0.hdf5", num_samples=eval_samples, seq_length=SEQ_LENGTH,
+               max_predictions=4, vocab_size=VOCAB_SIZE, seed=99)
+    return {
+        "train_data": str(root / "train"),
+        "eval_data": str(root / "eval"),
+        "vocab_file": str(write_vocab(root / "vocab.txt")),
+    }
+
+
+def tiny_config(root: Path, **overrides: Any) -> TrainConfig:
+    """A 1-layer, 32-wide BERT on ``tiny_data``; override anything per test."""
+    data = tiny_data(root / "data")
+    values: dict[str, Any] = dict(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=SEQ_LENGTH, batch_size=8, epochs=2, learning_rate=1e-3,
+        output_dir=str(root / "run"), log_every_steps=1, device="cpu", seed=0, plots=False,
+    )
+    values.update(data)
+    values.update(overrides)
+    return TrainConfig(**values)
