@@ -37,7 +37,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
     fused = cfg.fused_adamw if cfg.fused_adamw is not None else device.type == "cuda"
     return torch.optim.AdamW(
         parameter_groups(model, cfg.weight_decay),
-        lr=cfg.learning_rate,
+        lr=cfg.lr,
         betas=cfg.adam_betas,
         eps=cfg.adam_eps,
         fused=fused or None,
@@ -72,4 +72,4 @@ def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup: 
 def lr_schedule(cfg: TrainConfig, total_steps: int) -> list[float]:
     """The learning rate at every optimizer step, for plotting before training."""
     warmup = warmup_steps(total_steps, cfg.warmup_fraction)
-    return [cfg.learning_rate * linear_warmup_decay(s, total_steps, warmup) for s in range(total_steps)]
+    return [cfg.lr * linear_warmup_decay(s, total_steps, warmup) for s in range(total_steps)]

@@ -41,30 +41,30 @@ def _none_or(kind: type):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # SUPPRESS: flags not given stay out of the namespace, so "--eval-data none" can
+    # still mean None while an absent flag means "keep the TrainConfig default".
     parser = argparse.ArgumentParser(
         prog="python -m bert_tutorial.pretrain",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=argparse.SUPPRESS,
     )
-    parser.add_argument("--full", action="store_true",
+    parser.add_argument("--full", action="store_true", default=False,
                         help="start from TrainConfig.full(): bert-base-uncased from the hub, long run")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         kind = _field_type(f)
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                                help=f"(default {f.default})")
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=f"(default {f.default})")
         elif f.name == "adam_betas":
-            parser.add_argument(flag, type=float, nargs=2, default=None, help=f"(default {f.default})")
+            parser.add_argument(flag, type=float, nargs=2, help=f"(default {f.default})")
         else:
-            parser.add_argument(flag, type=_none_or(kind), default=None, help=f"(default {f.default})")
+            parser.add_argument(flag, type=_none_or(kind), help=f"(default {f.default})")
     return parser
 
 
 def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
-    args = vars(build_parser().parse_args(argv))
-    full = args.pop("full")
-    overrides = {k: v for k, v in args.items() if v is not None}
+    overrides = vars(build_parser().parse_args(argv))
+    full = overrides.pop("full")
     return TrainConfig.full(**overrides) if full else TrainConfig(**overrides)
 
 

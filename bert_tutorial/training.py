@@ -117,7 +117,7 @@ class Trainer:
         self.progress = Progress()
         self.metrics = MetricsLog(self.output_dir / METRICS_FILE)
         self._stop_requested = False
-        self._last_lr = cfg.learning_rate
+        self._last_lr = cfg.lr
         if resume_from is not None:
             self._load_state(resume_from)
 
@@ -182,6 +182,8 @@ class Trainer:
         eval_history: list[dict[str, Any]] = []
         final_eval = None
         self.model.train()  # from_pretrained() returns a model in eval mode: dropout off
+        if self.progress.step == 0 and self.eval_data is not None:
+            eval_history.append(self._evaluate_and_log())  # the baseline the curves start from
         bar = tqdm(
             total=self.total_steps, initial=self.progress.step, desc="train",
             disable=not self.dist.is_main, dynamic_ncols=True,

@@ -69,3 +69,9 @@ def test_scheduler_follows_the_plotted_schedule():
         sched.step()
     expected = lr_schedule(TrainConfig(learning_rate=1e-3, warmup_fraction=0.2), total_steps=20)
     assert seen == pytest.approx(expected)
+
+
+def test_default_learning_rate_depends_on_the_kind_of_run():
+    assert TrainConfig().lr == 1e-3  # small model from scratch
+    assert TrainConfig(model_name_or_path="bert-base-uncased").lr == 1e-4  # continued pre-training
+    assert TrainConfig(model_name_or_path="x", learning_rate=3e-5).lr == 3e-5

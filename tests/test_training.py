@@ -32,7 +32,8 @@ def test_fit_writes_metrics_checkpoints_and_plots(tmp_path):
     evals = [r for r in records if r["kind"] == "eval"]
     assert result.steps == 16 and [r["step"] for r in train] == list(range(1, 17))  # 64 / 8 per epoch
     assert {"step", "lr", "mlm_loss", "nsp_loss", "loss", "seq_per_s"} <= set(train[0])
-    assert [e["epoch"] for e in evals] == [1, 2] and result.final_eval == evals[-1]
+    assert [e["step"] for e in evals] == [0, 8, 16]  # a baseline, then every epoch end
+    assert result.final_eval == evals[-1] and result.eval_history == evals
     assert (run / "loss_curves.png").stat().st_size > 0 and (run / "lr_schedule.png").exists()
     assert [p.name for p in ckpt.list_checkpoints(run)] == ["checkpoint-00000008", "checkpoint-00000016"]
     assert json.loads((run / "train_config.json").read_text())["seed"] == 0

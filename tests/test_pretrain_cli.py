@@ -1,0 +1,38 @@
+"""`python -m bert_tutorial.pretrain`: flags map onto TrainConfig; the real job learns."""
+
+from __future__ import annotations
+
+import pytest
+
+from bert_tutorial.config import DATA_SAMPLES, TrainConfig
+from bert_tutorial.metrics import read_metrics
+from bert_tutorial.pretrain import config_from_args, main
+
+
+def test_no_arguments_is_the_default_config():
+    assert config_from_args([]) == TrainConfig()
+
+
+def test_flags_map_onto_config_fields():
+    cfg = config_from_args([
+        "--batch-size", "8", "--no-sparse-mlm-head", "--eval-data", "none", "--max-steps", "5",
+        "--learning-rate", "3e-4", "--adam-betas", "0.9", "0.98", "--precision", "fp32",
+    ])
+    assert cfg.batch_size == 8 and cfg.sparse_mlm_head is False and cfg.eval_data is None
+    assert cfg.max_steps == 5 and cfg.lr == 3e-4 and cfg.adam_betas == (0.9, 0.98)
+    assert config_from_args(["--full"]).model_name_or_path == "bert-base-uncased"
+    with pytest.raises(SystemExit):
+        config_from_args(["--no-such-flag"])
+
+
+def test_end_to_end_on_sample_data_eval_accuracy_rises(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["--output-dir", str(out), "--max-steps", "40", "--batch-size", "16",
+                 "--log-every-steps", "20", "--eval-max-batches", "4", "--no-plots"]) == 0
+    assert "Final eval:" in capsys.readouterr().out
+    evals = [r for r in read_metrics(out) if r["kind"] == "eval"]
+    assert [e["step"] for e in evals] == [0, 40]
+    assert evals[-1]["mlm_accuracy"] > evals[0]["mlm_accuracy"] + 0.03
+    assert evals[-1]["mlm_loss"] < evals[0]["mlm_loss"] - 1.0
+    assert (out / "checkpoints" / "checkpoint-00000040" / "model.safetensors").exists()
+    assert str(DATA_SAMPLES / "train") == TrainConfig().train_data  # the defaults point here
