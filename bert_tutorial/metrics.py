@@ -15,12 +15,23 @@ METRICS_FILE = "metrics.jsonl"
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a metrics file (or of ``<folder>/metrics.jsonl``)."""
+    """All records of a metrics file (or of ``<folder>/metrics.jsonl``).
+
+    A process killed while writing leaves a partial last line; it is skipped (the
+    resumed run logs that step again), while a bad line anywhere else is an error.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / METRICS_FILE
-    with path.open() as f:
-        return [json.loads(line) for line in f if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if i < len(lines) - 1:
+                raise ValueError(f"{path}: line {i + 1} is not JSON ({exc})") from exc
+    return records
 
 
 class MetricsLog:

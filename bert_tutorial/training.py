@@ -218,8 +218,9 @@ class Trainer:
             bar.update(1)
             if p.step % cfg.log_every_steps == 0 or p.step == self.total_steps:
                 self._log_window(window, bar)
-            if cfg.save_every_steps and p.step % cfg.save_every_steps == 0:
-                self.save()
+            epoch_done = p.epoch_samples // self.samples_per_step >= self.steps_per_epoch
+            if cfg.save_every_steps and p.step % cfg.save_every_steps == 0 and not epoch_done:
+                self.save()  # (an epoch's last step is saved after its evaluation instead)
             self._stop_requested = broadcast_flag(self._stop_requested, self.device)
             if self._stop_requested:
                 self.save()
