@@ -158,3 +158,12 @@ def test_one_bad_step_is_skipped_without_touching_the_weights(tmp_path):
     after = trainer.module.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert trainer.progress.bad_steps == 1
+
+
+def test_token_ids_beyond_the_vocabulary_stop_training_with_file_and_field(tmp_path):
+    from tiny import write_vocab
+
+    cfg = tiny_config(tmp_path, epochs=1)
+    cfg.vocab_file = str(write_vocab(tmp_path / "small_vocab.txt", size=30))  # shards use ids < 50
+    with pytest.raises(ValueError, match=r"(train|eval)_\d\.hdf5: field '(input_ids|masked_lm_ids)' has token id \d+ >= vocab size 30"):
+        Trainer(cfg).fit()
