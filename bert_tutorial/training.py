@@ -278,17 +278,24 @@ class Trainer:
         return masked, sequences
 
     def _bad_step(self, grad_norm: torch.Tensor) -> None:
-        """Skip an update whose gradients are NaN/inf; give up after too many in a row."""
+        """Skip an update whose gradients are NaN/inf; give up after too many in a row.
+
+        Under fp16 an overflow is routine while GradScaler searches for its scale, so it
+        only counts once the scale is below 1, where scaling can no longer explain it.
+        """
         p = self.progress
+        if self.precision == "fp16" and self.scaler.get_scale() >= 1.0:
+            return
         p.bad_steps += 1
-        where = f"step {p.step + 1} (epoch {p.epoch}, samples {p.epoch_samples}-{p.epoch_samples + self.samples_per_step} of the epoch)"
+        first, last = p.epoch_samples, p.epoch_samples + self.samples_per_step
+        where = f"step {p.step + 1} (epoch {p.epoch}, samples {first}-{last} of the epoch)"
         if p.bad_steps >= self.cfg.max_bad_steps:
             raise NonFiniteLossError(
                 f"{p.bad_steps} consecutive non-finite gradients, last at {where}: "
                 "lower the learning rate or use bf16/fp32"
             )
-        if self.precision != "fp16":  # fp16 overflow is routine; GradScaler lowers its scale
-            warnings.warn(f"non-finite gradient norm {grad_norm.item()} at {where}; update skipped", stacklevel=2)
+        warnings.warn(f"non-finite gradient norm {grad_norm.item()} at {where}; update skipped",
+                      stacklevel=2)
 
     def _log_window(self, window: _Window, bar: tqdm) -> None:
         record = window.flush(self.progress.step, self.progress.epoch, self._last_lr, self.samples_per_step)
