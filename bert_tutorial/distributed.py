@@ -20,6 +20,7 @@ something only one rank knows.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -29,6 +30,8 @@ import torch.distributed as dist
 
 #: How long a collective may wait for the slowest rank before the job fails.
 DEFAULT_TIMEOUT = timedelta(minutes=30)
+#: GIL-free pause before tearing the group down (see ``cleanup_distributed``).
+_TEARDOWN_PAUSE_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -110,8 +113,17 @@ def init_distributed(device_type: str, timeout: timedelta = DEFAULT_TIMEOUT) -> 
 
 
 def cleanup_distributed() -> None:
-    """Leave the process group (safe to call when there is none)."""
+    """Leave the process group (safe to call when there is none; not a collective).
+
+    gloo frees finished collectives on its own worker threads, and freeing a tensor that
+    was created in Python needs the GIL. The group's destructor (run when the group, or
+    a DDP model holding it, is freed) joins those threads *with* the GIL held, so a
+    teardown right after a collective can deadlock at exit (pytorch/pytorch#56297). A
+    short pause without the GIL lets the workers finish first. No barrier here: after an
+    error on one rank, a barrier would hang instead of letting torchrun stop the job.
+    """
     if is_initialized():
+        time.sleep(_TEARDOWN_PAUSE_S)
         dist.destroy_process_group()
 
 

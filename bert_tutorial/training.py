@@ -44,7 +44,9 @@ CONFIG_FILE = "train_config.json"
 #: (``epochs`` and ``max_steps`` may not: they set the length of the LR schedule.)
 RESUMABLE_CHANGES = frozenset(
     {"resume", "num_workers", "output_dir", "device", "log_every_steps", "save_every_steps",
-     "keep_last_checkpoints", "eval_max_batches", "max_bad_steps", "plots"}
+     "keep_last_checkpoints", "eval_max_batches", "max_bad_steps", "plots",
+     # may change with the number of processes, as long as the global batch stays (checked on load)
+     "batch_size", "grad_accum_steps"}
 )
 
 
@@ -166,6 +168,18 @@ class Trainer:
 
     def _load_state(self, checkpoint: Path) -> None:
         state = ckpt.load_training_state(checkpoint)
+        saved = state.get("samples_per_step",
+                          self.cfg.batch_size * self.cfg.grad_accum_steps * state.get("world_size", 1))
+        if saved != self.samples_per_step:
+            per_process = saved / (self.cfg.batch_size * self.dist.world_size)
+            hint = (f"e.g. --grad-accum-steps {int(per_process)}" if per_process.is_integer()
+                    else "choose batch_size x grad_accum_steps x processes to match")
+            raise ValueError(
+                f"{checkpoint}: trained with {saved} sequences per optimizer step, but this run has "
+                f"{self.samples_per_step} (batch_size {self.cfg.batch_size} x grad_accum_steps "
+                f"{self.cfg.grad_accum_steps} x {self.dist.world_size} processes). The step count, LR "
+                f"schedule and data position are in optimizer steps: keep the global batch ({hint})"
+            )
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -189,15 +203,29 @@ class Trainer:
             disable=not self.dist.is_main, dynamic_ncols=True,
         )
         with self._sigterm_saves(), bar:
-            while self.progress.step < self.total_steps and not self._stop_requested:
+            while self.progress.step < self.total_steps:
                 self._train_epoch(bar)
-                if self._stop_requested:
+                if self._agree_to_stop():
                     break
                 final_eval = self._evaluate_and_log()
                 if final_eval is not None:
                     eval_history.append(final_eval)
                 self.save()
+                if self.progress.step < self.total_steps and self._agree_to_stop():
+                    break
         return TrainResult(final_eval, eval_history, self.progress.step, self._stop_requested, self.output_dir)
+
+    def _agree_to_stop(self) -> bool:
+        """Stop on every rank if SIGTERM reached any rank (a collective: call it on all ranks).
+
+        A signal can land on one rank after the last in-step check; acting on the local
+        flag alone would send that rank home while the others enter evaluation's
+        all-reduce and wait for it forever (NCCL) or crash (gloo).
+        """
+        self._stop_requested = broadcast_flag(self._stop_requested, self.device)
+        if self._stop_requested:
+            self.save()  # a no-op when this step is saved already
+        return self._stop_requested
 
     def _train_epoch(self, bar: tqdm) -> None:
         p, cfg = self.progress, self.cfg
@@ -347,6 +375,7 @@ class Trainer:
                 "progress": vars(self.progress).copy(),
                 "rng": ckpt.rng_state(),
                 "world_size": self.dist.world_size,
+                "samples_per_step": self.samples_per_step,
             }
             path = ckpt.save_checkpoint(
                 self.output_dir, unwrap(self.model), state, self.progress.step,

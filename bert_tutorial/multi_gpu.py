@@ -1,0 +1,422 @@
+"""Helpers for the multi-GPU notebook: which GPUs are there, and launching a DDP run.
+
+DistributedDataParallel runs one *process* per GPU. A notebook kernel is a single
+process, and ``torch.multiprocessing.spawn`` cannot start a function defined in a
+notebook cell (the children re-import it by module name, and a kernel's ``__main__``
+is not importable). So the notebook launches the package's ordinary entry point,
+``python -m torch.distributed.run ... -m bert_tutorial.pretrain``, as a subprocess
+and streams its output into the cell::
+
+    from bert_tutorial.multi_gpu import gpu_report, launch_torchrun
+    print(gpu_report())
+    launch_torchrun(args=["--epochs", "1"])   # every GPU with NCCL, or 2 CPU processes with gloo
+
+With two or more GPUs it uses all of them (``--nproc_per_node=<gpus>``, NCCL). With
+fewer it starts two CPU processes that talk over gloo (``--device cpu``): slower than
+one process on a 2-core laptop, but every DDP mechanism (process group, disjoint data
+per rank, gradient all-reduce, rank-0-only checkpoints) runs exactly as on GPUs.
+
+``data_parallel_demo`` times the older single-process ``nn.DataParallel`` for
+comparison when there are at least two GPUs, and explains why DDP replaced it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+import torch.distributed as dist
+
+from .config import REPO_ROOT, TrainConfig
+
+#: The entry point every launch runs (a module, so no notebook-defined function is pickled).
+PRETRAIN_MODULE = "bert_tutorial.pretrain"
+#: Seconds a stopped run gets to finish its step and save before it is killed.
+STOP_GRACE_S = 60.0
+
+
+# --- what is there ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int
+    name: str
+    memory_gib: float
+    capability: tuple[int, int]
+    multiprocessors: int
+
+    @property
+    def bf16(self) -> bool:
+        """Ampere (compute capability 8.0) and newer have bf16 tensor cores."""
+        return self.capability >= (8, 0)
+
+
+def list_gpus() -> list[GpuInfo]:
+    """The CUDA GPUs this process can see (none without CUDA)."""
+    if not torch.cuda.is_available():
+        return []
+    found = []
+    for i in range(torch.cuda.device_count()):
+        p = torch.cuda.get_device_properties(i)
+        found.append(GpuInfo(i, p.name, p.total_memory / 2**30, (p.major, p.minor),
+                             p.multi_processor_count))
+    return found
+
+
+def gpu_report() -> str:
+    """A few lines on the GPUs present and on what ``launch_torchrun`` will do with them."""
+    gpus = list_gpus()
+    lines = [f"PyTorch {torch.__version__}, CUDA {torch.version.cuda or 'not built in'}, "
+             f"{os.cpu_count()} CPU cores"]
+    if not gpus:
+        lines.append("No CUDA GPU visible.")
+    for g in gpus:
+        lines.append(f"  cuda:{g.index}  {g.name}  {g.memory_gib:.1f} GiB  "
+                     f"compute {g.capability[0]}.{g.capability[1]}  {g.multiprocessors} SMs  "
+                     f"bf16 {'yes' if g.bf16 else 'no'}")
+    if len(gpus) >= 2:
+        lines.append(f"NCCL available: {'yes' if dist.is_nccl_available() else 'no (gloo will be used)'}")
+        try:
+            peer = torch.cuda.can_device_access_peer(0, 1)
+            lines.append(f"Peer-to-peer cuda:0 <-> cuda:1: {'yes' if peer else 'no (NCCL goes through host memory)'}")
+        except Exception:  # informative only
+            pass
+    lines.append("Plan: " + plan_launch(gpu_count=len(gpus)).reason)
+    return "\n".join(lines)
+
+
+# --- how to launch ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """How many processes to start, on which device, talking over which backend."""
+
+    nproc: int
+    device: str  # "cuda" or "cpu"
+    backend: str  # "nccl" or "gloo"
+    reason: str
+
+    @property
+    def device_args(self) -> list[str]:
+        """Flags the plan adds to the pretrain command (``--device cpu`` for the CPU fallback)."""
+        return ["--device", "cpu"] if self.device == "cpu" else []
+
+
+def plan_launch(nproc: int | None = None, gpu_count: int | None = None) -> LaunchPlan:
+    """One process per GPU with NCCL when there are >= 2 GPUs, else 2 CPU processes on gloo.
+
+    ``nproc`` overrides the number of processes (at most one per GPU on GPUs);
+    ``gpu_count`` overrides the GPUs detected (for tests and for planning elsewhere).
+    """
+    if nproc is not None and nproc < 1:
+        raise ValueError(f"nproc must be >= 1, got {nproc}")
+    gpus = torch.cuda.device_count() if gpu_count is None else gpu_count
+    if gpus >= 2:
+        n = gpus if nproc is None else nproc
+        if n > gpus:
+            raise ValueError(f"nproc={n} but only {gpus} GPUs: NCCL needs one GPU per process")
+        backend = "nccl" if dist.is_nccl_available() else "gloo"
+        return LaunchPlan(n, "cuda", backend,
+                          f"{n} processes, one per GPU, gradients all-reduced over {backend.upper()}")
+    n = 2 if nproc is None else nproc
+    why = "no GPU" if gpus == 0 else "only 1 GPU"
+    return LaunchPlan(n, "cpu", "gloo",
+                      f"{why}: {n} CPU processes with gloo (--device cpu) show the same DDP mechanics")
+
+
+def config_args(cfg: TrainConfig, *, only_changed: bool = True) -> list[str]:
+    """The ``bert_tutorial.pretrain`` flags that reproduce ``cfg`` (fields left at defaults skipped)."""
+    defaults = TrainConfig()
+    args: list[str] = []
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(cfg, f.name)
+        if only_changed and value == getattr(defaults, f.name):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if value is None and f.default is None:
+            continue  # leaving the flag out gives None (and a bool flag cannot say "none")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + f.name.replace("_", "-"))
+        elif value is None:
+            args += [flag, "none"]
+        elif isinstance(value, tuple | list):
+            args += [flag, *(repr(v) if isinstance(v, float) else str(v) for v in value)]
+        else:
+            args += [flag, repr(value) if isinstance(value, float) else str(value)]
+    return args
+
+
+def torchrun_command(
+    nproc: int,
+    extra_args: Sequence[str] = (),
+    *,
+    module: str = PRETRAIN_MODULE,
+    nnodes: int = 1,
+    rdzv_endpoint: str | None = None,
+    rdzv_id: str = "bert_tutorial",
+    python: str = sys.executable,
+) -> list[str]:
+    """The argv of ``torchrun --nproc_per_node=<nproc> -m <module> <extra_args>``.
+
+    ``python -m torch.distributed.run`` is ``torchrun`` run by *this* interpreter, so
+    the workers use the notebook's virtual environment. One node uses ``--standalone``
+    (a private rendezvous on a free port, so two jobs on one machine do not collide).
+    Several nodes use a c10d rendezvous at ``rdzv_endpoint`` ("host:port" of a machine
+    every node can reach); run the same command on each node with the same ``rdzv_id``.
+    """
+    if nproc < 1:
+        raise ValueError(f"nproc must be >= 1, got {nproc}")
+    if nnodes < 1:
+        raise ValueError(f"nnodes must be >= 1, got {nnodes}")
+    cmd = [python, "-m", "torch.distributed.run"]
+    if nnodes == 1 and rdzv_endpoint is None:
+        cmd.append("--standalone")
+    else:
+        if rdzv_endpoint is None:
+            raise ValueError("a multi-node run needs rdzv_endpoint='host:port' of a node all nodes can reach")
+        cmd += [f"--nnodes={nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}",
+                f"--rdzv-id={rdzv_id}"]
+    cmd += [f"--nproc_per_node={nproc}", "-m", module, *extra_args]
+    return cmd
+
+
+def launch_env(nproc: int, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for the launch: the package importable, unbuffered output, CPU threads shared."""
+    env = dict(os.environ if base is None else base)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    # N processes x all cores each would oversubscribe the CPU; torchrun would pick 1 and warn.
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    return env
+
+
+@dataclass
+class LaunchResult:
+    command: list[str]
+    returncode: int
+    output: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+def launch_torchrun(
+    nproc: int | None = None,
+    args: Sequence[str] | TrainConfig = (),
+    *,
+    module: str = PRETRAIN_MODULE,
+    nnodes: int = 1,
+    rdzv_endpoint: str | None = None,
+    env: dict[str, str] | None = None,
+    cwd: str | Path | None = None,
+    timeout: float | None = None,
+    echo: TextIO | None = None,
+    check: bool = True,
+) -> LaunchResult:
+    """Run ``torchrun ... -m bert_tutorial.pretrain`` in a subprocess, streaming its output.
+
+    ``args`` are pretrain flags or a ``TrainConfig`` (turned into flags). The process
+    count and device come from :func:`plan_launch` (all GPUs, or 2 CPU processes with
+    ``--device cpu``) unless ``nproc`` is given or ``args`` name ``--device`` themselves.
+    Output goes to ``echo`` (default: ``sys.stdout`` at call time, i.e. the notebook cell)
+    as it arrives, progress bars included. ``env`` adds variables (e.g. ``NCCL_DEBUG``) to
+    this process's environment; ``cwd`` (default: the current directory, so relative paths
+    mean what they mean in the notebook) is where the job runs.
+
+    Interrupting (the notebook's stop button) or hitting ``timeout`` sends SIGTERM to the
+    job: each rank finishes its step, rank 0 saves a checkpoint, and running the same
+    launch again resumes from it. A job still alive after ``STOP_GRACE_S`` is killed.
+    With ``check`` a non-zero exit raises ``subprocess.CalledProcessError``.
+    """
+    flags = config_args(args) if isinstance(args, TrainConfig) else list(args)
+    plan = plan_launch(nproc)
+    if not any(a == "--device" or a.startswith("--device=") for a in flags):
+        flags = plan.device_args + flags
+    cmd = torchrun_command(plan.nproc, flags, module=module, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint)
+    out = echo if echo is not None else sys.stdout
+    out.write(f"$ {shlex.join(cmd)}\n")
+    out.flush()
+
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=launch_env(plan.nproc, {**os.environ, **(env or {})}), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, start_new_session=True,  # own process group: stop it as a whole
+    )
+    chunks: list[str] = []
+    reader = threading.Thread(target=_pump, args=(proc, out, chunks.append), daemon=True)
+    reader.start()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _stop(proc)
+        reader.join()
+        raise subprocess.TimeoutExpired(cmd, timeout, output="".join(chunks)) from None
+    except KeyboardInterrupt:
+        out.write("\nInterrupted: asking the job to save a checkpoint and stop...\n")
+        _stop(proc)
+        reader.join()
+        raise
+    reader.join()
+    result = LaunchResult(cmd, proc.returncode, "".join(chunks), time.perf_counter() - start)
+    if check and not result.ok:
+        raise subprocess.CalledProcessError(result.returncode, cmd, output=result.output)
+    return result
+
+
+def _pump(proc: subprocess.Popen, out: TextIO, keep: Callable[[str], Any]) -> None:
+    """Copy the job's output to ``out`` chunk by chunk (tqdm's ``\\r`` updates need no newline)."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # chunks may split a character
+    while True:
+        data = os.read(fd, 65536)
+        text = decoder.decode(data, final=not data)
+        if text:
+            keep(text)
+            out.write(text)
+            out.flush()
+        if not data:
+            break
+
+
+def _stop(proc: subprocess.Popen, grace: float = STOP_GRACE_S) -> None:
+    """SIGTERM the job's process group (ranks save and exit), SIGKILL it if it lingers."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        proc.wait()
+
+
+# --- nn.DataParallel, for comparison -------------------------------------------------------------
+
+DATA_PARALLEL_NOTE = """\
+nn.DataParallel is one process driving all GPUs from Python threads. Every forward it
+copies the model from cuda:0 to the other GPUs, splits the batch, runs the replicas,
+and gathers the outputs back on cuda:0, where the loss, the backward's reduction and
+the optimizer step happen. cuda:0 therefore does more work and holds more memory than
+the others, the GIL serialises the threads, and it cannot span machines.
+DistributedDataParallel runs one process per GPU with its own data loader and
+optimizer; only gradients travel (all-reduced over NCCL, overlapped with the
+backward). PyTorch recommends DDP even on a single machine; that is what
+launch_torchrun uses."""
+
+
+def data_parallel_demo(
+    cfg: TrainConfig | None = None,
+    steps: int = 10,
+    per_gpu_batch: int | None = None,
+    device_ids: Sequence[int] | None = None,
+    echo: TextIO | None = None,
+) -> dict[str, float] | None:
+    """Time training steps on one GPU vs ``nn.DataParallel`` over all GPUs, same global batch.
+
+    Needs >= 2 GPUs; otherwise prints why and what DDP does instead, and returns None.
+    Returns sequences per second of both and the speed-up.
+    """
+    out = echo if echo is not None else sys.stdout
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device_ids is None:
+        if gpus < 2:
+            out.write(f"nn.DataParallel demo skipped: it needs at least 2 GPUs, this machine has {gpus}.\n\n"
+                      f"{DATA_PARALLEL_NOTE}\n")
+            return None
+        device_ids = list(range(gpus))
+    device_ids = list(device_ids)
+    result = compare_data_parallel(cfg or TrainConfig(), device_ids, torch.device("cuda", device_ids[0]),
+                                   steps, per_gpu_batch)
+    out.write(f"global batch {int(result['global_batch'])}: one GPU {result['single_seq_per_s']:.0f} seq/s, "
+              f"nn.DataParallel on {len(device_ids)} GPUs {result['data_parallel_seq_per_s']:.0f} seq/s "
+              f"({result['speedup']:.2f}x)\n\n{DATA_PARALLEL_NOTE}\n")
+    return result
+
+
+def compare_data_parallel(
+    cfg: TrainConfig,
+    device_ids: Sequence[int],
+    device: torch.device,
+    steps: int = 10,
+    per_gpu_batch: int | None = None,
+) -> dict[str, float]:
+    """Seq/s of the model of ``cfg`` alone on ``device`` and in ``nn.DataParallel(device_ids)``.
+
+    Both get the same global batch (``per_gpu_batch`` x GPUs, first batch of ``cfg.train_data``)
+    and start from the same weights. ``device`` must be ``device_ids[0]``; on a machine
+    without CUDA, DataParallel is a pass-through (which is how this is tested on CPU).
+    """
+    from .data import PretrainingDataset, find_shards, make_dataloader
+    from .model import PretrainingModel, build_model
+    from .tokenization import read_vocab
+
+    global_batch = (per_gpu_batch or cfg.batch_size) * len(device_ids)
+    vocab_size = len(read_vocab(cfg.vocab_file))
+    data = PretrainingDataset(find_shards(cfg.train_data), vocab_size=vocab_size)
+    batch = next(iter(make_dataloader(data, min(global_batch, len(data)), shuffle=False, seed=cfg.seed)))
+
+    def model() -> PretrainingModel:
+        torch.manual_seed(cfg.seed)
+        return PretrainingModel(build_model(cfg, vocab_size), cfg.sparse_mlm_head).to(device)
+
+    single = benchmark_steps(model(), batch, device, steps)
+    parallel = benchmark_steps(torch.nn.DataParallel(model(), device_ids=list(device_ids)), batch, device, steps)
+    return {"gpus": float(len(device_ids)), "global_batch": float(batch["input_ids"].shape[0]),
+            "single_seq_per_s": single, "data_parallel_seq_per_s": parallel, "speedup": parallel / single}
+
+
+def benchmark_steps(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device, steps: int, warmup: int = 2
+) -> float:
+    """Sequences per second of forward + backward + AdamW step on one fixed batch.
+
+    The loss is formed from summed losses and counts as in training, so it is the
+    same for a plain model and for ``nn.DataParallel`` (whose per-replica outputs
+    ``merge_replicas`` folds into one).
+    """
+    from .evaluation import move_batch
+    from .model import merge_replicas
+
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    inputs = move_batch(batch, device)
+
+    def step() -> None:
+        with warnings.catch_warnings():  # DataParallel gathers the scalar outputs into vectors
+            warnings.filterwarnings("ignore", message=".*all input tensors were scalars")
+            out = merge_replicas(model(**inputs))
+        loss = out.mlm_loss_sum / out.mlm_count.clamp(min=1) + out.nsp_loss_sum / out.nsp_count
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        step()
+    sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    return steps * inputs["input_ids"].shape[0] / (time.perf_counter() - start)
