@@ -2,7 +2,7 @@
 
 Figures are built with the object-oriented API (``Figure``, not ``pyplot``), so
 plotting works headless in a training process and still renders inline when a
-notebook returns the figure.
+notebook returns the figure (with the inline backend active: ``%matplotlib inline``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,122 @@
+"""The notebooks are committed stripped, and share their setup; fast checks, nothing executed.
+
+Running them is a separate CI step: ``pytest --nbmake notebooks/``. To strip after
+running one in Jupyter: ``python scripts/strip_notebooks.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = ROOT / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+FULL_RUN_SWITCH = 'FULL_RUN = os.environ.get("BERT_TUTORIAL_FULL_RUN") == "1"'
+RUN_SETTINGS_MARK = "# Training run settings"
+
+
+def _load_strip_script():
+    spec = importlib.util.spec_from_file_location("strip_notebooks", ROOT / "scripts" / "strip_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+strip_notebooks = _load_strip_script()
+
+
+def read(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(path, as_version=nbformat.NO_CONVERT)
+
+
+def code_cells(nb: nbformat.NotebookNode) -> list[str]:
+    return [c.source for c in nb.cells if c.cell_type == "code"]
+
+
+def test_the_series_is_there_in_order():
+    names = [p.name for p in NOTEBOOKS]
+    assert len(names) >= 6
+    numbers = [int(re.match(r"(\d\d)_[a-z0-9_]+\.ipynb$", n).group(1)) for n in names]
+    assert numbers == list(range(1, len(names) + 1)), names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_valid_and_stripped(path):
+    nb = read(path)
+    nbformat.validate(nb)
+    assert nb.nbformat == 4
+    assert nb.metadata.kernelspec.name == "python3"
+    assert strip_notebooks.problems(nb) == [], "run: python scripts/strip_notebooks.py"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_starts_with_what_it_teaches_then_the_setup(path):
+    nb = read(path)
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and first.source.startswith("# "), "start with a title"
+    assert "You will" in first.source, "say what the notebook teaches"
+    setup = code_cells(nb)[0]
+    assert "google.colab" in setup and "REPO_URL" in setup and "os.chdir(ROOT)" in setup
+    assert all(c.cell_type == "markdown" for c in nb.cells[: nb.cells.index(
+        next(c for c in nb.cells if c.cell_type == "code"))])
+    assert any(FULL_RUN_SWITCH in source for source in code_cells(nb)), "the FULL_RUN switch"
+
+
+def test_setup_cell_is_identical_everywhere():
+    setups = {path.name: code_cells(read(path))[0] for path in NOTEBOOKS}
+    assert len(set(setups.values())) == 1, "edit the setup cell in every notebook alike"
+
+
+def test_training_and_evaluation_notebooks_share_their_run_settings():
+    """Notebook 06 reuses notebook 05's run only if both describe the same run."""
+    settings = {}
+    for path in NOTEBOOKS:
+        cells = [s for s in code_cells(read(path)) if s.startswith(RUN_SETTINGS_MARK)]
+        if cells:
+            settings[path.name] = cells[0]
+    assert {n[:2] for n in settings} == {"05", "06"}
+    assert len(set(settings.values())) == 1
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_links_to_other_notebooks_resolve(path):
+    text = "\n".join(c.source for c in read(path).cells if c.cell_type == "markdown")
+    for target in re.findall(r"\]\(([^)#]+\.ipynb)\)", text):
+        assert (NOTEBOOK_DIR / target).is_file(), f"{path.name} links to missing {target}"
+
+
+def test_strip_removes_outputs_counts_widgets_and_run_metadata(tmp_path):
+    nb = read(NOTEBOOKS[0])
+    executed = copy.deepcopy(nb)
+    cell = next(c for c in executed.cells if c.cell_type == "code")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="hi\n")]
+    cell.execution_count = 3
+    cell.metadata["execution"] = {"iopub.status.idle": "2025-01-01T00:00:00Z"}
+    executed.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    executed.metadata["language_info"] = {"name": "python", "version": "3.11.7"}
+    found = strip_notebooks.problems(executed)
+    assert len(found) == 5, found
+    assert strip_notebooks.strip(executed) is True
+    assert strip_notebooks.problems(executed) == [] and strip_notebooks.strip(executed) is False
+    assert executed == nb  # stripping a run notebook gives back the committed one
+
+    path = tmp_path / "run.ipynb"
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="hi\n")]
+    nbformat.write(executed, path)
+    script = [sys.executable, str(ROOT / "scripts" / "strip_notebooks.py")]
+    check = subprocess.run([*script, "--check", str(path)], capture_output=True, text=True)
+    assert check.returncode == 1 and "not stripped" in check.stdout
+    assert subprocess.run([*script, str(path)], capture_output=True).returncode == 0
+    assert subprocess.run([*script, "--check", str(path)], capture_output=True).returncode == 0
+    assert read(path) == nb
