@@ -289,7 +289,9 @@ class Trainer:
         else:
             self._bad_step(grad_norm)
         self.scaler.update()
-        self.scheduler.step()
+        with warnings.catch_warnings():  # a skipped first update is not the misuse torch warns of
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler")
+            self.scheduler.step()  # the LR follows the step count, skipped updates included
         self.optimizer.zero_grad(set_to_none=True)
         window.add(step_losses)
 
