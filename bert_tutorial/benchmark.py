@@ -68,7 +68,7 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import BertConfig, BertForPreTraining
 
 from .config import TrainConfig
-from .data import IGNORE_INDEX, PretrainingDataset, build_mlm_labels, make_dataloader
+from .data import IGNORE_INDEX, PretrainingDataset, make_dataloader, sample_to_tensors
 from .device import resolve_device
 from .hdf5_format import FIELDS, default_max_predictions, inspect_shard, read_shard, write_shard
 from .model import unwrap
@@ -237,22 +237,7 @@ def synthetic_arrays(
 
 def arrays_to_batch(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """Shard arrays as one batch, exactly as ``make_dataloader`` collates ``PretrainingDataset`` samples."""
-    labels, sparse_ids = build_mlm_labels(
-        arrays["masked_lm_positions"], arrays["masked_lm_ids"], arrays["input_ids"].shape[1]
-    )
-
-    def long(values: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(values, dtype=np.int64))
-
-    return {
-        "input_ids": long(arrays["input_ids"]),
-        "token_type_ids": long(arrays["segment_ids"]),
-        "attention_mask": long(arrays["input_mask"]),
-        "labels": long(labels),
-        "next_sentence_label": long(arrays["next_sentence_labels"]),
-        "masked_lm_positions": long(arrays["masked_lm_positions"]),
-        "masked_lm_ids": long(sparse_ids),
-    }
+    return sample_to_tensors(arrays, slice(None))
 
 
 # --- memory ---------------------------------------------------------------------------------

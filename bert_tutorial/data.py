@@ -88,8 +88,11 @@ def build_mlm_labels(
     return labels, sparse_ids
 
 
-def sample_to_tensors(arrays: dict[str, np.ndarray], index: int) -> dict[str, torch.Tensor]:
-    """Row ``index`` of a loaded shard as the ``torch.long`` tensors the model consumes."""
+def sample_to_tensors(arrays: dict[str, np.ndarray], index: int | slice) -> dict[str, torch.Tensor]:
+    """Row ``index`` of a loaded shard as the ``torch.long`` tensors the model consumes.
+
+    A ``slice`` gives the rows as one batch, exactly as the DataLoader would collate them.
+    """
     seq_length = arrays["input_ids"].shape[1]
     labels, sparse_ids = build_mlm_labels(
         arrays["masked_lm_positions"][index], arrays["masked_lm_ids"][index], seq_length

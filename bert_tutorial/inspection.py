@@ -43,6 +43,7 @@ from .config import DATA_SAMPLES
 from .data import IGNORE_INDEX, PathLike, find_shards
 from .hdf5_format import default_max_predictions, inspect_shard, read_shard
 from .model import PretrainingModel, unwrap
+from .plotting import save_figure
 
 #: Arrow between what the model sees at a prediction slot and the original token.
 ARROW = "→"
@@ -372,7 +373,7 @@ def plot_masking_statistics(stats: MaskingStatistics, path: PathLike | None = No
     ax_len.legend(loc="upper left")
     for ax in (ax_frac, ax_kind, ax_nsp, ax_len):
         ax.grid(alpha=0.3)
-    return _maybe_save(fig, path)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -445,7 +446,7 @@ def plot_batch(batch: Mapping[str, torch.Tensor], path: PathLike | None = None) 
         ax.set_title(title)
         ax.set_xlabel("position")
         ax.set_ylabel("sequence in batch")
-    return _maybe_save(fig, path)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -679,10 +680,5 @@ def plot_before_after(
             ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
         ax.set_title(title)
         ax.grid(alpha=0.3, axis="y")
-    return _maybe_save(fig, path)
+    return save_figure(fig, path)
 
-
-def _maybe_save(fig: Figure, path: PathLike | None) -> Figure:
-    if path is not None:
-        fig.savefig(Path(path), dpi=110)
-    return fig

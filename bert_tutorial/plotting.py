@@ -36,7 +36,7 @@ def plot_loss_curves(records: Sequence[dict[str, Any]], path: str | Path | None 
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("cross-entropy")
     axes[0].legend()
-    return _maybe_save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_accuracy(records: Sequence[dict[str, Any]], path: str | Path | None = None) -> Figure:
@@ -52,7 +52,7 @@ def plot_accuracy(records: Sequence[dict[str, Any]], path: str | Path | None = N
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend()
-    return _maybe_save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_lr_schedule(
@@ -72,7 +72,7 @@ def plot_lr_schedule(
     ax.set_ylabel("learning rate")
     ax.set_title("linear warmup, then linear decay")
     ax.grid(alpha=0.3)
-    return _maybe_save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_training_plots(output_dir: str | Path) -> list[Path]:
@@ -88,7 +88,8 @@ def save_training_plots(output_dir: str | Path) -> list[Path]:
     return written
 
 
-def _maybe_save(fig: Figure, path: str | Path | None) -> Figure:
+def save_figure(fig: Figure, path: str | Path | None) -> Figure:
+    """Write ``fig`` as a PNG when a path is given; return it either way (for notebooks)."""
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig
