@@ -28,6 +28,9 @@ class TrainConfig:
     num_workers: int = 0
     #: Cap on eval batches (None = whole eval set); keeps in-training evaluation cheap.
     eval_max_batches: int | None = None
+    #: Also evaluate every N optimizer steps (0 = only before training and at epoch ends),
+    #: so that train and eval curves share a cadence.
+    eval_every_steps: int = 0
 
     # --- model ------------------------------------------------------------------------------
     #: A hub name ("bert-base-uncased", needs network) or a local folder saved with

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -356,3 +356,8 @@ def make_dataloader(
         generator=torch.Generator().manual_seed(seed + epoch),
         **worker_options,
     )
+
+
+def move_batch(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Copy a batch to the device; ``non_blocking`` overlaps the copy when memory is pinned."""
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}

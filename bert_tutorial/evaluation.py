@@ -16,15 +16,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .data import move_batch
 from .distributed import all_reduce_sum
-from .model import merge_replicas
 
 _SUM_FIELDS = ("mlm_loss_sum", "mlm_correct", "mlm_count", "nsp_loss_sum", "nsp_correct", "nsp_count")
-
-
-def move_batch(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """Copy a batch to the device; ``non_blocking`` overlaps the copy when memory is pinned."""
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 def finalize_metrics(totals: Mapping[str, float]) -> dict[str, float]:
@@ -70,7 +65,7 @@ def evaluate(
             if max_batches is not None and i >= max_batches:
                 break
             with autocast or nullcontext():
-                out = merge_replicas(model(**move_batch(batch, device)))
+                out = model(**move_batch(batch, device))
             totals += torch.stack([getattr(out, f).double() for f in _SUM_FIELDS])
     finally:
         model.train(was_training)

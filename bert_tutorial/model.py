@@ -21,8 +21,7 @@ from torch import nn
 from transformers import BertConfig, BertForPreTraining
 
 from .config import TrainConfig
-
-IGNORE_INDEX = -100
+from .data import IGNORE_INDEX
 
 
 def build_model(cfg: TrainConfig, vocab_size: int) -> BertForPreTraining:
@@ -32,9 +31,7 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> BertForPreTraining:
     a smaller embedding table would index out of range (a CUDA device-side assert).
     """
     if cfg.model_name_or_path:
-        model = BertForPreTraining.from_pretrained(
-            cfg.model_name_or_path, attn_implementation=cfg.attn_implementation
-        )
+        model = load_pretrained(cfg.model_name_or_path, cfg.attn_implementation)
     else:
         config = BertConfig(
             vocab_size=vocab_size,
@@ -52,6 +49,17 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> BertForPreTraining:
     return model
 
 
+def load_pretrained(name_or_path: str, attn_implementation: str = "sdpa") -> BertForPreTraining:
+    """``from_pretrained`` in float32, whatever dtype the weights were stored in.
+
+    Weights may be stored in half precision to save space (the sample model in
+    ``data_samples/base-model`` is fp16), and transformers 5 keeps the stored dtype.
+    Training keeps fp32 master weights; autocast handles bf16/fp16 compute.
+    """
+    model = BertForPreTraining.from_pretrained(name_or_path, attn_implementation=attn_implementation)
+    return model.float() if model.dtype != torch.float32 else model
+
+
 def check_vocab(model: BertForPreTraining, vocab_size: int, source: str) -> None:
     """Refuse a model whose embedding table cannot hold every token id of the data."""
     model_vocab = model.config.vocab_size
@@ -67,8 +75,9 @@ class PretrainingOutput(NamedTuple):
 
     Sums and counts (not means) are kept so that evaluation can average over every
     masked token of the data set instead of averaging batch means, and so that training
-    can normalise by the masked tokens of a whole optimizer step (see ``training``). A NamedTuple
-    (not a dataclass) because ``nn.DataParallel`` can only gather tuples and dicts.
+    can normalise by the masked tokens of a whole optimizer step (see ``step``). A NamedTuple
+    because DDP and ``torch.compile`` look for tensors inside a module's outputs, and
+    tuples are a structure both understand.
     """
 
     loss: torch.Tensor
@@ -181,17 +190,3 @@ def unwrap(model: nn.Module) -> BertForPreTraining:
             model = model.bert
         else:
             raise TypeError(f"cannot find a BertForPreTraining inside {type(model).__name__}")
-
-
-def merge_replicas(out: PretrainingOutput) -> PretrainingOutput:
-    """Fold ``nn.DataParallel``'s per-GPU outputs (a vector per field) into one batch result.
-
-    Losses are means, so replicas are averaged; sums and counts add up. Outputs of an
-    unwrapped or DDP model are scalars already and pass through unchanged.
-    """
-    if out.loss.dim() == 0:
-        return out
-    means = {"loss", "mlm_loss", "nsp_loss"}
-    return PretrainingOutput(
-        **{k: v.float().mean() if k in means else v.sum() for k, v in out._asdict().items()}
-    )

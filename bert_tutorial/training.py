@@ -26,17 +26,17 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
-from transformers import BertForPreTraining
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import PretrainingDataset, find_shards, make_dataloader
 from .device import autocast_context, make_grad_scaler, resolve_device, resolve_precision
 from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_flag, init_distributed
-from .evaluation import evaluate, move_batch
+from .evaluation import evaluate
 from .metrics import METRICS_FILE, MetricsLog
-from .model import PretrainingModel, build_model, check_vocab, merge_replicas, unwrap
+from .model import PretrainingModel, build_model, check_vocab, load_pretrained, unwrap
 from .optim import build_optimizer, build_scheduler, warmup_steps
+from .step import StepResult, train_step
 from .tokenization import read_vocab
 
 CONFIG_FILE = "train_config.json"
@@ -44,7 +44,7 @@ CONFIG_FILE = "train_config.json"
 #: (``epochs`` and ``max_steps`` may not: they set the length of the LR schedule.)
 RESUMABLE_CHANGES = frozenset(
     {"resume", "num_workers", "output_dir", "device", "log_every_steps", "save_every_steps",
-     "keep_last_checkpoints", "eval_max_batches", "max_bad_steps", "plots",
+     "keep_last_checkpoints", "eval_max_batches", "eval_every_steps", "max_bad_steps", "plots",
      # may change with the number of processes, as long as the global batch stays (checked on load)
      "batch_size", "grad_accum_steps"}
 )
@@ -105,7 +105,7 @@ class Trainer:
         resume_from = self._prepare_output_dir()
         torch.manual_seed(cfg.seed)
         if resume_from is not None:
-            bert = BertForPreTraining.from_pretrained(resume_from, attn_implementation=cfg.attn_implementation)
+            bert = load_pretrained(str(resume_from), cfg.attn_implementation)
             check_vocab(bert, self.vocab_size, source=str(resume_from))
         else:
             bert = build_model(cfg, self.vocab_size)
@@ -120,6 +120,8 @@ class Trainer:
         self.metrics = MetricsLog(self.output_dir / METRICS_FILE)
         self._stop_requested = False
         self._last_lr = cfg.lr
+        #: Every evaluation of this process's ``fit`` (a resumed run starts a new list).
+        self.eval_history: list[dict[str, Any]] = []
         if resume_from is not None:
             self._load_state(resume_from)
 
@@ -192,12 +194,11 @@ class Trainer:
     # --- the loop --------------------------------------------------------------------------
 
     def fit(self) -> TrainResult:
-        """Train to ``total_steps``, evaluating and saving at each epoch end."""
-        eval_history: list[dict[str, Any]] = []
+        """Train to ``total_steps``; evaluate and save at each epoch end (and as configured)."""
         final_eval = None
         self.model.train()  # from_pretrained() returns a model in eval mode: dropout off
         if self.progress.step == 0 and self.eval_data is not None:
-            eval_history.append(self._evaluate_and_log())  # the baseline the curves start from
+            self._evaluate_and_log()  # the baseline the curves start from
         bar = tqdm(
             total=self.total_steps, initial=self.progress.step, desc="train",
             disable=not self.dist.is_main, dynamic_ncols=True,
@@ -208,12 +209,11 @@ class Trainer:
                 if self._agree_to_stop():
                     break
                 final_eval = self._evaluate_and_log()
-                if final_eval is not None:
-                    eval_history.append(final_eval)
                 self.save()
                 if self.progress.step < self.total_steps and self._agree_to_stop():
                     break
-        return TrainResult(final_eval, eval_history, self.progress.step, self._stop_requested, self.output_dir)
+        return TrainResult(final_eval, list(self.eval_history), self.progress.step,
+                           self._stop_requested, self.output_dir)
 
     def _agree_to_stop(self) -> bool:
         """Stop on every rank if SIGTERM reached any rank (a collective: call it on all ranks).
@@ -240,15 +240,29 @@ class Trainer:
                          self.total_steps - p.step)
         for _ in range(steps_left):
             micro = [next(batches) for _ in range(cfg.grad_accum_steps)]
-            self._optimizer_step(micro, window)
+            result = train_step(
+                self.model, micro, self.optimizer, self.scheduler, device=self.device,
+                autocast=self.autocast, scaler=self.scaler, max_grad_norm=cfg.max_grad_norm,
+            )
+            if result.updated:
+                p.bad_steps = 0
+            else:
+                self._bad_step(result)
+            self._last_lr = result.lr
+            window.add(result.losses)
             p.step += 1
             p.epoch_samples += self.samples_per_step
             bar.update(1)
             if p.step % cfg.log_every_steps == 0 or p.step == self.total_steps:
                 self._log_window(window, bar)
-            epoch_done = p.epoch_samples // self.samples_per_step >= self.steps_per_epoch
+            # An epoch's last step, and the run's, are evaluated and saved by fit() instead.
+            epoch_done = (p.epoch_samples // self.samples_per_step >= self.steps_per_epoch
+                          or p.step == self.total_steps)
+            if cfg.eval_every_steps and p.step % cfg.eval_every_steps == 0 and not epoch_done:
+                with window.paused():  # evaluation time is not training throughput
+                    self._evaluate_and_log()
             if cfg.save_every_steps and p.step % cfg.save_every_steps == 0 and not epoch_done:
-                self.save()  # (an epoch's last step is saved after its evaluation instead)
+                self.save()
             self._stop_requested = broadcast_flag(self._stop_requested, self.device)
             if self._stop_requested:
                 self.save()
@@ -259,62 +273,14 @@ class Trainer:
         if window.steps:
             self._log_window(window, bar)
 
-    def _optimizer_step(self, micro_batches: list[dict[str, torch.Tensor]], window: _Window) -> None:
-        """One optimizer step over ``grad_accum_steps`` micro-batches (on every rank).
-
-        The MLM loss is normalised by the masked tokens of the *whole step* (all
-        micro-batches, all ranks), not averaged per micro-batch: every masked token
-        weighs the same, and the gradient does not depend on how the global batch is
-        split into micro-batches and ranks. (DDP averages gradients over ranks, hence
-        the factor ``world_size``.) Under DDP the gradient all-reduce is skipped
-        (``no_sync``) for all but the last micro-batch.
-        """
-        masked, sequences = self._step_counts(micro_batches)
-        world = self.dist.world_size
-        step_losses = torch.zeros(2, dtype=torch.float64, device=self.device)
-        for i, batch in enumerate(micro_batches):
-            last = i == len(micro_batches) - 1
-            with contextlib.nullcontext() if last or not self.dist.enabled else self.model.no_sync():
-                with self.autocast:
-                    out = merge_replicas(self.model(**move_batch(batch, self.device)))
-                mlm, nsp = out.mlm_loss_sum / masked, out.nsp_loss_sum / sequences
-                self.scaler.scale((mlm + nsp) * world).backward()
-            step_losses += torch.stack([mlm.detach(), nsp.detach()]).double()
-        self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.cfg.max_grad_norm)
-        self._last_lr = self.optimizer.param_groups[0]["lr"]
-        if torch.isfinite(grad_norm):
-            self.scaler.step(self.optimizer)
-            self.progress.bad_steps = 0
-        else:
-            self._bad_step(grad_norm)
-        self.scaler.update()
-        with warnings.catch_warnings():  # a skipped first update is not the misuse torch warns of
-            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler")
-            self.scheduler.step()  # the LR follows the step count, skipped updates included
-        self.optimizer.zero_grad(set_to_none=True)
-        window.add(step_losses)
-
-    def _step_counts(self, micro_batches: list[dict[str, torch.Tensor]]) -> tuple[float, float]:
-        """Masked tokens and sequences in this optimizer step, summed over ranks (min 1)."""
-        counts = torch.tensor(
-            [sum(int((b["masked_lm_ids"] != -100).sum()) for b in micro_batches),
-             sum(b["next_sentence_label"].numel() for b in micro_batches)],
-            dtype=torch.float64,
-        )
-        if self.dist.enabled:
-            counts = all_reduce_sum(counts.to(self.device)).cpu()
-        masked, sequences = counts.clamp(min=1).tolist()
-        return masked, sequences
-
-    def _bad_step(self, grad_norm: torch.Tensor) -> None:
-        """Skip an update whose gradients are NaN/inf; give up after too many in a row.
+    def _bad_step(self, result: StepResult) -> None:
+        """Count an update skipped for NaN/inf gradients; give up after too many in a row.
 
         Under fp16 an overflow is routine while GradScaler searches for its scale, so it
         only counts once the scale is below 1, where scaling can no longer explain it.
         """
         p = self.progress
-        if self.precision == "fp16" and self.scaler.get_scale() >= 1.0:
+        if result.loss_scale is not None and result.loss_scale >= 1.0:
             return
         p.bad_steps += 1
         first, last = p.epoch_samples, p.epoch_samples + self.samples_per_step
@@ -324,7 +290,7 @@ class Trainer:
                 f"{p.bad_steps} consecutive non-finite gradients, last at {where}: "
                 "lower the learning rate or use bf16/fp32"
             )
-        warnings.warn(f"non-finite gradient norm {grad_norm.item()} at {where}; update skipped",
+        warnings.warn(f"non-finite gradient norm {result.grad_norm.item()} at {where}; update skipped",
                       stacklevel=2)
 
     def _log_window(self, window: _Window, bar: tqdm) -> None:
@@ -339,6 +305,7 @@ class Trainer:
             return None
         result = self.evaluate()
         record = {"kind": "eval", "step": self.progress.step, "epoch": self.progress.epoch, **result}
+        self.eval_history.append(record)
         if self.dist.is_main:
             self.metrics.write(record)
             tqdm.write(
@@ -414,6 +381,15 @@ class _Window:
         self.sums = torch.zeros(2, dtype=torch.float64, device=self.device)
         self.steps = 0
         self.start = time.perf_counter()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Leave the time spent inside out of the window's throughput."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.start += time.perf_counter() - start
 
     def add(self, step_losses: torch.Tensor) -> None:
         """This rank's share of one step's (MLM, NSP) loss; shares add up over ranks."""

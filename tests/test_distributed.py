@@ -357,6 +357,7 @@ def _worker(spec_path: str) -> None:
     """Runs in each rank: collectives check, then train (stop at N steps, resume), recording."""
     from torch.nn.parallel import DistributedDataParallel
 
+    from bert_tutorial import training
     from bert_tutorial.training import Trainer
 
     spec = json.loads(Path(spec_path).read_text())
@@ -389,16 +390,17 @@ def _worker(spec_path: str) -> None:
 
     # Preemption: rank 1 alone gets SIGTERM during step N; the ranks must agree to stop
     # after that step, save, and return (the second Trainer then resumes the checkpoint).
-    optimizer_step = Trainer._optimizer_step
+    optimizer_step = training.train_step
     calls = {"n": 0}
 
-    def preempted_step(self, *args, **kwargs):
-        optimizer_step(self, *args, **kwargs)
+    def preempted_step(*args, **kwargs):
+        result = optimizer_step(*args, **kwargs)
         calls["n"] += 1
         if calls["n"] == spec["sigterm_rank1_at_step"] and info.rank == 1:
             os.kill(os.getpid(), signal.SIGTERM)
+        return result
 
-    Trainer._optimizer_step = preempted_step
+    training.train_step = preempted_step
     cfg = TrainConfig.from_dict(spec["config"])
     first = Trainer(cfg)
     stopped = first.fit()

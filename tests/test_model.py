@@ -9,7 +9,7 @@ from transformers import BertForPreTraining
 
 from bert_tutorial.config import TrainConfig
 from bert_tutorial.data import PretrainingDataset, build_mlm_labels
-from bert_tutorial.model import PretrainingModel, build_model, merge_replicas, unwrap
+from bert_tutorial.model import PretrainingModel, build_model, unwrap
 
 VOCAB = 50
 
@@ -103,11 +103,3 @@ def test_unwrap_finds_the_model_inside_any_wrapping():
     assert unwrap(torch.compile(wrapped)) is bert
     with pytest.raises(TypeError):
         unwrap(nn.Linear(2, 2))
-
-
-def test_merge_replicas_averages_losses_and_adds_counts(batch):
-    out = PretrainingModel(tiny_bert().eval())(**batch)
-    doubled = type(out)(*[torch.stack([v, v]) for v in out])
-    merged = merge_replicas(doubled)
-    torch.testing.assert_close(merged.loss, out.loss)
-    assert merged.mlm_count == 2 * out.mlm_count

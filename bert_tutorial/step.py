@@ -1,0 +1,128 @@
+"""One optimizer step of MLM + NSP pre-training, with every ingredient passed in explicitly.
+
+``train_step`` is the heart of training. The ``Trainer`` calls it once per optimizer
+step, the benchmark scripts time it, the tests check it, and notebook 05 writes the same
+step as a plain loop and asserts that both give the same losses. It owns no state: the
+model, optimizer, scheduler and grad scaler are arguments, so what it does is visible at
+the call site.
+
+What a step does beyond ``loss.backward(); optimizer.step()``:
+
+* **Gradient accumulation** over ``micro_batches``; under DDP the gradient all-reduce
+  runs only on the last micro-batch (``no_sync`` for the others).
+* **Loss normalisation by the whole step's masked tokens** (all micro-batches, all
+  ranks), so every masked token weighs the same however the global batch is split.
+* **Mixed precision** (an autocast context, and a ``GradScaler`` for fp16), gradient
+  clipping, and skipping an update whose gradient is not finite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
+
+from .data import IGNORE_INDEX, move_batch
+from .distributed import all_reduce_sum, is_initialized
+
+Batch = Mapping[str, torch.Tensor]
+
+
+@dataclass
+class StepResult:
+    """What one optimizer step did. Tensors stay on the device: reading them syncs."""
+
+    #: This rank's share of the step's (MLM, NSP) mean loss, float64; shares add up over ranks.
+    losses: torch.Tensor
+    #: Total gradient norm before clipping (inf or NaN when the update was skipped).
+    grad_norm: torch.Tensor
+    #: The learning rate this update used (the scheduler has moved on since).
+    lr: float
+    #: False when the gradient was not finite and the optimizer did not update.
+    updated: bool
+    #: The fp16 loss scale at the time of a skipped update (None otherwise); an overflow
+    #: at a scale >= 1 is GradScaler searching for its scale, not a diverging model.
+    loss_scale: float | None = None
+
+    @property
+    def mlm_loss(self) -> float:
+        return float(self.losses[0])
+
+    @property
+    def nsp_loss(self) -> float:
+        return float(self.losses[1])
+
+
+def world_size() -> int:
+    """Processes in the job (1 outside ``torchrun``)."""
+    return torch.distributed.get_world_size() if is_initialized() else 1
+
+
+def step_token_counts(micro_batches: Sequence[Batch], device: torch.device) -> tuple[float, float]:
+    """(masked tokens, sequences) in this optimizer step, summed over all ranks (each >= 1)."""
+    counts = torch.tensor(
+        [sum(int((b["masked_lm_ids"] != IGNORE_INDEX).sum()) for b in micro_batches),
+         sum(b["next_sentence_label"].numel() for b in micro_batches)],
+        dtype=torch.float64,
+    )
+    if is_initialized():
+        counts = all_reduce_sum(counts.to(device)).cpu()
+    masked, sequences = counts.clamp(min=1).tolist()
+    return masked, sequences
+
+
+def train_step(
+    model: nn.Module,
+    micro_batches: Sequence[Batch],
+    optimizer: torch.optim.Optimizer,
+    scheduler: LRScheduler,
+    *,
+    device: torch.device,
+    autocast: AbstractContextManager | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    max_grad_norm: float = 1.0,
+) -> StepResult:
+    """One optimizer step over ``micro_batches`` (call it on every rank under DDP).
+
+    ``model`` is a :class:`~bert_tutorial.model.PretrainingModel`, possibly wrapped in
+    DDP and/or ``torch.compile``. ``autocast`` is the forward's precision context
+    (``device.autocast_context``); ``scaler`` a ``GradScaler`` (a disabled one, or None,
+    for fp32 and bf16).
+    """
+    masked, sequences = step_token_counts(micro_batches, device)
+    world = world_size()
+    scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
+    losses = torch.zeros(2, dtype=torch.float64, device=device)
+    for i, batch in enumerate(micro_batches):
+        last = i == len(micro_batches) - 1
+        # Under DDP, all-reduce gradients once per step: skip it for all but the last micro-batch.
+        sync = contextlib.nullcontext() if last or world == 1 else model.no_sync()
+        with sync:
+            with autocast or contextlib.nullcontext():
+                out = model(**move_batch(batch, device))
+            # Sums over the step's tokens, not per-micro-batch means: every token weighs the same.
+            mlm, nsp = out.mlm_loss_sum / masked, out.nsp_loss_sum / sequences
+            # DDP averages gradients over ranks; x world turns that average back into the sum.
+            scaler.scale((mlm + nsp) * world).backward()
+        losses += torch.stack([mlm.detach(), nsp.detach()]).double()
+    scaler.unscale_(optimizer)  # clip the true gradient, not the fp16-scaled one
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    lr = optimizer.param_groups[0]["lr"]
+    updated = bool(torch.isfinite(grad_norm))
+    loss_scale = None
+    if updated:
+        scaler.step(optimizer)
+    elif scaler.is_enabled():
+        loss_scale = scaler.get_scale()
+    scaler.update()
+    with warnings.catch_warnings():  # a skipped first update is not the misuse torch warns of
+        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler")
+        scheduler.step()  # the LR follows the step count, skipped updates included
+    optimizer.zero_grad(set_to_none=True)
+    return StepResult(losses=losses, grad_norm=grad_norm, lr=lr, updated=updated, loss_scale=loss_scale)
