@@ -1,4 +1,4 @@
-"""Tests of ``bert_tutorial.create_data``: text -> HDF5 shards as in Google's create_pretraining_data.
+"""Tests of ``bert_tutorial.create_data`` (with ``corpus`` and ``instances``): text -> HDF5 shards.
 
 The round-trip test uses a tiny corpus in which every word is a distinct single
 word piece, so each token id tells which document and position it came from; that
@@ -17,16 +17,18 @@ import numpy as np
 import pytest
 
 from bert_tutorial.config import DATA_SAMPLES, REPO_ROOT
-from bert_tutorial.create_data import (
-    VocabInfo,
+from bert_tutorial.corpus import (
+    CorpusOptions,
     gutenberg_to_documents,
-    main,
-    mask_tokens,
     parse_document_range,
     split_sentences,
     strip_gutenberg,
 )
+from bert_tutorial.create_data import CreationOptions, create_pretraining_data, main
+from bert_tutorial.data import PretrainingDataset
 from bert_tutorial.hdf5_format import FIELDS
+from bert_tutorial.instances import InstanceOptions, VocabInfo, mask_tokens
+from bert_tutorial.sample_data import make_sample_shards
 from bert_tutorial.tokenization import load_tokenizer
 
 VOCAB = DATA_SAMPLES / "vocab.txt"
@@ -237,6 +239,36 @@ def test_shards_are_named_and_sized(tmp_path, tiny_corpus):
     assert len(sizes) >= 3 and all(s == 10 for s in sizes[:-1]) and 1 <= sizes[-1] <= 10
     assert sorted(p.name for p in out.iterdir()) == [p.name for p in shards]  # no .tmp leftovers
 
+
+
+def test_in_process_options_give_the_same_bytes_as_the_command_line(tmp_path, tiny_corpus):
+    """``create_pretraining_data`` with option objects is the CLI; bad options fail up front."""
+    path, _ = tiny_corpus
+    flags = ["--max-seq-length", "32", "--dupe-factor", "2", "--seed", "9", "--shard-size", "20"]
+    run_cli(tmp_path, "--input", str(path), *flags, name="cli")
+    options = CreationOptions(
+        InstanceOptions(max_seq_length=32, max_predictions_per_seq=5),  # ceil(0.15 * 32)
+        dupe_factor=2,
+        seed=9,
+        shard_size=20,
+    )
+    summary = create_pretraining_data(
+        [path], VOCAB, tmp_path / "api", options, CorpusOptions(), progress=False
+    )
+    cli_shards = sorted((tmp_path / "cli").glob("*.hdf5"))
+    assert [p.name for p, _ in summary.shards] == [p.name for p in cli_shards]
+    for (api_path, count), cli_path in zip(summary.shards, cli_shards, strict=True):
+        assert api_path.read_bytes() == cli_path.read_bytes() and count <= 20
+    assert summary.documents == 6 and summary.instances == sum(n for _, n in summary.shards)
+
+    for bad, message in (
+        (CreationOptions(dupe_factor=0), "dupe_factor must be >= 1"),
+        (CreationOptions(docs_per_block=0), "docs_per_block must be >= 1"),
+        (CreationOptions(InstanceOptions(max_seq_length=4)), "max_seq_length must be >= 5"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            create_pretraining_data([path], VOCAB, tmp_path / "bad", bad, progress=False)
+    assert not (tmp_path / "bad").exists()  # rejected before touching the output folder
 
 # --- statistics on the sample book ------------------------------------------------------------
 
@@ -542,3 +574,17 @@ def test_readme_commands_regenerate_the_sample_shards(tmp_path):
                 np.testing.assert_array_equal(
                     actual[name], expected[name], err_msg=f"{path.name}:{name}"
                 )
+
+
+# --- the sample book at another sequence length -----------------------------------------------
+
+
+def test_make_sample_shards_builds_once_and_reuses(tmp_path):
+    paths = make_sample_shards(tmp_path / "d64", max_seq_length=64, progress=False)
+    train = PretrainingDataset(paths["train_data"])
+    evald = PretrainingDataset(paths["eval_data"])
+    assert (train.max_seq_length, train.max_predictions) == (64, 10)
+    assert len(train) > 7455 and 0 < len(evald) < len(train)  # shorter sequences, more of them
+    first = {p: p.stat().st_mtime_ns for p in train.paths}
+    again = make_sample_shards(tmp_path / "d64", max_seq_length=64, progress=False)
+    assert again == paths and {p: p.stat().st_mtime_ns for p in train.paths} == first

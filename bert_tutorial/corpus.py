@@ -1,0 +1,269 @@
+"""Plain text -> documents of sentences -> documents of token ids: the input side of create_data.
+
+BERT's next-sentence task needs *documents* (so that a "random" segment B can come
+from elsewhere) made of *segments* (sentences, so that A/B splits fall on sentence
+boundaries). This module turns the three input formats of ``python -m
+bert_tutorial.create_data`` into exactly that, one document at a time so a corpus
+never has to fit in memory:
+
+* ``lines``: one sentence per line, a blank line between documents (the format of
+  Google's original tool; a file boundary also ends a document), :func:`line_documents`;
+* ``paragraphs``: raw prose, paragraphs separated by blank lines, split into sentences
+  by :func:`split_sentences`; optionally a line matching a regex (a chapter heading)
+  starts a new document, :func:`paragraph_documents`;
+* ``gutenberg``: a Project Gutenberg book, licence stripped and one document per
+  chapter, :func:`gutenberg_to_documents`.
+
+:func:`tokenize_documents` then turns sentences into word-piece ids and drops what
+tokenises to nothing; :class:`CorpusCounts` records how much text went through.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+#: Words that end in "." without ending a sentence (compared lower-case, without the dot).
+ABBREVIATIONS = frozenset(
+    {"mr", "mrs", "ms", "messrs", "mme", "mlle", "dr", "st", "jr", "sr", "prof", "rev", "hon"}
+    | {"capt", "col", "gen", "lt", "sgt", "mt", "vs", "viz", "cf", "e.g", "i.e"}
+)
+
+#: End of a sentence: . ! ? (possibly repeated, possibly followed by closing quotes, brackets or
+#: the underscores Gutenberg uses for italics), then whitespace, then a capital letter, possibly
+#: behind opening quotes/brackets/underscores. Requiring the capital keeps `"No!" said he` whole.
+_SENTENCE_END = re.compile(r"""[.!?]+["'\u201d\u2019)\]_]*(?=\s+["'\u201c\u2018(\[_]*[A-Z])""")
+_LAST_WORD = re.compile(r"(\S+)$")
+
+#: A chapter heading on a line of its own: "Chapter 12", "CHAPTER XII.", "Chapter 3. The Ball".
+CHAPTER_HEADING = re.compile(
+    r"^\s*(?i:chapter)\s+(?:\d+|[IVXLCDM]+|[ivxlcdm]+)\b\.?(?:\s+[A-Z].{0,80})?\s*$"
+)
+
+_GUTENBERG_START = re.compile(r"^\s*\*{3}\s*START OF", re.IGNORECASE)
+_GUTENBERG_END = re.compile(r"^\s*\*{3}\s*END OF", re.IGNORECASE)
+#: The "End of the Project Gutenberg EBook of ..." line that sits just inside the END marker.
+_GUTENBERG_END_NOTE = re.compile(r"^\s*End of (?:the )?Project Gutenberg", re.IGNORECASE)
+
+
+def _is_abbreviation(text_before: str) -> bool:
+    """True if ``text_before`` ends in a word whose trailing "." is an abbreviation or initial.
+
+    Single capital letters count as initials ("J. Smith"), except "I", which ends
+    sentences far more often than it abbreviates a name.
+    """
+    match = _LAST_WORD.search(text_before)
+    if not match:
+        return False
+    word = match.group(1).lstrip("\"'\u201c\u2018([_")
+    return word.lower() in ABBREVIATIONS or (len(word) == 1 and word.isupper() and word != "I")
+
+
+def split_sentences(paragraph: str) -> list[str]:
+    """Split a paragraph of prose into sentences with a small rule-based splitter.
+
+    A sentence ends at . ! ? followed by whitespace and a capital letter or an opening
+    quote; a "." after an abbreviation (``Mr.``, ``Mrs.``, ``Dr.``, ``St.``...) or an
+    initial does not end one. Good enough for NSP segments, where an occasional wrong
+    split only moves a boundary, and it needs no model download.
+    """
+    text = " ".join(paragraph.split())
+    sentences: list[str] = []
+    start = 0
+    for match in _SENTENCE_END.finditer(text):
+        punctuation = match.group(0)
+        single_dot = punctuation.startswith(".") and not punctuation.startswith("..")
+        if single_dot and _is_abbreviation(text[start : match.start()]):
+            continue
+        sentences.append(text[start : match.end()].strip())
+        start = match.end()
+    tail = text[start:].strip()
+    if tail:
+        sentences.append(tail)
+    return sentences
+
+
+def strip_gutenberg(lines: Sequence[str]) -> list[str]:
+    """The lines of a Project Gutenberg file between its ``*** START OF`` and ``*** END OF`` lines.
+
+    Also drops the "End of the Project Gutenberg EBook" note, which would otherwise
+    become part of the last chapter. A file without a START line is rejected rather
+    than silently training on the licence text.
+    """
+    start = next((i for i, line in enumerate(lines) if _GUTENBERG_START.match(line)), None)
+    if start is None:
+        raise ValueError("not a Project Gutenberg text: no '*** START OF' line")
+    end = next(
+        (i for i in range(start + 1, len(lines)) if _GUTENBERG_END.match(lines[i])), len(lines)
+    )
+    return [line for line in lines[start + 1 : end] if not _GUTENBERG_END_NOTE.match(line)]
+
+
+def paragraph_documents(
+    lines: Iterable[str], document_regex: re.Pattern[str] | None = None, drop_preamble: bool = False
+) -> Iterator[list[str]]:
+    """Documents (lists of sentences) from raw prose with blank lines between paragraphs.
+
+    Without ``document_regex`` all lines form one document. With it, a matching line
+    starts a new document and is dropped. ``drop_preamble`` discards the text before
+    the first match (a book's title page), unless there is no match at all.
+    """
+    document: list[str] = []
+    paragraph: list[str] = []
+    seen_heading = False
+    for raw in lines:
+        line = raw.strip()
+        if document_regex is not None and document_regex.match(line):
+            document.extend(split_sentences(" ".join(paragraph)))
+            paragraph = []
+            if document and (seen_heading or not drop_preamble):
+                yield document
+            document, seen_heading = [], True
+        elif line:
+            paragraph.append(line)
+        elif paragraph:
+            document.extend(split_sentences(" ".join(paragraph)))
+            paragraph = []
+    document.extend(split_sentences(" ".join(paragraph)))
+    if document:
+        yield document
+
+
+def line_documents(lines: Iterable[str]) -> Iterator[list[str]]:
+    """Documents from the original format: one sentence per line, blank line between documents."""
+    document: list[str] = []
+    for raw in lines:
+        line = raw.strip()
+        if line:
+            document.append(line)
+        elif document:
+            yield document
+            document = []
+    if document:
+        yield document
+
+
+def gutenberg_to_documents(text: str) -> list[list[str]]:
+    """A Project Gutenberg book as documents (one per chapter) of sentences.
+
+    Underscores are removed: Gutenberg marks italics as ``_word_``, and left in they
+    become "_" tokens that carry no meaning but take masked-LM targets.
+    """
+    lines = [line.replace("_", "") for line in strip_gutenberg(text.splitlines())]
+    return list(paragraph_documents(lines, CHAPTER_HEADING, drop_preamble=True))
+
+
+def find_input_files(inputs: Sequence[str | Path]) -> list[Path]:
+    """Expand files and folders (every ``*.txt`` below, sorted) into a list of files."""
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(item.rglob("*.txt"), key=lambda p: p.relative_to(item).as_posix())
+            if not found:
+                raise ValueError(f"{item}: folder contains no .txt files")
+            files.extend(found)
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise FileNotFoundError(f"{item}: input file or folder not found")
+    if not files:
+        raise ValueError("no input files given")
+    return files
+
+
+def read_documents(
+    files: Iterable[Path], input_format: str = "lines", document_regex: str | None = None
+) -> Iterator[list[str]]:
+    """Stream the documents of all files, in order; ``input_format`` is lines/paragraphs/gutenberg.
+
+    Line-based formats are read lazily; a Gutenberg book is read whole, since its
+    footer can only be found by looking at the end.
+    """
+    pattern = re.compile(document_regex) if document_regex else None
+    for path in files:
+        with path.open(encoding="utf-8-sig") as f:
+            if input_format == "lines":
+                yield from line_documents(f)
+            elif input_format == "paragraphs":
+                yield from paragraph_documents(f, pattern)
+            elif input_format == "gutenberg":
+                try:
+                    yield from gutenberg_to_documents(f.read())
+                except ValueError as exc:
+                    raise ValueError(f"{path}: {exc}") from exc
+            else:
+                raise ValueError(f"unknown input format {input_format!r}")
+
+
+@dataclass(frozen=True)
+class CorpusOptions:
+    """How to read the input files into documents and tokenise them.
+
+    Grouped because they travel together from the command line to
+    :func:`read_documents` / :func:`tokenize_documents` and none of them affects
+    how instances are built from the token ids.
+    """
+
+    #: "lines", "paragraphs" or "gutenberg" (see the module docstring).
+    input_format: str = "lines"
+    #: With ``paragraphs``: a line matching this starts a new document (and is dropped).
+    document_regex: str | None = None
+    #: Which documents to keep, counted from 0 across all files (see :func:`parse_document_range`).
+    documents: slice = field(default_factory=lambda: slice(None))
+    #: False for cased vocabularies.
+    do_lower_case: bool = True
+
+
+def parse_document_range(text: str) -> slice:
+    """``"START:END"`` (either side may be empty) -> ``slice(START, END)``; 0-based, END exclusive."""
+    match = re.fullmatch(r"\s*(\d*)\s*:\s*(\d*)\s*", text)
+    if not match:
+        raise ValueError(f"document range must look like START:END (e.g. 0:55), got {text!r}")
+    start, end = (int(g) if g else None for g in match.groups())
+    if start is not None and end is not None and end <= start:
+        raise ValueError(f"document range {text!r} is empty")
+    return slice(start, end)
+
+
+def format_document_range(documents: slice) -> str:
+    """``slice(55, None)`` -> ``"55:"``, the inverse of :func:`parse_document_range` (for messages)."""
+    start, stop = ("" if end is None else end for end in (documents.start, documents.stop))
+    return f"{start}:{stop}"
+
+
+@dataclass
+class CorpusCounts:
+    """How much text made it into token ids (documents and sentences that tokenise to nothing
+    are not counted), for the summary a run prints."""
+
+    documents: int = 0
+    sentences: int = 0
+    tokens: int = 0
+
+
+def tokenize_documents(
+    documents: Iterable[list[str]],
+    tokenizer: PreTrainedTokenizerBase,
+    counts: CorpusCounts | None = None,
+) -> Iterator[list[list[int]]]:
+    """Token ids per sentence, dropping sentences and documents that tokenise to nothing.
+
+    Empty segments would make empty A or B segments later; an empty document would
+    be picked as a "random" document with nothing to give. ``counts``, if given, is
+    updated as documents stream through.
+    """
+    for sentences in documents:
+        ids = tokenizer(sentences, add_special_tokens=False)["input_ids"] if sentences else []
+        document = [segment for segment in ids if segment]
+        if document:
+            if counts is not None:
+                counts.documents += 1
+                counts.sentences += len(document)
+                counts.tokens += sum(map(len, document))
+            yield document

@@ -1,0 +1,138 @@
+"""What the model learnt: fill-mask predictions and eval metrics before vs after training.
+
+A falling loss curve says little to a reader; the model completing "it is a truth
+universally [MASK]" does. :func:`fill_mask` runs the pre-training MLM head on any
+sentence with ``[MASK]`` tokens (no fine-tuning, no pipeline object, padding
+handled with the real attention mask), :func:`fill_mask_table` lines up the answers
+of several models (e.g. before and after training) and :func:`plot_before_after`
+does the same for the eval metrics of :func:`bert_tutorial.evaluation.evaluate`.
+
+Plots are ``matplotlib.figure.Figure`` objects (no pyplot state), like
+:mod:`bert_tutorial.plotting`: a notebook shows one by leaving it as a cell's value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from .data import PathLike
+from .model import unwrap
+from .plotting import save_figure
+
+
+@dataclass(frozen=True)
+class FillMaskResult:
+    """Top-k predictions for each ``[MASK]`` of one sentence, best first."""
+
+    sentence: str
+    predictions: list[list[tuple[str, float]]]
+
+    def filled(self) -> str:
+        """The sentence with every [MASK] replaced by its top prediction."""
+        text = self.sentence
+        for options in self.predictions:
+            text = text.replace("[MASK]", f"<{options[0][0]}>", 1)
+        return text
+
+
+@torch.no_grad()
+def fill_mask(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    sentences: Sequence[str],
+    top_k: int = 5,
+    device: torch.device | str | None = None,
+) -> list[FillMaskResult]:
+    """The MLM head's top-k tokens (with probabilities) for every ``[MASK]`` in each sentence.
+
+    ``model`` is a ``BertForPreTraining`` or anything :func:`~bert_tutorial.model.unwrap`
+    peels. Sentences are padded into one batch with their real attention mask, and only
+    the masked positions are decoded. The model's train/eval mode is restored afterwards.
+    """
+    if not sentences:
+        return []
+    missing = [s for s in sentences if tokenizer.mask_token not in s]
+    if missing:
+        raise ValueError(f"sentence(s) without {tokenizer.mask_token}: {missing}")
+    bert = unwrap(model)
+    device = torch.device(device) if device is not None else next(bert.parameters()).device
+    enc = tokenizer(list(sentences), padding=True, truncation=True, return_tensors="pt",
+                    max_length=bert.config.max_position_embeddings)
+    enc = {k: v.to(device) for k, v in enc.items()}
+    was_training = bert.training
+    bert.eval()
+    try:
+        hidden = bert.bert(input_ids=enc["input_ids"], token_type_ids=enc["token_type_ids"],
+                           attention_mask=enc["attention_mask"], return_dict=True).last_hidden_state
+        where = (enc["input_ids"] == tokenizer.mask_token_id).nonzero()
+        probs = bert.cls.predictions(hidden[where[:, 0], where[:, 1]]).float().softmax(-1)
+        top = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+    finally:
+        bert.train(was_training)
+    per_sentence: list[list[list[tuple[str, float]]]] = [[] for _ in sentences]
+    for row, ids, values in zip(where[:, 0].tolist(), top.indices.tolist(), top.values.tolist(),
+                                strict=True):
+        tokens = tokenizer.convert_ids_to_tokens(ids)
+        per_sentence[row].append(list(zip(tokens, values, strict=True)))
+    return [FillMaskResult(s, p) for s, p in zip(sentences, per_sentence, strict=True)]
+
+
+def fill_mask_table(results: Mapping[str, Sequence[FillMaskResult]], top_k: int = 5) -> str:
+    """Side-by-side text of :func:`fill_mask` results of several models (e.g. before/after).
+
+    ``results`` maps a model's name to its results for the same sentences.
+    """
+    names = list(results)
+    if not names:
+        return ""
+    lines = []
+    first = results[names[0]]
+    width = max(len(n) for n in names)
+    for k, item in enumerate(first):
+        lines.append(item.sentence)
+        for m in range(len(item.predictions)):
+            for name in names:
+                options = results[name][k].predictions[m][:top_k]
+                shown = ", ".join(f"{tok} {p:.1%}" for tok, p in options)
+                label = f"  [MASK] {m + 1} " if len(item.predictions) > 1 else "  "
+                lines.append(f"{label}{name.ljust(width)}: {shown}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def plot_before_after(
+    metrics: Mapping[str, Mapping[str, float]], path: PathLike | None = None
+) -> Figure:
+    """Bars of MLM accuracy, NSP accuracy and MLM loss for several models (e.g. before/after).
+
+    ``metrics`` maps a name to an :func:`~bert_tutorial.evaluation.evaluate` result.
+    """
+    names = list(metrics)
+    colors = ["tab:gray", "tab:blue", "tab:orange", "tab:green"]
+    fig = Figure(figsize=(12, 3.4), layout="constrained")
+    panels = (("mlm_accuracy", "MLM accuracy (masked tokens)"),
+              ("nsp_accuracy", "NSP accuracy (sequences)"),
+              ("mlm_loss", "MLM loss (cross-entropy)"))
+    for ax, (key, title) in zip(fig.subplots(1, 3), panels, strict=True):
+        values = [float(metrics[n][key]) for n in names]
+        bars = ax.bar(names, values, color=[colors[i % len(colors)] for i in range(len(names))])
+        is_share = key.endswith("accuracy")
+        ax.bar_label(bars, labels=[f"{v:.1%}" if is_share else f"{v:.2f}" for v in values])
+        top = max([*values, 0.0])
+        if key == "nsp_accuracy":
+            ax.axhline(0.5, color="black", linestyle="--", linewidth=1, label="50 %")
+            ax.legend(loc="lower right")
+            top = max(top, 0.5)
+        ax.set_ylim(0, min(1.0, top * 1.2 + 0.01) if is_share else top * 1.15 + 0.01)
+        if is_share:
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        ax.set_title(title)
+        ax.grid(alpha=0.3, axis="y")
+    return save_figure(fig, path)

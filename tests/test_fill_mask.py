@@ -1,0 +1,77 @@
+"""``bert_tutorial.fill_mask``: top-k predictions for [MASK] and the before/after views."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny import SEQ_LENGTH, VOCAB_SIZE, write_vocab
+from transformers import BertForPreTraining
+
+from bert_tutorial.config import TrainConfig
+from bert_tutorial.fill_mask import FillMaskResult, fill_mask, fill_mask_table, plot_before_after
+from bert_tutorial.model import build_model
+from bert_tutorial.tokenization import load_tokenizer
+
+
+@pytest.fixture
+def toy_tokenizer(tmp_path):
+    return load_tokenizer(write_vocab(tmp_path / "vocab.txt"))
+
+
+def tiny_bert(seed: int = 0, vocab: int = VOCAB_SIZE, positions: int = SEQ_LENGTH) -> BertForPreTraining:
+    torch.manual_seed(seed)
+    cfg = TrainConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=64, max_position_embeddings=positions)
+    return build_model(cfg, vocab)
+
+
+def test_fill_mask_matches_the_stock_head_and_ignores_batch_padding(toy_tokenizer):
+    bert = tiny_bert().train()
+    sentences = ["w5 [MASK] w7", "w8 w9 [MASK] w10 w11 w12 [MASK] w13"]
+    results = fill_mask(bert, toy_tokenizer, sentences, top_k=3)
+    assert bert.training
+    assert [len(r.predictions) for r in results] == [1, 2]
+    assert all(len(options) == 3 for r in results for options in r.predictions)
+    probs = [p for _, p in results[1].predictions[1]]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1
+
+    # The short sentence alone (no padding) gives the same answer as inside the padded batch.
+    alone = fill_mask(bert, toy_tokenizer, sentences[:1], top_k=3)[0]
+    for (tok_a, p_a), (tok_b, p_b) in zip(alone.predictions[0], results[0].predictions[0], strict=True):
+        assert tok_a == tok_b and p_a == pytest.approx(p_b, abs=1e-5)
+
+    # Same as the stock BertForPreTraining forward over all positions.
+    enc = toy_tokenizer(sentences[:1], return_tensors="pt")
+    with torch.no_grad():
+        logits = bert.eval()(**enc).prediction_logits[0, 2]
+    top = logits.softmax(-1).topk(3)
+    assert [t for t, _ in alone.predictions[0]] == toy_tokenizer.convert_ids_to_tokens(top.indices.tolist())
+    assert [p for _, p in alone.predictions[0]] == pytest.approx(top.values.tolist(), abs=1e-5)
+
+
+def test_fill_mask_rejects_sentences_without_mask(toy_tokenizer):
+    with pytest.raises(ValueError, match="without"):
+        fill_mask(tiny_bert(), toy_tokenizer, ["w5 w6"])
+    assert fill_mask(tiny_bert(), toy_tokenizer, []) == []
+
+
+def test_fill_mask_table_and_filled():
+    r = FillMaskResult("a [MASK] b [MASK]", [[("x", 0.5), ("y", 0.25)], [("z", 0.75)]])
+    assert r.filled() == "a <x> b <z>"
+    table = fill_mask_table({"before": [r], "after": [r]}, top_k=1)
+    assert table.splitlines() == [
+        "a [MASK] b [MASK]",
+        "  [MASK] 1 before: x 50.0%",
+        "  [MASK] 1 after : x 50.0%",
+        "  [MASK] 2 before: z 75.0%",
+        "  [MASK] 2 after : z 75.0%",
+    ]
+
+
+def test_plot_before_after_draws_one_bar_per_model_and_metric(tmp_path):
+    metrics = {"before": {"mlm_accuracy": 0.0, "nsp_accuracy": 0.5, "mlm_loss": 10.3},
+               "after": {"mlm_accuracy": 0.07, "nsp_accuracy": 0.55, "mlm_loss": 7.8}}
+    fig = plot_before_after(metrics, tmp_path / "ba.png")
+    assert (tmp_path / "ba.png").stat().st_size > 0 and len(fig.axes) == 3
+    heights = [[bar.get_height() for bar in ax.patches] for ax in fig.axes]
+    assert heights == [[0.0, 0.07], [0.5, 0.55], [10.3, 7.8]]
