@@ -9,15 +9,13 @@ and streams its output into the cell::
 
     from bert_tutorial.multi_gpu import gpu_report, launch_torchrun
     print(gpu_report())
-    launch_torchrun(args=["--epochs", "1"])   # every GPU with NCCL, or 2 CPU processes with gloo
+    launch_torchrun(["--epochs", "1"])   # every GPU with NCCL, or 2 CPU processes with gloo
 
 With two or more GPUs it uses all of them (``--nproc_per_node=<gpus>``, NCCL). With
 fewer it starts two CPU processes that talk over gloo (``--device cpu``): slower than
 one process on a 2-core laptop, but every DDP mechanism (process group, disjoint data
 per rank, gradient all-reduce, rank-0-only checkpoints) runs exactly as on GPUs.
-
-``data_parallel_demo`` times the older single-process ``nn.DataParallel`` for
-comparison when there are at least two GPUs, and explains why DDP replaced it.
+(``nn.DataParallel``, for comparison, is in :mod:`bert_tutorial.original`.)
 """
 
 from __future__ import annotations
@@ -31,10 +29,8 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TextIO
 
 import torch
@@ -165,13 +161,15 @@ def torchrun_command(
     nproc: int,
     extra_args: Sequence[str] = (),
     *,
-    module: str = PRETRAIN_MODULE,
+    program: Sequence[str] = ("-m", PRETRAIN_MODULE),
     nnodes: int = 1,
     rdzv_endpoint: str | None = None,
     rdzv_id: str = "bert_tutorial",
     python: str = sys.executable,
 ) -> list[str]:
-    """The argv of ``torchrun --nproc_per_node=<nproc> -m <module> <extra_args>``.
+    """The argv of ``torchrun --nproc_per_node=<nproc> <program> <extra_args>``.
+
+    ``program`` is ``("-m", module)`` or ``(script.py,)``.
 
     ``python -m torch.distributed.run`` is ``torchrun`` run by *this* interpreter, so
     the workers use the notebook's virtual environment. One node uses ``--standalone``
@@ -191,7 +189,7 @@ def torchrun_command(
             raise ValueError("a multi-node run needs rdzv_endpoint='host:port' of a node all nodes can reach")
         cmd += [f"--nnodes={nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}",
                 f"--rdzv-id={rdzv_id}"]
-    cmd += [f"--nproc_per_node={nproc}", "-m", module, *extra_args]
+    cmd += [f"--nproc_per_node={nproc}", *program, *extra_args]
     return cmd
 
 
@@ -218,45 +216,41 @@ class LaunchResult:
 
 
 def launch_torchrun(
-    nproc: int | None = None,
     args: Sequence[str] | TrainConfig = (),
+    nproc: int | None = None,
     *,
-    module: str = PRETRAIN_MODULE,
-    nnodes: int = 1,
-    rdzv_endpoint: str | None = None,
+    program: Sequence[str] = ("-m", PRETRAIN_MODULE),
     env: dict[str, str] | None = None,
-    cwd: str | Path | None = None,
     timeout: float | None = None,
     echo: TextIO | None = None,
-    check: bool = True,
 ) -> LaunchResult:
-    """Run ``torchrun ... -m bert_tutorial.pretrain`` in a subprocess, streaming its output.
+    """Run ``torchrun ... -m bert_tutorial.pretrain`` (or ``program``) on this machine, streaming.
 
-    ``args`` are pretrain flags or a ``TrainConfig`` (turned into flags). The process
-    count and device come from :func:`plan_launch` (all GPUs, or 2 CPU processes with
-    ``--device cpu``) unless ``nproc`` is given or ``args`` name ``--device`` themselves.
-    Output goes to ``echo`` (default: ``sys.stdout`` at call time, i.e. the notebook cell)
-    as it arrives, progress bars included. ``env`` adds variables (e.g. ``NCCL_DEBUG``) to
-    this process's environment; ``cwd`` (default: the current directory, so relative paths
-    mean what they mean in the notebook) is where the job runs.
+    ``args`` are the program's flags, or a ``TrainConfig`` (turned into pretrain flags).
+    The process count and device come from :func:`plan_launch` (all GPUs, or 2 CPU
+    processes with ``--device cpu``) unless ``nproc`` is given or ``args`` name
+    ``--device`` themselves. Output goes to ``echo`` (default: ``sys.stdout`` at call
+    time, i.e. the notebook cell) as it arrives, progress bars included. ``env`` adds
+    variables (e.g. ``NCCL_DEBUG``); the job runs in the current directory, so relative
+    paths mean what they mean in the notebook. A non-zero exit raises
+    ``subprocess.CalledProcessError`` with the output.
 
     Interrupting (the notebook's stop button) or hitting ``timeout`` sends SIGTERM to the
     job: each rank finishes its step, rank 0 saves a checkpoint, and running the same
     launch again resumes from it. A job still alive after ``STOP_GRACE_S`` is killed.
-    With ``check`` a non-zero exit raises ``subprocess.CalledProcessError``.
     """
     flags = config_args(args) if isinstance(args, TrainConfig) else list(args)
     plan = plan_launch(nproc)
     if not any(a == "--device" or a.startswith("--device=") for a in flags):
         flags = plan.device_args + flags
-    cmd = torchrun_command(plan.nproc, flags, module=module, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint)
+    cmd = torchrun_command(plan.nproc, flags, program=program)
     out = echo if echo is not None else sys.stdout
     out.write(f"$ {shlex.join(cmd)}\n")
     out.flush()
 
     start = time.perf_counter()
     proc = subprocess.Popen(
-        cmd, cwd=cwd, env=launch_env(plan.nproc, {**os.environ, **(env or {})}), stdout=subprocess.PIPE,
+        cmd, env=launch_env(plan.nproc, {**os.environ, **(env or {})}), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, start_new_session=True,  # own process group: stop it as a whole
     )
     chunks: list[str] = []
@@ -265,17 +259,17 @@ def launch_torchrun(
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        _stop(proc)
+        stop_process_group(proc)
         reader.join()
         raise subprocess.TimeoutExpired(cmd, timeout, output="".join(chunks)) from None
     except KeyboardInterrupt:
         out.write("\nInterrupted: asking the job to save a checkpoint and stop...\n")
-        _stop(proc)
+        stop_process_group(proc)
         reader.join()
         raise
     reader.join()
     result = LaunchResult(cmd, proc.returncode, "".join(chunks), time.perf_counter() - start)
-    if check and not result.ok:
+    if not result.ok:
         raise subprocess.CalledProcessError(result.returncode, cmd, output=result.output)
     return result
 
@@ -296,7 +290,7 @@ def _pump(proc: subprocess.Popen, out: TextIO, keep: Callable[[str], Any]) -> No
             break
 
 
-def _stop(proc: subprocess.Popen, grace: float = STOP_GRACE_S) -> None:
+def stop_process_group(proc: subprocess.Popen, grace: float = STOP_GRACE_S) -> None:
     """SIGTERM the job's process group (ranks save and exit), SIGKILL it if it lingers."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -306,117 +300,3 @@ def _stop(proc: subprocess.Popen, grace: float = STOP_GRACE_S) -> None:
         proc.wait()
     except ProcessLookupError:
         proc.wait()
-
-
-# --- nn.DataParallel, for comparison -------------------------------------------------------------
-
-DATA_PARALLEL_NOTE = """\
-nn.DataParallel is one process driving all GPUs from Python threads. Every forward it
-copies the model from cuda:0 to the other GPUs, splits the batch, runs the replicas,
-and gathers the outputs back on cuda:0, where the loss, the backward's reduction and
-the optimizer step happen. cuda:0 therefore does more work and holds more memory than
-the others, the GIL serialises the threads, and it cannot span machines.
-DistributedDataParallel runs one process per GPU with its own data loader and
-optimizer; only gradients travel (all-reduced over NCCL, overlapped with the
-backward). PyTorch recommends DDP even on a single machine; that is what
-launch_torchrun uses."""
-
-
-def data_parallel_demo(
-    cfg: TrainConfig | None = None,
-    steps: int = 10,
-    per_gpu_batch: int | None = None,
-    device_ids: Sequence[int] | None = None,
-    echo: TextIO | None = None,
-) -> dict[str, float] | None:
-    """Time training steps on one GPU vs ``nn.DataParallel`` over all GPUs, same global batch.
-
-    Needs >= 2 GPUs; otherwise prints why and what DDP does instead, and returns None.
-    Returns sequences per second of both and the speed-up.
-    """
-    out = echo if echo is not None else sys.stdout
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if device_ids is None:
-        if gpus < 2:
-            out.write(f"nn.DataParallel demo skipped: it needs at least 2 GPUs, this machine has {gpus}.\n\n"
-                      f"{DATA_PARALLEL_NOTE}\n")
-            return None
-        device_ids = list(range(gpus))
-    device_ids = list(device_ids)
-    result = compare_data_parallel(cfg or TrainConfig(), device_ids, torch.device("cuda", device_ids[0]),
-                                   steps, per_gpu_batch)
-    out.write(f"global batch {int(result['global_batch'])}: one GPU {result['single_seq_per_s']:.0f} seq/s, "
-              f"nn.DataParallel on {len(device_ids)} GPUs {result['data_parallel_seq_per_s']:.0f} seq/s "
-              f"({result['speedup']:.2f}x)\n\n{DATA_PARALLEL_NOTE}\n")
-    return result
-
-
-def compare_data_parallel(
-    cfg: TrainConfig,
-    device_ids: Sequence[int],
-    device: torch.device,
-    steps: int = 10,
-    per_gpu_batch: int | None = None,
-) -> dict[str, float]:
-    """Seq/s of the model of ``cfg`` alone on ``device`` and in ``nn.DataParallel(device_ids)``.
-
-    Both get the same global batch (``per_gpu_batch`` x GPUs, first batch of ``cfg.train_data``)
-    and start from the same weights. ``device`` must be ``device_ids[0]``; on a machine
-    without CUDA, DataParallel is a pass-through (which is how this is tested on CPU).
-    """
-    from .data import PretrainingDataset, find_shards, make_dataloader
-    from .model import PretrainingModel, build_model
-    from .tokenization import read_vocab
-
-    global_batch = (per_gpu_batch or cfg.batch_size) * len(device_ids)
-    vocab_size = len(read_vocab(cfg.vocab_file))
-    data = PretrainingDataset(find_shards(cfg.train_data), vocab_size=vocab_size)
-    batch = next(iter(make_dataloader(data, min(global_batch, len(data)), shuffle=False, seed=cfg.seed)))
-
-    def model() -> PretrainingModel:
-        torch.manual_seed(cfg.seed)
-        return PretrainingModel(build_model(cfg, vocab_size), cfg.sparse_mlm_head).to(device)
-
-    single = benchmark_steps(model(), batch, device, steps)
-    parallel = benchmark_steps(torch.nn.DataParallel(model(), device_ids=list(device_ids)), batch, device, steps)
-    return {"gpus": float(len(device_ids)), "global_batch": float(batch["input_ids"].shape[0]),
-            "single_seq_per_s": single, "data_parallel_seq_per_s": parallel, "speedup": parallel / single}
-
-
-def benchmark_steps(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device, steps: int, warmup: int = 2
-) -> float:
-    """Sequences per second of forward + backward + AdamW step on one fixed batch.
-
-    The loss is formed from summed losses and counts as in training, so it is the
-    same for a plain model and for ``nn.DataParallel`` (whose per-replica outputs
-    ``merge_replicas`` folds into one).
-    """
-    from .evaluation import move_batch
-    from .model import merge_replicas
-
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    inputs = move_batch(batch, device)
-
-    def step() -> None:
-        with warnings.catch_warnings():  # DataParallel gathers the scalar outputs into vectors
-            warnings.filterwarnings("ignore", message=".*all input tensors were scalars")
-            out = merge_replicas(model(**inputs))
-        loss = out.mlm_loss_sum / out.mlm_count.clamp(min=1) + out.nsp_loss_sum / out.nsp_count
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for _ in range(warmup):
-        step()
-    sync()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
-    return steps * inputs["input_ids"].shape[0] / (time.perf_counter() - start)

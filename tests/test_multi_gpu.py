@@ -19,7 +19,6 @@ from bert_tutorial.config import REPO_ROOT, TrainConfig
 from bert_tutorial.metrics import read_metrics
 from bert_tutorial.multi_gpu import (
     config_args,
-    data_parallel_demo,
     gpu_report,
     launch_env,
     launch_torchrun,
@@ -110,43 +109,6 @@ def test_gpu_report_with_two_gpus(monkeypatch):
     assert "NCCL available: yes" in report and "one per GPU" in report
 
 
-def test_data_parallel_demo_explains_and_skips_without_two_gpus(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    out = io.StringIO()
-    assert data_parallel_demo(echo=out) is None
-    text = out.getvalue()
-    assert "needs at least 2 GPUs" in text and "DistributedDataParallel" in text
-
-
-def test_data_parallel_comparison_runs(tmp_path):
-    """The demo's body on the CPU, where nn.DataParallel passes straight through."""
-    cfg = tiny_config(tmp_path)
-    result = multi_gpu.compare_data_parallel(cfg, [0, 1], torch.device("cpu"), steps=2, per_gpu_batch=4)
-    assert result["global_batch"] == 8 and result["gpus"] == 2
-    assert result["single_seq_per_s"] > 0 and result["data_parallel_seq_per_s"] > 0
-
-
-def test_benchmark_steps_folds_data_parallel_outputs(tmp_path):
-    """What DataParallel's gather returns (a vector per field) trains like the plain output."""
-    from bert_tutorial.data import PretrainingDataset, find_shards, make_dataloader
-    from bert_tutorial.model import PretrainingModel, build_model
-
-    cfg = tiny_config(tmp_path)
-    batch = next(iter(make_dataloader(PretrainingDataset(find_shards(cfg.train_data)), 8, shuffle=False, seed=0)))
-
-    class TwoReplicas(torch.nn.Module):  # the shape of nn.DataParallel's output over 2 GPUs
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, **b):
-            halves = [self.inner(**{k: v[i::2] for k, v in b.items()}) for i in range(2)]
-            return type(halves[0])(*(torch.stack(f) for f in zip(*halves, strict=True)))
-
-    model = TwoReplicas(PretrainingModel(build_model(cfg, 50)))
-    assert multi_gpu.benchmark_steps(model, batch, torch.device("cpu"), steps=2, warmup=1) > 0
-
-
 def test_launch_torchrun_trains_with_two_cpu_processes(tmp_path, monkeypatch):
     """The notebook's launch, end to end: 2 gloo processes from a TrainConfig, output streamed."""
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
@@ -165,8 +127,8 @@ def test_launch_torchrun_trains_with_two_cpu_processes(tmp_path, monkeypatch):
 
 def test_launch_torchrun_failure_raises(tmp_path):
     with pytest.raises(subprocess.CalledProcessError) as failure:
-        launch_torchrun(1, ["--whatever"], module="bert_tutorial.no_such_module", echo=io.StringIO(),
-                        timeout=120)
+        launch_torchrun(["--whatever"], 1, program=("-m", "bert_tutorial.no_such_module"),
+                        echo=io.StringIO(), timeout=120)
     assert failure.value.returncode != 0 and "no_such_module" in failure.value.output
 
 
@@ -189,7 +151,7 @@ def test_stop_terminates_the_whole_process_group():
     )
     worker = int(proc.stdout.readline())
     start = time.perf_counter()
-    multi_gpu._stop(proc, grace=10)
+    multi_gpu.stop_process_group(proc, grace=10)
     assert proc.returncode == -15 and time.perf_counter() - start < 10
     deadline = time.monotonic() + 5
     while _alive(worker) and time.monotonic() < deadline:
