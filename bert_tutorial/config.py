@@ -78,7 +78,7 @@ class TrainConfig:
     save_every_steps: int = 0
     keep_last_checkpoints: int = 2
     log_every_steps: int = 10
-    #: Redraw loss_curves.png / lr_schedule.png after every evaluation.
+    #: Redraw loss_curves.png after every evaluation.
     plots: bool = True
     #: Continue from the newest checkpoint in output_dir if there is one.
     resume: bool = True

@@ -198,7 +198,8 @@ class Trainer:
         final_eval = None
         self.model.train()  # from_pretrained() returns a model in eval mode: dropout off
         if self.progress.step == 0 and self.eval_data is not None:
-            self._evaluate_and_log()  # the baseline the curves start from
+            self._write_references()
+            self._evaluate_and_log()  # the untrained model: where the curves start
         bar = tqdm(
             total=self.total_steps, initial=self.progress.step, desc="train",
             disable=not self.dist.is_main, dynamic_ncols=True,
@@ -299,6 +300,20 @@ class Trainer:
             self.metrics.write(record)
             bar.set_postfix(mlm=f"{record['mlm_loss']:.3f}", nsp=f"{record['nsp_loss']:.3f}",
                             lr=f"{record['lr']:.2e}")
+
+    def _write_references(self) -> None:
+        """Record what a model without knowledge scores, for the plots' reference lines.
+
+        The unigram baseline's frequencies come from at most the first 4 train shards:
+        enough for stable frequencies, and bounded work on a large corpus.
+        """
+        if not self.dist.is_main or self.eval_data is None:
+            return
+        from .masking_stats import frequency_baseline  # numpy only; plotting stays lazy
+        from .plotting import References
+
+        base = frequency_baseline(self.train_data.paths[:4], self.eval_data.paths, self.vocab_size)
+        self.metrics.write(References(self.vocab_size, base["mlm_loss"], base["mlm_accuracy"]).to_record())
 
     def _evaluate_and_log(self) -> dict[str, Any] | None:
         if self.eval_data is None:

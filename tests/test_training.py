@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -36,9 +37,20 @@ def test_fit_writes_metrics_checkpoints_and_plots(tmp_path):
     assert {"step", "lr", "mlm_loss", "nsp_loss", "loss", "seq_per_s"} <= set(train[0])
     assert [e["step"] for e in evals] == [0, 8, 16]  # a baseline, then every epoch end
     assert result.final_eval == evals[-1] and result.eval_history == evals
-    assert (run / "loss_curves.png").stat().st_size > 0 and (run / "lr_schedule.png").exists()
+    assert (run / "loss_curves.png").stat().st_size > 0
     assert [p.name for p in ckpt.list_checkpoints(run)] == ["checkpoint-00000008", "checkpoint-00000016"]
     assert json.loads((run / "train_config.json").read_text())["seed"] == 0
+    [reference] = [r for r in records if r["kind"] == "reference"]  # written once, for the plots
+    assert reference["vocab_size"] == 50 and 0 <= reference["most_frequent_accuracy"] < 1
+    assert 0 < reference["unigram_mlm_loss"] < math.log(50)  # frequencies beat a uniform guess
+
+
+def test_eval_every_steps_shares_the_train_cadence_without_evaluating_a_step_twice(tmp_path):
+    cfg = tiny_config(tmp_path, epochs=2, eval_every_steps=3, eval_max_batches=1)
+    result = Trainer(cfg).fit()
+    evals = [r["step"] for r in read_metrics(tmp_path / "run") if r["kind"] == "eval"]
+    assert evals == [0, 3, 6, 8, 9, 12, 15, 16]  # every 3 steps, plus epoch ends (8, 16)
+    assert [r["step"] for r in result.eval_history] == evals
 
 
 def test_checkpoint_loads_in_transformers_and_reproduces_logits(tmp_path):

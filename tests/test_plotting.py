@@ -1,0 +1,59 @@
+"""The training-curve figure: what it draws, from real metrics records (no pixels compared)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from bert_tutorial.plotting import References, plot_runs, plot_training_curves, smooth
+
+
+def records() -> list[dict]:
+    refs = References(vocab_size=30522, unigram_mlm_loss=6.2, most_frequent_accuracy=0.066)
+    out = [refs.to_record()]
+    for step in range(0, 41, 10):
+        out.append({"kind": "eval", "step": step, "mlm_loss": 10 - step / 10, "mlm_accuracy": step / 400,
+                    "nsp_loss": 0.69, "nsp_accuracy": 0.5, "perplexity": math.exp(10 - step / 10)})
+    for step in range(1, 41):
+        out.append({"kind": "train", "step": step, "mlm_loss": 10 - step / 10, "nsp_loss": 0.7,
+                    "lr": 1e-3 * step / 40, "seq_per_s": 80.0})
+    return out
+
+
+def test_references_round_trip_through_a_metrics_record():
+    refs = References(vocab_size=50, unigram_mlm_loss=3.0, most_frequent_accuracy=0.2)
+    assert References.from_records([{"kind": "eval", "step": 0}, refs.to_record()]) == refs
+    assert References.from_records([{"kind": "eval", "step": 0}]) is None
+
+
+def test_smooth_is_a_trailing_mean_that_never_looks_ahead():
+    np.testing.assert_allclose(smooth([1, 2, 3, 4], 2), [1, 1.5, 2.5, 3.5])
+    np.testing.assert_allclose(smooth([1, 2, 3], 1), [1, 2, 3])
+
+
+def test_training_curves_carry_the_reference_lines_and_an_honest_nsp_scale():
+    fig = plot_training_curves(records())
+    mlm, nsp, acc, ppl, lr = fig.axes[:5]
+    labels = {ax: [line.get_label() for line in ax.get_lines()] for ax in (mlm, nsp, acc, ppl)}
+    assert "uniform guess ln V = 10.33" in labels[mlm] and "token frequencies only = 6.20" in labels[mlm]
+    assert "coin flip ln 2 = 0.69" in labels[nsp] and nsp.get_ylim() == (0, 1.0)
+    assert any("most frequent token = 6.6%" in label for label in labels[acc])
+    assert ppl.get_yscale() == "log" and "uniform guess V = 30,522" in labels[ppl]
+    [eval_line] = [line for line in mlm.get_lines() if line.get_label() == "eval (held out)"]
+    assert list(eval_line.get_xdata()) == [0, 10, 20, 30, 40]
+    assert len(fig.axes) == 7  # 6 panels + the throughput twin axis of the LR panel
+
+
+def test_training_curves_from_eval_records_only():
+    evals = [r for r in records() if r["kind"] == "eval"]
+    fig = plot_training_curves(evals)  # e.g. checkpoints evaluated after the run; no references
+    assert fig.axes[0].get_lines()[0].get_label() == "eval (held out)"
+
+
+@pytest.mark.parametrize("key", ["mlm_loss", "nsp_loss"])
+def test_plot_runs_overlays_runs(key):
+    fig = plot_runs({"DDP, 2 processes": records(), "1 process": records()}, key=key)
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert "DDP, 2 processes (train)" in labels and "1 process (eval)" in labels
