@@ -14,10 +14,11 @@ import h5py
 import numpy as np
 
 from bert_tutorial.hdf5_format import FIELDS, write_shard
+from bert_tutorial.synthetic import TOY_IDS, synthetic_arrays
 
 #: Special ids of the toy vocabulary used by the generated shards.
-PAD, CLS, SEP, MASK = 0, 2, 3, 4
-FIRST_WORD_ID = 5
+PAD, CLS, SEP, MASK = 0, TOY_IDS.cls, TOY_IDS.sep, TOY_IDS.mask
+FIRST_WORD_ID = TOY_IDS.first_word
 #: Sentinel for ``make_shard(..., field=DROP)``: leave that field out of the file.
 DROP = object()
 
@@ -31,34 +32,16 @@ def make_arrays(
 ) -> dict[str, np.ndarray]:
     """Valid shard contents with the exact dtypes of the format table.
 
-    Each sample is ``[CLS] A [SEP] B [SEP]`` with random length, padding, 0 to
-    ``max_predictions`` masked tokens (ascending positions, padded with 0), and a random
-    next-sentence label. Deterministic for a given ``seed``.
+    Each sample is ``[CLS] A [SEP] B [SEP]`` with random length (5 to ``seq_length``),
+    padding, 0 to ``max_predictions`` masked tokens (ascending positions, padded with 0),
+    and a random next-sentence label; special ids are the toy vocabulary's (``tiny.py``).
+    The package's generator makes them, the one the benchmarks use, with a length and
+    masking distribution that reaches the edge cases. Deterministic for a given ``seed``.
     """
-    rng = np.random.default_rng(seed)
-    t, p = seq_length, max_predictions
-    arrays = {
-        name: np.zeros((num_samples, t) if ndim == 2 else (num_samples,), dtype=dtype)
-        for name, (dtype, ndim) in FIELDS.items()
-    }
-    arrays["masked_lm_positions"] = np.zeros((num_samples, p), dtype=np.int32)
-    arrays["masked_lm_ids"] = np.zeros((num_samples, p), dtype=np.int32)
-    for i in range(num_samples):
-        length = int(rng.integers(5, t + 1))
-        split = int(rng.integers(2, length - 2))  # index of the first [SEP]
-        ids = rng.integers(FIRST_WORD_ID, vocab_size, size=length)
-        ids[0], ids[split], ids[length - 1] = CLS, SEP, SEP
-        words = [j for j in range(1, length) if ids[j] != SEP]
-        n_masked = int(rng.integers(0, min(p, len(words)) + 1))
-        positions = np.sort(rng.choice(words, size=n_masked, replace=False))
-        arrays["masked_lm_positions"][i, :n_masked] = positions
-        arrays["masked_lm_ids"][i, :n_masked] = ids[positions]
-        ids[positions] = MASK
-        arrays["input_ids"][i, :length] = ids
-        arrays["input_mask"][i, :length] = 1
-        arrays["segment_ids"][i, split + 1 : length] = 1
-        arrays["next_sentence_labels"][i] = rng.integers(0, 2)
-    return arrays
+    return synthetic_arrays(
+        num_samples, seq_length, max_predictions, vocab_size=vocab_size, seed=seed,
+        short_seq_prob=1.0, min_length=5, mask_fraction=None, special_ids=TOY_IDS,
+    )
 
 
 def make_shard(path: str | Path, *, dtype: Any = None, **overrides: Any) -> Path:

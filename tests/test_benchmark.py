@@ -1,41 +1,62 @@
-"""``bert_tutorial.benchmark``: the FLOPs convention, the synthetic data, the two steps, a smoke run.
+"""The benchmark scripts in ``benchmarks/``: FLOPs, peaks, variants, their data, their steps, a smoke run.
 
-No assertion here depends on timing: the figures themselves are recorded in
-``benchmarks/README.md``, not tested.
+The scripts are not part of the package; they are imported from ``benchmarks/`` as they
+import each other (their folder on ``sys.path``). No assertion depends on timing: the
+figures are recorded in ``benchmarks/README.md``, not tested.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib
 import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
+from shards import CLS, MASK, SEP, make_arrays
 
-from bert_tutorial.benchmark import (
-    ModelDims,
-    OriginalStep,
-    ProjectStep,
-    arrays_to_batch,
-    encoder_matmul_params,
-    flops_per_sequence,
-    main,
-    padded_vocab,
-    parse_variant,
-    peak_tflops,
-    peak_tflops_for_name,
-    synthetic_arrays,
-)
 from bert_tutorial.data import PretrainingDataset
 from bert_tutorial.hdf5_format import FIELDS, validate_values, write_shard
+from bert_tutorial.synthetic import synthetic_arrays
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+CPU = torch.device("cpu")
+
+
+def load(name: str) -> ModuleType:
+    """Import a script from ``benchmarks/`` the way it imports ``common`` when run."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    return importlib.import_module(name)
+
+
+common = load("common")
+bench_step = load("bench_step")
+bench_data = load("bench_data")
+
+
+@pytest.fixture
+def one_thread():
+    """Two torch threads on two busy cores crawl; restore the count for the other tests."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+# --- FLOPs and peaks --------------------------------------------------------------------------
 
 
 def test_flops_of_bert_base_match_a_hand_computation():
-    dims = ModelDims.for_size("base", 128)
+    dims = common.ModelDims.for_size("base", 128)
     assert (dims.vocab_size, dims.hidden_size, dims.num_layers, dims.predictions) == (30522, 768, 12, 20)
     # 12 layers x (4 x 768^2 attention projections + 2 x 768 x 3072 FFN matrices)
-    assert encoder_matmul_params(dims) == 12 * (4 * 589_824 + 2 * 2_359_296) == 84_934_656
-    f = flops_per_sequence(dims)
+    assert common.encoder_matmul_params(dims) == 12 * (4 * 589_824 + 2 * 2_359_296) == 84_934_656
+    f = common.flops_per_sequence(dims)
     assert f["encoder"] == 6 * 128 * 84_934_656 == 65_229_815_808
     assert f["attention"] == 12 * 12 * 768 * 128 * 128 == 1_811_939_328
     assert f["mlm_head"] == 6 * 20 * 768 * (768 + 30522) == 2_883_686_400
@@ -47,48 +68,117 @@ def test_flops_of_bert_base_match_a_hand_computation():
 
 
 def test_flops_of_a_toy_config_by_hand():
-    dims = ModelDims(vocab_size=10, hidden_size=4, num_layers=1, intermediate_size=8,
-                     seq_len=8, predictions=2)
+    dims = common.ModelDims(vocab_size=10, hidden_size=4, num_layers=1, intermediate_size=8,
+                            seq_len=8, predictions=2)
     # N = 4*16 + 2*4*8 = 128; encoder 6*8*128; attention 12*1*4*64; head 6*2*4*14; pooler 6*4*6.
-    assert flops_per_sequence(dims) == {
+    assert common.flops_per_sequence(dims) == {
         "encoder": 6144.0, "attention": 3072.0, "mlm_head": 672.0, "pooler_nsp": 144.0,
         "total": 10032.0,
     }
-    assert ModelDims.for_size("base", 512).predictions == 80
+    assert common.ModelDims.for_size("base", 512).predictions == 80
 
 
-def test_peak_table_and_override():
-    assert peak_tflops_for_name("NVIDIA H100 80GB HBM3") == 989.0
-    assert peak_tflops_for_name("NVIDIA H100 PCIe") == 756.0
-    assert peak_tflops_for_name("NVIDIA H200") == 989.0
-    assert peak_tflops_for_name("NVIDIA A100-SXM4-80GB") == 312.0
-    assert peak_tflops_for_name("Tesla T4") is None
-    cpu = torch.device("cpu")
-    assert peak_tflops(cpu) is None
-    assert peak_tflops(cpu, 2.5) == 2.5
+@pytest.mark.parametrize(("name", "tflops", "dtype"), [
+    ("NVIDIA H100 80GB HBM3", 989.0, "bf16"), ("NVIDIA H100 PCIe", 756.0, "bf16"),
+    ("NVIDIA H100 NVL", 835.0, "bf16"), ("NVIDIA H200", 989.0, "bf16"),
+    ("NVIDIA H200 NVL", 835.0, "bf16"), ("NVIDIA GH200 480GB", 989.0, "bf16"),
+    ("NVIDIA A100-SXM4-80GB", 312.0, "bf16"), ("NVIDIA L40S", 362.0, "bf16"),
+    ("NVIDIA L4", 121.0, "bf16"), ("NVIDIA A10", 125.0, "bf16"), ("NVIDIA A10G", 125.0, "bf16"),
+    ("Tesla T4", 65.0, "fp16 (T4 has no bf16)"),
+])
+def test_peak_table(name, tflops, dtype):
+    assert common.peak_for_name(name) == (tflops, dtype)
+
+
+def test_peak_of_unknown_devices_and_override():
+    assert common.peak_for_name("NVIDIA GeForce GTX 1080") is None
+    assert common.peak_tflops(CPU) == (None, "no peak for a CPU (pass --peak-tflops)")
+    assert common.peak_tflops(CPU, 2.5) == (2.5, "--peak-tflops")
+
+
+def test_environment_is_recorded_without_nvidia_smi(monkeypatch):
+    env = common.environment(CPU)
+    import transformers
+
+    assert (env["torch"], env["transformers"]) == (torch.__version__, transformers.__version__)
+    monkeypatch.setattr(common.shutil, "which", lambda name: None)
+    assert common.nvidia_smi() == {}
+    monkeypatch.setattr(common.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+
+    def fake_run(cmd, **kwargs):
+        return subprocess.CompletedProcess(cmd, 0, stdout="NVIDIA H100 PCIe, 550.54, 1755 MHz, 1755 MHz, 1593 MHz, 350.00 W\n")
+
+    monkeypatch.setattr(common.subprocess, "run", fake_run)
+    smi = common.nvidia_smi()
+    assert smi["nvidia-smi driver_version"] == "550.54" and smi["nvidia-smi clocks.max.sm"] == "1755 MHz"
+
+    def failing_run(cmd, **kwargs):
+        raise subprocess.TimeoutExpired(cmd, 20)
+
+    monkeypatch.setattr(common.subprocess, "run", failing_run)
+    assert common.nvidia_smi() == {}
+    assert set(common.tf32_matmul()) == {"allow_tf32", "float32_matmul_precision", "on"}
+
+
+# --- variants and defaults --------------------------------------------------------------------
 
 
 def test_variant_parsing():
-    original = parse_variant("original")
-    assert original.original
-    project = parse_variant("project")
+    parse = bench_step.parse_variant
+    assert parse("original").original
+    project = parse("project")
     assert (project.precision, project.attn, project.sparse_head, project.fused_adamw,
             project.compile, project.vocab_multiple) == ("auto", "sdpa", True, None, False, 1)
-    ablation = parse_variant("project+bf16+eager+fullhead+pad8")
+    ablation = parse("project+bf16+eager+fullhead+pad8")
     assert (ablation.precision, ablation.attn, ablation.sparse_head, ablation.vocab_multiple) == (
         "bf16", "eager", False, 8)
-    compiled = parse_variant("project", compile_default=True)
+    assert parse("project+fp16+nofused+pad64").fused_adamw is False
+    compiled = parse("project", compile_default=True)
     assert compiled.compile and compiled.name == "project+compile"
-    assert not parse_variant("project+nocompile", compile_default=True).compile
+    assert not parse("project+nocompile", compile_default=True).compile
     with pytest.raises(ValueError, match="unknown modifier"):
-        parse_variant("project+turbo")
+        parse("project+turbo")
     with pytest.raises(ValueError, match="takes no modifiers"):
-        parse_variant("original+bf16")
-    assert padded_vocab(30522, 8) == 30528
-    assert padded_vocab(30528, 8) == 30528
+        parse("original+bf16")
+    with pytest.raises(ValueError, match="'original' or 'project"):
+        parse("mine")
+    assert bench_step.padded_vocab(30522, 8) == 30528 and bench_step.padded_vocab(30528, 8) == 30528
 
 
-def test_synthetic_arrays_are_a_valid_shard_and_collate_like_the_loader(tmp_path):
+def test_gpu_defaults_run_several_seconds_per_row():
+    args = bench_step.resolve_args(bench_step.build_parser().parse_args([]), torch.device("cuda"))
+    assert (args.steps, args.warmup, args.variants) == (200, None, "original,project")
+    assert bench_step.batch_sizes(args, 128, torch.device("cuda")) == (128, 16)
+    assert bench_step.batch_sizes(args, 512, torch.device("cuda")) == (32, 16)
+    cpu = bench_step.resolve_args(bench_step.build_parser().parse_args([]), CPU)
+    assert (cpu.steps, cpu.warmup, bench_step.batch_sizes(cpu, 128, CPU)) == (3, 1, (4, 4))
+
+
+def imported_names(script: Path) -> set[str]:
+    """Every module and name a script imports."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(script.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            names |= {node.module or ""} | {a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+    return names
+
+
+def test_scripts_use_only_public_package_names_and_bench_step_writes_no_files():
+    for script in BENCHMARKS.glob("*.py"):
+        tree = ast.parse(script.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bert_tutorial"):
+                assert not [a.name for a in node.names if a.name.startswith("_")], script.name
+        assert "bert_tutorial" not in imported_names(script)  # only ``from bert_tutorial.x import y``
+    assert not {"Trainer", "tempfile", "write_shard"} & imported_names(BENCHMARKS / "bench_step.py")
+
+
+# --- the synthetic data -----------------------------------------------------------------------
+
+
+def test_synthetic_arrays_are_a_valid_shard_shaped_like_googles():
     arrays = synthetic_arrays(64, 128, 20, seed=1)
     assert {k: (v.dtype, v.ndim) for k, v in arrays.items()} == {
         k: (np.dtype(dtype), ndim) for k, (dtype, ndim) in FIELDS.items()}
@@ -100,59 +190,107 @@ def test_synthetic_arrays_are_a_valid_shard_and_collate_like_the_loader(tmp_path
     for row, n in zip(arrays["masked_lm_positions"], masked, strict=True):
         assert np.all(np.diff(row[:n]) > 0) and np.all(row[n:] == 0)
     ids = arrays["input_ids"]
-    assert np.all(ids[:, 0] == 101)
+    assert np.all(ids[:, 0] == 101) and np.all((ids == 102).sum(1) == 2)
     np.testing.assert_array_equal(np.take_along_axis(ids, arrays["masked_lm_positions"], 1)[
         arrays["masked_lm_positions"] != 0], 103)
+    np.testing.assert_array_equal(synthetic_arrays(64, 128, 20, seed=1)["input_ids"], ids)
 
+
+def test_the_tests_toy_shards_come_from_the_same_generator_with_edge_cases():
+    arrays = make_arrays(num_samples=200, seq_length=16, max_predictions=4, seed=2)
+    validate_values("toy", arrays, vocab_size=50)
+    ids, positions = arrays["input_ids"], arrays["masked_lm_positions"]
+    lengths, masked = arrays["input_mask"].sum(1), (positions != 0).sum(1)
+    assert lengths.min() == 5 and lengths.max() == 16
+    assert set(masked.tolist()) == {0, 1, 2, 3, 4}  # rows without any masked token too
+    assert np.all(ids[:, 0] == CLS) and np.all((ids == SEP).sum(1) == 2)
+    assert (ids == MASK).sum() == masked.sum()
+    assert np.all(arrays["segment_ids"].sum(1) >= 2)  # sentence B: a word and its [SEP]
+
+
+def test_synthetic_batch_is_what_the_loader_gives(tmp_path):
+    arrays = synthetic_arrays(64, 128, 20, seed=1)
     data = PretrainingDataset(write_shard(tmp_path / "s.hdf5", arrays), vocab_size=30522)
     loaded = torch.utils.data.default_collate([data[i] for i in range(len(data))])
-    batch = arrays_to_batch(arrays)
+    batch = bench_step.synthetic_batch(64, 128, 30522, seed=1)
     assert loaded.keys() == batch.keys()
     for key in batch:
         torch.testing.assert_close(batch[key], loaded[key], rtol=0, atol=0)
 
 
-def test_original_and_project_steps_give_the_same_loss_on_the_same_batch_and_weights():
-    """Apples to apples: same weights, same batch, fp32 and no dropout -> same losses,
-    step after step (the updates agree up to the weight decay of biases/LayerNorm, which
-    the original applied and this project does not)."""
+# --- the two steps ----------------------------------------------------------------------------
+
+
+def test_both_steps_start_from_the_same_weights_and_the_project_loss_is_berts_own():
+    """Same seed, same weights; with dropout 0 in fp32 the project step's first loss is
+    exactly the loss ``BertForPreTraining`` computes itself from ``labels=``."""
     vocab = 1024
-    arrays = synthetic_arrays(6, 32, 5, vocab_size=vocab, seed=3)
-    batch = arrays_to_batch(arrays)
-    cpu = torch.device("cpu")
-    original = OriginalStep("tiny", vocab, batch, cpu, dropout=0.0, seed=7)
-    project = ProjectStep(parse_variant("project+fp32"), "tiny", vocab, batch, arrays, cpu,
-                          dropout=0.0, seed=7)
-    try:
-        mine, theirs = project.module.state_dict(), original.model.state_dict()
-        assert mine.keys() == theirs.keys()
-        assert all(torch.equal(mine[k], theirs[k]) for k in mine)
-        assert project.module.config._attn_implementation == "sdpa"
-        assert original.model.config._attn_implementation == "eager"
-        for _ in range(3):
-            original.step()
-            project.step()
-        mine_losses = torch.stack(project.losses).float()  # the Trainer sums in float64
-        torch.testing.assert_close(mine_losses, torch.stack(original.losses), rtol=1e-4, atol=1e-5)
-        assert original.losses[-1] < original.losses[0]  # the steps do train
-    finally:
-        original.close()
-        project.close()
+    batch = bench_step.synthetic_batch(6, 32, vocab, seed=3)
+    variant = bench_step.parse_variant("project+fp32")
+    cfg = bench_step.step_config(variant, "tiny", 32, 6, CPU, dropout=0.0, seed=7)
+    project = bench_step.project_runner(variant, cfg, vocab, batch, CPU)
+    original = bench_step.original_runner(cfg, vocab, batch, CPU, max_grad_norm=1.0)
+    mine, theirs = project.bert.state_dict(), original.bert.state_dict()
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    assert (project.described["attn"], original.described["attn"]) == ("sdpa", "eager")
+    assert project.described == {"precision": "fp32", "attn": "sdpa", "head": "masked",
+                                 "adamw": "for-loop", "compile": "no"}
+    with torch.no_grad():
+        reference = project.bert(
+            input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
+            attention_mask=batch["attention_mask"], labels=batch["labels"],
+            next_sentence_label=batch["next_sentence_label"]).loss
+    losses = [project.step() for _ in range(3)]
+    torch.testing.assert_close(losses[0].float(), reference, rtol=1e-5, atol=1e-6)
+    assert losses[-1] < losses[0]  # the step trains
+    assert torch.isfinite(original.step())
 
 
-def test_quick_benchmark_runs_end_to_end(tmp_path, capsys):
-    out = tmp_path / "bench.json"
-    assert main(["--quick", "--device", "cpu", "--json", str(out)]) == 0
+def test_compiled_variants_start_from_a_fresh_dynamo(monkeypatch):
+    resets = []
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: resets.append(1))
+    monkeypatch.setattr(torch, "compile", lambda module: module)
+    batch = bench_step.synthetic_batch(2, 16, 64, seed=0)
+    for spec in ("project+compile", "project+compile+pad8"):
+        variant = bench_step.parse_variant(spec)
+        cfg = bench_step.step_config(variant, "tiny", 16, 2, CPU, dropout=0.0, seed=0)
+        runner = bench_step.project_runner(variant, cfg, 60, batch, CPU)
+    assert len(resets) == 2 and runner.described["compile"] == "yes"
+    assert runner.described["head"] == "masked/V=64"
+
+
+# --- smoke runs -------------------------------------------------------------------------------
+
+
+def test_quick_step_benchmark_runs_end_to_end(tmp_path, capsys, one_thread):
+    out = tmp_path / "step.json"
+    assert bench_step.main(["--quick", "--device", "cpu", "--threads", "1", "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    for column in ("variant", "seq/s", "ms/step median", "ms/step mean", "peak mem MiB",
-                   "TFLOP/s", "MFU", "speedup", "samples/s per worker"):
+    for column in bench_step.COLUMNS:
         assert column in text
-    assert "no CUDA device" in text
-    assert "GFLOP/sequence" in text and "num_workers >=" in text
+    assert "no CUDA device" in text and "GFLOP/sequence" in text
     report = json.loads(out.read_text())
     assert [r["variant"] for r in report["model"]] == ["original", "project", "project+bf16"]
-    assert all(r["seq_per_s"] > 0 and r["mfu"] is None for r in report["model"])
-    assert [(r["loader"], r["workers"]) for r in report["data"]["loaders"]] == [
-        ("original: Python lists", 0), ("PretrainingDataset", 0), ("PretrainingDataset", 1)]
-    assert report["data"]["num_samples"] == 2000
+    assert all(r["seq_per_s"] > 0 and r["mfu"] is None and len(r["step_ms"]) == 2 for r in report["model"])
     assert report["environment"]["torch"] == torch.__version__
+
+
+def test_quick_data_benchmark_runs_end_to_end(tmp_path, capsys):
+    out = tmp_path / "data.json"
+    assert bench_data.main(["--quick", "--gpu-seq-per-s", "3500", "--tmp-dir", str(tmp_path),
+                            "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "samples/s per worker" in text and "num_workers >=" in text and "--gpu-seq-per-s" in text
+    report = json.loads(out.read_text())
+    assert [(r["loader"], r["workers"]) for r in report["data"]["loaders"]] == [
+        ("OriginalDataset (lists)", 0), ("PretrainingDataset", 0), ("PretrainingDataset", 1)]
+    assert report["data"]["num_samples"] == 2000 and report["data"]["lists_rss_mib"] >= 0
+    assert list(tmp_path.iterdir()) == [out]  # the shard's folder is gone
+
+
+def test_a_script_runs_as_a_file():
+    """``python benchmarks/bench_step.py`` finds ``common`` beside it and the installed package
+    (bench_data.py imports them the same way; one subprocess is enough: each costs seconds)."""
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench_step.py"), "--help"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0 and "--quick" in done.stdout, done.stderr
