@@ -118,15 +118,21 @@ def load_training_state(checkpoint: str | Path, map_location: str | torch.device
         raise ValueError(f"{path}: cannot load training state ({exc})") from exc
 
 
-def rng_state() -> dict[str, Any]:
-    """Torch RNG state of this process (dropout draws from it), as tensors."""
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """This process's RNG state (dropout draws from it): the CPU's and its own GPU's, as tensors.
+
+    Only this process's GPU: saving every visible GPU's state and restoring it with
+    ``set_rng_state_all`` breaks on a machine with fewer GPUs.
+    """
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    """Restore :func:`rng_state`; a GPU state is applied only when training on a GPU again."""
     torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    cuda = state.get("cuda")
+    if device.type == "cuda" and isinstance(cuda, torch.Tensor):
+        torch.cuda.set_rng_state(cuda.cpu(), device)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -97,7 +98,8 @@ class TrainConfig:
             grad_accum_steps=8,
             learning_rate=1e-4,
             epochs=1,
-            num_workers=4,
+            # Loader workers compete with the main process for cores: Colab has 2 vCPUs.
+            num_workers=min(4, max(1, (os.cpu_count() or 2) - 1)),
             save_every_steps=1000,
             eval_max_batches=200,
         )

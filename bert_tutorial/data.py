@@ -210,6 +210,9 @@ class ShardedSampler(Sampler[int]):
     truncated to a multiple of ``world_size`` (at most ``world_size - 1`` samples of the
     epoch are skipped, different ones each epoch); ``drop_last=False`` instead pads by
     wrapping around to the start of the order (a few samples are seen twice).
+    ``even=False`` (for evaluation, which has no per-batch collective) gives every rank
+    its stride of the order without truncating or padding: ranks differ by at most one
+    sample, and together they cover every sample exactly once.
 
     Resuming mid-epoch: ``set_start(n)`` skips the first ``n`` samples of this rank's
     part for the current epoch only; ``set_epoch`` with a new epoch clears it.
@@ -227,6 +230,7 @@ class ShardedSampler(Sampler[int]):
         drop_last: bool = True,
         epoch: int = 0,
         start_index: int = 0,
+        even: bool = True,
     ) -> None:
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
@@ -239,7 +243,10 @@ class ShardedSampler(Sampler[int]):
         self.rank = rank
         self.world_size = world_size
         self.drop_last = drop_last
-        if drop_last:
+        self.even = even
+        if not even:
+            self.num_samples_per_rank = max(0, -(-(self.total - rank) // world_size))
+        elif drop_last:
             self.num_samples_per_rank = self.total // world_size
         else:
             self.num_samples_per_rank = -(-self.total // world_size)
@@ -268,6 +275,8 @@ class ShardedSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         first = self.rank + self.start_index * self.world_size
         stop = self.rank + self.num_samples_per_rank * self.world_size
+        if not self.even:
+            stop = min(stop, self.total)
         return itertools.islice(self._order(first, stop), 0, None, self.world_size)
 
     def shard_order(self) -> list[int]:
@@ -308,37 +317,25 @@ def make_dataloader(
     dataset: PretrainingDataset,
     batch_size: int,
     *,
-    shuffle: bool,
-    seed: int,
-    rank: int = 0,
-    world_size: int = 1,
+    sampler: ShardedSampler | None = None,
+    shuffle: bool = False,
+    seed: int = 0,
     num_workers: int = 0,
-    pin_memory: bool | None = None,
+    pin_memory: bool = False,
     drop_last: bool = False,
-    epoch: int = 0,
-    start_sample: int = 0,
 ) -> DataLoader:
-    """A DataLoader over ``dataset`` with a :class:`ShardedSampler` (reach it as ``loader.sampler``).
+    """A DataLoader over ``dataset`` in the order of a :class:`ShardedSampler` (``loader.sampler``).
 
-    ``drop_last`` drops this rank's incomplete last *batch*; ranks always get the same
-    number of samples because the sampler truncates to a multiple of ``world_size``.
-    ``start_sample`` is the number of this rank's samples already consumed in ``epoch``.
-    Call ``loader.sampler.set_epoch(e)`` before each later epoch. Batches are the same,
-    in the same order, for any ``num_workers`` (the sampler runs in the main process and
-    the DataLoader returns batches in order).
+    ``sampler`` is built from ``shuffle`` and ``seed`` for one process when not given;
+    pass one for distributed ranks, another epoch or a resumed position, and call its
+    ``set_epoch`` / ``set_start`` between epochs: the loader can be kept (its persistent
+    workers keep their loaded shard). ``drop_last`` drops this rank's incomplete last
+    *batch*. ``pin_memory`` (page-locked batches, for a non-blocking copy) only helps a
+    CUDA device: set it from the device the model trains on. Batches are the same, in
+    the same order, for any ``num_workers`` (the sampler runs in the main process).
     """
-    sampler = ShardedSampler(
-        dataset,
-        shuffle=shuffle,
-        seed=seed,
-        rank=rank,
-        world_size=world_size,
-        drop_last=True,
-        epoch=epoch,
-        start_index=start_sample,
-    )
-    if pin_memory is None:
-        pin_memory = torch.cuda.is_available()
+    if sampler is None:
+        sampler = ShardedSampler(dataset, shuffle=shuffle, seed=seed)
     worker_options: dict[str, Any] = {}
     if num_workers > 0:
         # Persistent workers keep their loaded shard across epochs instead of re-forking;
@@ -353,7 +350,7 @@ def make_dataloader(
         drop_last=drop_last,
         # A private generator: creating a DataLoader iterator otherwise draws a seed from
         # the global torch RNG, which shifts dropout masks and breaks exact resume.
-        generator=torch.Generator().manual_seed(seed + epoch),
+        generator=torch.Generator().manual_seed(sampler.seed + sampler.epoch),
         **worker_options,
     )
 

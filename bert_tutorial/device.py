@@ -1,8 +1,12 @@
 """Choosing the device and the numeric precision, the same way everywhere.
 
 bf16 autocast keeps fp32's exponent range, so it needs no loss scaling; fp16 does
-(``GradScaler``) and is only used on GPUs without bf16. CPUs train in fp32: CPU
-autocast is slow on most machines and buys nothing for a tutorial-sized model.
+(``GradScaler``). "auto" picks bf16 only where the GPU computes it natively (compute
+capability 8.0, Ampere, and newer): on a T4, V100 or P100 (Colab's free GPUs among
+them) bf16 is emulated — no tensor cores, the slowest attention kernel — so "auto"
+means fp16 + GradScaler there. CPUs train in fp32 by default: CPU autocast is slow on
+most machines and buys nothing for a tutorial-sized model (bf16 and fp16 can still be
+asked for, e.g. to test the fp16 path without a GPU).
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
@@ -22,17 +28,22 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     return device
 
 
+def native_bf16(device: torch.device) -> bool:
+    """True on a GPU with bf16 tensor cores (compute capability >= 8.0)."""
+    if device.type != "cuda":
+        return False
+    return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """Concrete precision for ``device``: "fp32", "bf16" or "fp16"."""
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got '{precision}'")
-    if precision == "auto":
-        if device.type != "cuda":
-            return "fp32"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("fp16 with loss scaling needs a CUDA device; use fp32 or bf16 on CPU")
-    return precision
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    if precision != "auto":
+        return precision
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if native_bf16(device) else "fp16"
 
 
 def autocast_context(device: torch.device, precision: str) -> AbstractContextManager:
@@ -46,3 +57,14 @@ def autocast_context(device: torch.device, precision: str) -> AbstractContextMan
 def make_grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
     """A scaler that is active only for fp16; bf16/fp32 get a disabled (pass-through) one."""
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+def load_scaler_state(scaler: torch.amp.GradScaler, state: dict) -> None:
+    """Restore a scaler across a change of precision (a run may resume on other hardware).
+
+    A disabled scaler saves ``{}``, and ``GradScaler.load_state_dict({})`` raises; an fp16
+    run resumed from an fp32/bf16 checkpoint therefore starts a fresh scale search, and a
+    run that no longer scales ignores the saved scale.
+    """
+    if scaler.is_enabled() and state:
+        scaler.load_state_dict(state)

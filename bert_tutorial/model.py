@@ -156,7 +156,8 @@ def pretraining_loss(
 
     nsp_logits = nsp_logits.float()
     nsp_loss_sum = F.cross_entropy(nsp_logits, nsp_labels.reshape(-1), reduction="sum")
-    nsp_count = torch.tensor(nsp_labels.numel(), device=nsp_logits.device)
+    # A fill on the device, not torch.tensor(n, device=...): no host-to-device copy per forward.
+    nsp_count = torch.full((), nsp_labels.numel(), dtype=torch.long, device=nsp_logits.device)
     nsp_loss = nsp_loss_sum / nsp_count.clamp(min=1)
     nsp_correct = (nsp_logits.argmax(-1) == nsp_labels.reshape(-1)).sum()
 

@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,10 +45,12 @@ class StepResult:
     grad_norm: torch.Tensor
     #: The learning rate this update used (the scheduler has moved on since).
     lr: float
-    #: False when the gradient was not finite and the optimizer did not update.
-    updated: bool
-    #: The fp16 loss scale at the time of a skipped update (None otherwise); an overflow
-    #: at a scale >= 1 is GradScaler searching for its scale, not a diverging model.
+    #: False when the gradient was not finite and the optimizer did not update. With a
+    #: fused optimizer the decision was made on the device: a bool tensor, read when
+    #: convenient (reading it waits for the step to finish).
+    updated: bool | torch.Tensor
+    #: The fp16 loss scale at the time of a skipped update, when known on the host (None
+    #: otherwise); an overflow at a scale >= 1 is GradScaler searching for its scale.
     loss_scale: float | None = None
 
     @property
@@ -64,17 +67,20 @@ def world_size() -> int:
     return torch.distributed.get_world_size() if is_initialized() else 1
 
 
-def step_token_counts(micro_batches: Sequence[Batch], device: torch.device) -> tuple[float, float]:
-    """(masked tokens, sequences) in this optimizer step, summed over all ranks (each >= 1)."""
-    counts = torch.tensor(
-        [sum(int((b["masked_lm_ids"] != IGNORE_INDEX).sum()) for b in micro_batches),
-         sum(b["next_sentence_label"].numel() for b in micro_batches)],
-        dtype=torch.float64,
-    )
-    if is_initialized():
-        counts = all_reduce_sum(counts.to(device)).cpu()
-    masked, sequences = counts.clamp(min=1).tolist()
-    return masked, sequences
+def step_token_counts(micro_batches: Sequence[Batch], device: torch.device) -> tuple[Any, Any]:
+    """(masked tokens, sequences) in this optimizer step over all ranks, each at least 1.
+
+    Counted on the host from the CPU batches. In one process they stay Python numbers;
+    under DDP they are summed over ranks with an all-reduce and stay on the device
+    (reading them back would block the host every step).
+    """
+    masked = sum(int((b["masked_lm_ids"] != IGNORE_INDEX).sum()) for b in micro_batches)
+    sequences = sum(b["next_sentence_label"].numel() for b in micro_batches)
+    if not is_initialized():
+        return float(max(masked, 1)), float(max(sequences, 1))
+    counts = all_reduce_sum(torch.tensor([masked, sequences], dtype=torch.float32, device=device))
+    counts = counts.clamp(min=1)
+    return counts[0], counts[1]
 
 
 def train_step(
@@ -114,15 +120,36 @@ def train_step(
     scaler.unscale_(optimizer)  # clip the true gradient, not the fp16-scaled one
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
     lr = optimizer.param_groups[0]["lr"]
-    updated = bool(torch.isfinite(grad_norm))
-    loss_scale = None
-    if updated:
-        scaler.step(optimizer)
-    elif scaler.is_enabled():
-        loss_scale = scaler.get_scale()
+    updated, loss_scale = _skip_or_step(optimizer, scaler, grad_norm)
     scaler.update()
     with warnings.catch_warnings():  # a skipped first update is not the misuse torch warns of
         warnings.filterwarnings("ignore", "Detected call of `lr_scheduler")
         scheduler.step()  # the LR follows the step count, skipped updates included
     optimizer.zero_grad(set_to_none=True)
     return StepResult(losses=losses, grad_norm=grad_norm, lr=lr, updated=updated, loss_scale=loss_scale)
+
+
+def _skip_or_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                  grad_norm: torch.Tensor) -> tuple[bool | torch.Tensor, float | None]:
+    """Update unless the gradient is NaN/inf. Returns (updated, fp16 scale of a skipped step).
+
+    A fused optimizer takes the verdict as a device tensor (``found_inf``, the same
+    protocol GradScaler uses) and skips inside its kernel, so the host never waits for
+    the GPU. Other optimizers need the verdict on the host: one sync (free on a CPU).
+    """
+    finite = torch.isfinite(grad_norm)
+    if getattr(optimizer, "_step_supports_amp_scaling", False):
+        if scaler.is_enabled():
+            scaler.step(optimizer)  # passes its own found_inf to the kernel
+        else:
+            optimizer.found_inf = (~finite).float()  # type: ignore[attr-defined]
+            optimizer.grad_scale = None  # type: ignore[attr-defined]
+            try:
+                optimizer.step()
+            finally:
+                del optimizer.found_inf, optimizer.grad_scale  # type: ignore[attr-defined]
+        return finite, None
+    if bool(finite):
+        scaler.step(optimizer)
+        return True, None
+    return False, scaler.get_scale() if scaler.is_enabled() else None

@@ -29,9 +29,22 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .data import PretrainingDataset, find_shards, make_dataloader
-from .device import autocast_context, make_grad_scaler, resolve_device, resolve_precision
-from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_flag, init_distributed
+from .data import PretrainingDataset, ShardedSampler, find_shards, make_dataloader
+from .device import (
+    autocast_context,
+    load_scaler_state,
+    make_grad_scaler,
+    resolve_device,
+    resolve_precision,
+)
+from .distributed import (
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    broadcast_flag,
+    gather_objects,
+    init_distributed,
+)
 from .evaluation import evaluate
 from .metrics import METRICS_FILE, MetricsLog
 from .model import PretrainingModel, build_model, check_vocab, load_pretrained, unwrap
@@ -45,6 +58,8 @@ CONFIG_FILE = "train_config.json"
 RESUMABLE_CHANGES = frozenset(
     {"resume", "num_workers", "output_dir", "device", "log_every_steps", "save_every_steps",
      "keep_last_checkpoints", "eval_max_batches", "eval_every_steps", "max_bad_steps", "plots",
+     # the hardware may change between a run and its resumption (CPU -> T4: fp32 -> fp16)
+     "precision", "fused_adamw", "compile", "attn_implementation",
      # may change with the number of processes, as long as the global batch stays (checked on load)
      "batch_size", "grad_accum_steps"}
 )
@@ -91,6 +106,8 @@ class Trainer:
             PretrainingDataset(find_shards(cfg.eval_data), vocab_size=self.vocab_size)
             if cfg.eval_data else None
         )
+        self.train_loader = self._loader(self.train_data, train=True)
+        self.eval_loader = self._loader(self.eval_data, train=False) if self.eval_data else None
         self.samples_per_step = cfg.batch_size * cfg.grad_accum_steps * self.dist.world_size
         self.steps_per_epoch = len(self.train_data) // self.samples_per_step
         if self.steps_per_epoch == 0:
@@ -103,12 +120,14 @@ class Trainer:
             self.total_steps = min(self.total_steps, cfg.max_steps)
 
         resume_from = self._prepare_output_dir()
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         if resume_from is not None:
             bert = load_pretrained(str(resume_from), cfg.attn_implementation)
             check_vocab(bert, self.vocab_size, source=str(resume_from))
         else:
             bert = build_model(cfg, self.vocab_size)
+        if self.dist.rank:  # each rank its own dropout masks (rank 0 continues the stream)
+            torch.manual_seed(cfg.seed + self.dist.rank)
         self.module = PretrainingModel(bert, sparse_mlm_head=cfg.sparse_mlm_head).to(self.device)
         self.model = self._wrap(self.module)
         self.optimizer = build_optimizer(self.module, cfg, self.device)
@@ -120,6 +139,8 @@ class Trainer:
         self.metrics = MetricsLog(self.output_dir / METRICS_FILE)
         self._stop_requested = False
         self._last_lr = cfg.lr
+        #: Steps whose skip verdict is still on the device (fused optimizers), oldest first.
+        self._unchecked: list[tuple[int, StepResult]] = []
         #: Every evaluation of this process's ``fit`` (a resumed run starts a new list).
         self.eval_history: list[dict[str, Any]] = []
         if resume_from is not None:
@@ -184,9 +205,12 @@ class Trainer:
             )
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        load_scaler_state(self.scaler, state["scaler"])
         self.progress = Progress(**state["progress"])
-        ckpt.set_rng_state(state["rng"])
+        rngs = state.get("rng_per_rank") or [state["rng"]]
+        if self.dist.rank < len(rngs):
+            ckpt.set_rng_state(rngs[self.dist.rank], self.device)
+        # else: a rank the checkpoint did not have keeps its seed + rank stream
         if self.dist.is_main:
             self.metrics.truncate_after(self.progress.step)
             print(f"Resumed from {checkpoint} at step {self.progress.step}")
@@ -228,14 +252,22 @@ class Trainer:
             self.save()  # a no-op when this step is saved already
         return self._stop_requested
 
+    def _loader(self, data: PretrainingDataset, train: bool) -> torch.utils.data.DataLoader:
+        """This rank's loader, built once: its sampler is moved to each epoch and position.
+
+        Training shares must be equal (every step is a collective); evaluation ends with a
+        single all-reduce, so its shares may differ by one and cover every sequence.
+        """
+        sampler = ShardedSampler(data, shuffle=train, seed=self.cfg.seed, rank=self.dist.rank,
+                                 world_size=self.dist.world_size, even=train)
+        return make_dataloader(data, self.cfg.batch_size, sampler=sampler, num_workers=self.cfg.num_workers,
+                               pin_memory=self.device.type == "cuda", drop_last=train)
+
     def _train_epoch(self, bar: tqdm) -> None:
         p, cfg = self.progress, self.cfg
-        loader = make_dataloader(
-            self.train_data, cfg.batch_size, shuffle=True, seed=cfg.seed, rank=self.dist.rank,
-            world_size=self.dist.world_size, num_workers=cfg.num_workers, drop_last=True,
-            epoch=p.epoch, start_sample=p.epoch_samples // self.dist.world_size,
-        )
-        batches = iter(loader)
+        self.train_loader.sampler.set_epoch(p.epoch)
+        self.train_loader.sampler.set_start(p.epoch_samples // self.dist.world_size)
+        batches = iter(self.train_loader)
         window = _Window(self.device)
         steps_left = min(self.steps_per_epoch - p.epoch_samples // self.samples_per_step,
                          self.total_steps - p.step)
@@ -245,10 +277,7 @@ class Trainer:
                 self.model, micro, self.optimizer, self.scheduler, device=self.device,
                 autocast=self.autocast, scaler=self.scaler, max_grad_norm=cfg.max_grad_norm,
             )
-            if result.updated:
-                p.bad_steps = 0
-            else:
-                self._bad_step(result)
+            self._account(result, p.step + 1)
             self._last_lr = result.lr
             window.add(result.losses)
             p.step += 1
@@ -264,7 +293,9 @@ class Trainer:
                     self._evaluate_and_log()
             if cfg.save_every_steps and p.step % cfg.save_every_steps == 0 and not epoch_done:
                 self.save()
-            self._stop_requested = broadcast_flag(self._stop_requested, self.device)
+            # Under DDP agreeing on a stop is a collective; do it where logging syncs anyway.
+            if not self.dist.enabled or p.step % cfg.log_every_steps == 0:
+                self._stop_requested = broadcast_flag(self._stop_requested, self.device)
             if self._stop_requested:
                 self.save()
                 return
@@ -274,18 +305,32 @@ class Trainer:
         if window.steps:
             self._log_window(window, bar)
 
-    def _bad_step(self, result: StepResult) -> None:
-        """Count an update skipped for NaN/inf gradients; give up after too many in a row.
+    def _account(self, result: StepResult, step: int) -> None:
+        """Track skipped updates; a verdict still on the device is read at the next log line."""
+        if isinstance(result.updated, torch.Tensor):
+            self._unchecked.append((step, result))
+        else:
+            self._check_update(step, result.updated, result)
+
+    def _check_update(self, step: int, updated: bool, result: StepResult) -> None:
+        """Count consecutive skipped (NaN/inf) updates; give up after ``max_bad_steps``.
 
         Under fp16 an overflow is routine while GradScaler searches for its scale, so it
         only counts once the scale is below 1, where scaling can no longer explain it.
         """
         p = self.progress
-        if result.loss_scale is not None and result.loss_scale >= 1.0:
+        if updated:
+            p.bad_steps = 0
+            return
+        scale = result.loss_scale
+        if scale is None and self.scaler.is_enabled():
+            scale = self.scaler.get_scale()
+        if scale is not None and scale >= 1.0:
             return
         p.bad_steps += 1
-        first, last = p.epoch_samples, p.epoch_samples + self.samples_per_step
-        where = f"step {p.step + 1} (epoch {p.epoch}, samples {first}-{last} of the epoch)"
+        epoch, index = divmod(step - 1, self.steps_per_epoch)
+        first = index * self.samples_per_step
+        where = f"step {step} (epoch {epoch}, samples {first}-{first + self.samples_per_step} of the epoch)"
         if p.bad_steps >= self.cfg.max_bad_steps:
             raise NonFiniteLossError(
                 f"{p.bad_steps} consecutive non-finite gradients, last at {where}: "
@@ -295,6 +340,9 @@ class Trainer:
                       stacklevel=2)
 
     def _log_window(self, window: _Window, bar: tqdm) -> None:
+        for step, result in self._unchecked:  # logging syncs anyway: read deferred verdicts now
+            self._check_update(step, bool(result.updated), result)
+        self._unchecked.clear()
         record = window.flush(self.progress.step, self.progress.epoch, self._last_lr, self.samples_per_step)
         if self.dist.is_main:
             self.metrics.write(record)
@@ -333,13 +381,9 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         """Evaluate on the eval shards (this rank's part; sums are reduced across ranks)."""
-        if self.eval_data is None:
+        if self.eval_loader is None:
             raise ValueError("no eval_data configured")
-        loader = make_dataloader(
-            self.eval_data, self.cfg.batch_size, shuffle=False, seed=self.cfg.seed,
-            rank=self.dist.rank, world_size=self.dist.world_size, num_workers=self.cfg.num_workers,
-        )
-        return evaluate(self.module, loader, self.device, self.autocast, self.cfg.eval_max_batches)
+        return evaluate(self.module, self.eval_loader, self.device, self.autocast, self.cfg.eval_max_batches)
 
     def _plot(self) -> None:
         from .plotting import save_training_plots  # matplotlib only when actually plotting
@@ -351,13 +395,15 @@ class Trainer:
     def save(self) -> Path | None:
         """Checkpoint the current step (rank 0 writes; every rank waits for it)."""
         path = None
+        rngs = gather_objects(ckpt.rng_state(self.device))  # a collective: every rank's stream
         if self.dist.is_main:
             state = {
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
                 "progress": vars(self.progress).copy(),
-                "rng": ckpt.rng_state(),
+                "rng": rngs[0],
+                "rng_per_rank": rngs,
                 "world_size": self.dist.world_size,
                 "samples_per_step": self.samples_per_step,
             }

@@ -232,13 +232,27 @@ def test_dataloader_resume_and_ranks(shard_factory):
         path = shard_factory(f"t/{k}.hdf5", num_samples=n, seed=k)
     dataset = PretrainingDataset(path.parent)
     kwargs = dict(shuffle=True, seed=1, rank=1, world_size=2, epoch=3)
-    full = torch.cat([b["input_ids"] for b in make_dataloader(dataset, 2, **kwargs)])
-    tail = torch.cat(
-        [b["input_ids"] for b in make_dataloader(dataset, 2, start_sample=4, **kwargs)]
-    )
+    full = torch.cat([b["input_ids"] for b in make_dataloader(
+        dataset, 2, sampler=ShardedSampler(dataset, **kwargs))])
+    tail = torch.cat([b["input_ids"] for b in make_dataloader(
+        dataset, 2, sampler=ShardedSampler(dataset, start_index=4, **kwargs))])
     assert len(full) == sum(SIZES) // 2
     torch.testing.assert_close(tail, full[4:])
-    assert len(make_dataloader(dataset, 2, drop_last=True, **kwargs)) == (sum(SIZES) // 2) // 2
+    loader = make_dataloader(dataset, 2, drop_last=True, sampler=ShardedSampler(dataset, **kwargs))
+    assert len(loader) == (sum(SIZES) // 2) // 2
+
+
+def test_uneven_eval_shares_cover_every_sample_once(shard_factory):
+    for k, n in enumerate(SIZES):
+        path = shard_factory(f"e/{k}.hdf5", num_samples=n, seed=k)
+    dataset = PretrainingDataset(path.parent)
+    for world in (2, 3, 8):
+        parts = [list(ShardedSampler(dataset, shuffle=False, rank=r, world_size=world, even=False))
+                 for r in range(world)]
+        assert sorted(i for part in parts for i in part) == list(range(len(dataset)))
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+        assert [len(ShardedSampler(dataset, shuffle=False, rank=r, world_size=world, even=False))
+                for r in range(world)] == [len(p) for p in parts]
 
 
 # --- bad input -------------------------------------------------------------------------------

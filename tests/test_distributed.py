@@ -36,7 +36,7 @@ from safetensors.torch import load_file
 from bert_tutorial import checkpoint as ckpt
 from bert_tutorial import distributed as bdist
 from bert_tutorial.config import TrainConfig
-from bert_tutorial.data import PretrainingDataset, find_shards, make_dataloader
+from bert_tutorial.data import PretrainingDataset, ShardedSampler, find_shards, make_dataloader
 from bert_tutorial.metrics import read_metrics
 from bert_tutorial.multi_gpu import config_args
 
@@ -162,6 +162,35 @@ def two_nodes(data, tmp_path_factory) -> dict[str, Any]:
     return {"run": root / "run", "config": cfg, **json.loads((root / "report.json").read_text())}
 
 
+@pytest.fixture(scope="module")
+def dropout_runs(data, tmp_path_factory) -> dict[str, dict[str, Any]]:
+    """Two 2-process jobs with dropout 0.1: one uninterrupted, one stopped at step 3 and resumed."""
+    runs = {}
+    for name, stop_at in (("straight", 0), ("resumed", 3)):
+        root = tmp_path_factory.mktemp(f"dropout_{name}")
+        cfg = run_config(data, root / "run", batch_size=GLOBAL_BATCH // 2, dropout=0.1, plots=False)
+        spec = root / "spec.json"
+        spec.write_text(json.dumps({"config": cfg.to_dict(), "sigterm_rank1_at_step": stop_at,
+                                    "report": str(root / "report.json")}))
+        torchrun(["--standalone", "--nproc_per_node=2", str(TESTS / "test_distributed.py"), str(spec)])
+        runs[name] = {"run": root / "run", **json.loads((root / "report.json").read_text())}
+    return runs
+
+
+def test_ranks_draw_different_dropout_masks_and_resume_stays_exact(dropout_runs):
+    straight, resumed = dropout_runs["straight"], dropout_runs["resumed"]
+    draws = [r["first_draw"] for r in straight["ranks"]]
+    assert draws[0] != draws[1]  # rank 1 reseeds with seed + 1: its own dropout masks
+    assert [r["stopped_at"] for r in resumed["ranks"]] == [3, 3]
+    assert [r["resumed_at"] for r in resumed["ranks"]] == [3, 3]
+    a, b = weights(straight["run"]), weights(resumed["run"])
+    for name in a:  # every rank's RNG stream came back from the checkpoint: bit for bit
+        assert torch.equal(a[name], b[name]), name
+    losses = [[(r["step"], r["mlm_loss"], r["nsp_loss"]) for r in train_records(run["run"])]
+              for run in (straight, resumed)]
+    assert losses[0] == losses[1] and len(losses[0]) == STEPS
+
+
 # --- 2 processes == 1 process ------------------------------------------------------------------
 
 
@@ -202,7 +231,8 @@ def test_resume_under_ddp_continues_the_same_trajectory(two_nodes):
 
 def one_process_batches(data: dict[str, str], epoch: int) -> list[list[int]]:
     dataset = PretrainingDataset(find_shards(data["train_data"]))
-    loader = make_dataloader(dataset, GLOBAL_BATCH, shuffle=True, seed=0, epoch=epoch, drop_last=True)
+    sampler = ShardedSampler(dataset, shuffle=True, seed=0, epoch=epoch)
+    loader = make_dataloader(dataset, GLOBAL_BATCH, sampler=sampler, drop_last=True)
     return [list(b) for b in loader.batch_sampler]
 
 
@@ -239,8 +269,9 @@ def test_sampler_ranks_together_give_the_one_process_batches(data, world_size, s
     per_rank = GLOBAL_BATCH // world_size
     done = start_step * GLOBAL_BATCH
     loaders = [
-        make_dataloader(dataset, per_rank, shuffle=True, seed=0, rank=r, world_size=world_size,
-                        epoch=1, start_sample=done // world_size, drop_last=True)
+        make_dataloader(dataset, per_rank, drop_last=True, sampler=ShardedSampler(
+            dataset, shuffle=True, seed=0, rank=r, world_size=world_size, epoch=1,
+            start_index=done // world_size))
         for r in range(world_size)
     ]
     ranks = [[list(b) for b in loader.batch_sampler] for loader in loaders]
@@ -403,6 +434,8 @@ def _worker(spec_path: str) -> None:
     training.train_step = preempted_step
     cfg = TrainConfig.from_dict(spec["config"])
     first = Trainer(cfg)
+    with torch.random.fork_rng():  # peek at the stream dropout will draw from, leaving it untouched
+        first_draw = torch.rand(4).tolist()
     stopped = first.fit()
     second = Trainer(cfg)
     resumed_at = second.progress.step
@@ -414,6 +447,7 @@ def _worker(spec_path: str) -> None:
         "world_size": info.world_size,
         "collectives": collectives,
         "no_sync_entries": entries["n"],
+        "first_draw": first_draw,
         "stopped_early": stopped.stopped_early,
         "stopped_at": stopped.steps,
         "resumed_at": resumed_at,
