@@ -1,0 +1,138 @@
+"""The CUDA paths, run for real on a GPU (skipped without one): ``pytest -m cuda tests/test_gpu.py``.
+
+``scripts/gpu_check.sh`` runs this file and the headline benchmark on a GPU machine. On CPU-only
+machines (CI) every test here is skipped; their CPU equivalents are in tests/test_precision.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tiny import tiny_config
+
+from bert_tutorial import training
+from bert_tutorial.device import autocast_context, make_grad_scaler
+from bert_tutorial.metrics import read_metrics
+from bert_tutorial.model import PretrainingModel, build_model
+from bert_tutorial.optim import build_optimizer, build_scheduler
+from bert_tutorial.step import train_step
+from bert_tutorial.training import Trainer
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+ROOT = Path(__file__).resolve().parent.parent
+CUDA = torch.device("cuda", 0)
+
+
+def gpu_config(tmp_path, **overrides):
+    return tiny_config(tmp_path, device="cuda", **overrides)
+
+
+def one_step_losses(cfg, batch, precision: str, compile_model: bool = False, steps: int = 1) -> list[float]:
+    """Losses of ``steps`` train_step calls from the same initial weights in ``precision``."""
+    torch.manual_seed(0)
+    module = PretrainingModel(build_model(cfg, 50)).to(CUDA)
+    model = torch.compile(module) if compile_model else module
+    optimizer = build_optimizer(module, cfg, CUDA)
+    scheduler = build_scheduler(optimizer, 100, 0)
+    scaler = make_grad_scaler(CUDA, precision)
+    out = []
+    for _ in range(steps):
+        result = train_step(model, [batch], optimizer, scheduler, device=CUDA,
+                            autocast=autocast_context(CUDA, precision), scaler=scaler)
+        out.append(float(result.losses.sum()))
+    return out
+
+
+@pytest.fixture
+def cfg_and_batch(tmp_path):
+    cfg = gpu_config(tmp_path, dropout=0.0)
+    trainer_data = Trainer(cfg).train_data
+    batch = next(iter(torch.utils.data.DataLoader(trainer_data, batch_size=8)))
+    return cfg, batch
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_steps_match_fp32(cfg_and_batch, precision):
+    if precision == "bf16" and torch.cuda.get_device_capability(CUDA) < (8, 0):
+        pytest.skip("no native bf16 on this GPU")
+    cfg, batch = cfg_and_batch
+    reference = one_step_losses(cfg, batch, "fp32", steps=3)
+    mixed = one_step_losses(cfg, batch, precision, steps=3)
+    assert mixed == pytest.approx(reference, rel=2e-2)
+
+
+def test_torch_compile_matches_eager(cfg_and_batch):
+    cfg, batch = cfg_and_batch
+    assert one_step_losses(cfg, batch, "fp32", compile_model=True, steps=3) == pytest.approx(
+        one_step_losses(cfg, batch, "fp32", steps=3), rel=1e-4)
+
+
+def test_the_step_never_waits_for_the_gpu(cfg_and_batch):
+    """No host-device sync inside train_step (bf16/fp32 with fused AdamW, one process)."""
+    cfg, batch = cfg_and_batch
+    precision = "bf16" if torch.cuda.get_device_capability(CUDA) >= (8, 0) else "fp32"
+    torch.manual_seed(0)
+    module = PretrainingModel(build_model(cfg, 50)).to(CUDA)
+    optimizer = build_optimizer(module, cfg, CUDA)  # fused on CUDA
+    scheduler = build_scheduler(optimizer, 100, 0)
+    batch = {k: v.pin_memory() for k, v in batch.items()}
+    kwargs = dict(device=CUDA, autocast=autocast_context(CUDA, precision))
+    train_step(module, [batch], optimizer, scheduler, **kwargs)  # warm-up: lazy init may sync
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        result = train_step(module, [batch], optimizer, scheduler, **kwargs)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert isinstance(result.updated, torch.Tensor) and bool(result.updated)
+
+
+def test_gpu_loaders_pin_memory(tmp_path):
+    trainer = Trainer(gpu_config(tmp_path))
+    assert trainer.train_loader.pin_memory and trainer.precision in ("bf16", "fp16")
+    assert next(iter(trainer.train_loader))["input_ids"].is_pinned()
+
+
+def test_resume_on_gpu_is_exact_enough(tmp_path, monkeypatch):
+    Trainer(gpu_config(tmp_path / "a", epochs=2, save_every_steps=4)).fit()
+    real_step, calls = training.train_step, {"n": 0}
+
+    def dies_at_step_7(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt("preempted")
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_step", dies_at_step_7)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(gpu_config(tmp_path / "b", epochs=2, save_every_steps=4)).fit()
+    monkeypatch.setattr(training, "train_step", real_step)
+    Trainer(gpu_config(tmp_path / "b", epochs=2, save_every_steps=4)).fit()
+    a, b = ([r["mlm_loss"] for r in read_metrics(tmp_path / d / "run") if r["kind"] == "train"]
+            for d in ("a", "b"))
+    assert b == pytest.approx(a, rel=1e-4)  # GPU kernels may be non-deterministic
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL DDP needs 2 GPUs")
+def test_nccl_ddp_matches_one_process(tmp_path):
+    from bert_tutorial.multi_gpu import config_args
+
+    one = gpu_config(tmp_path / "one", batch_size=16, dropout=0.0)
+    Trainer(one).fit()
+    two = gpu_config(tmp_path / "two", batch_size=8, dropout=0.0)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                    "-m", "bert_tutorial.pretrain", *config_args(two)], cwd=ROOT, check=True, timeout=600)
+    a, b = ([r["mlm_loss"] for r in read_metrics(tmp_path / d / "run") if r["kind"] == "train"]
+            for d in ("one", "two"))
+    assert b == pytest.approx(a, rel=1e-3)
+
+
+def test_benchmark_smoke_run_on_the_gpu():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_step.py"), "--quick",
+                          "--device", "cuda"], capture_output=True, text=True, timeout=600, check=True)
+    assert "seq/s" in out.stdout
