@@ -114,22 +114,23 @@ class LaunchPlan:
 
 
 def plan_launch(nproc: int | None = None, gpu_count: int | None = None) -> LaunchPlan:
-    """One process per GPU with NCCL when there are >= 2 GPUs, else 2 CPU processes on gloo.
+    """One process per GPU with NCCL when the GPUs suffice, else 2 CPU processes on gloo.
 
-    ``nproc`` overrides the number of processes (at most one per GPU on GPUs);
-    ``gpu_count`` overrides the GPUs detected (for tests and for planning elsewhere).
+    ``nproc`` overrides the number of processes: with 2+ GPUs at most one per GPU; on a
+    one-GPU runtime (Colab) ``nproc=1`` runs DDP on that GPU, while the default shows
+    two processes on the CPU. ``gpu_count`` overrides the GPUs detected (for tests).
     """
     if nproc is not None and nproc < 1:
         raise ValueError(f"nproc must be >= 1, got {nproc}")
     gpus = torch.cuda.device_count() if gpu_count is None else gpu_count
-    if gpus >= 2:
-        n = gpus if nproc is None else nproc
+    n = (gpus if gpus >= 2 else 2) if nproc is None else nproc
+    if gpus >= 2 or (gpus == 1 and n == 1):
         if n > gpus:
             raise ValueError(f"nproc={n} but only {gpus} GPUs: NCCL needs one GPU per process")
         backend = "nccl" if dist.is_nccl_available() else "gloo"
-        return LaunchPlan(n, "cuda", backend,
-                          f"{n} processes, one per GPU, gradients all-reduced over {backend.upper()}")
-    n = 2 if nproc is None else nproc
+        where = "one per GPU" if n > 1 else "on the only GPU"
+        return LaunchPlan(n, "cuda", backend, f"{n} process(es), {where}, gradients all-reduced over "
+                                              f"{backend.upper()}")
     why = "no GPU" if gpus == 0 else "only 1 GPU"
     return LaunchPlan(n, "cpu", "gloo",
                       f"{why}: {n} CPU processes with gloo (--device cpu) show the same DDP mechanics")

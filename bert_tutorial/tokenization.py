@@ -2,7 +2,8 @@
 
 In transformers 5.x ``BertTokenizer(vocab_file=...)`` silently ignores the file and
 builds a 5-token vocabulary, so every word becomes ``[UNK]``. That failure is
-silent, so we check the loaded vocabulary size against the file.
+silent, so we pass the vocabulary itself (4.x, which has no such argument, reads the
+file) and check the loaded vocabulary size against the file either way.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ def read_vocab(vocab_file: str | Path) -> dict[str, int]:
 def load_tokenizer(vocab_file: str | Path, do_lower_case: bool = True) -> BertTokenizer:
     """A ``BertTokenizer`` over exactly the tokens in ``vocab_file``."""
     vocab = read_vocab(vocab_file)
-    tokenizer = BertTokenizer(vocab=vocab, do_lower_case=do_lower_case)
+    try:  # transformers 5: a vocabulary dict (its vocab_file= may be silently ignored)
+        tokenizer = BertTokenizer(vocab=vocab, do_lower_case=do_lower_case)
+    except TypeError:  # transformers 4: no vocab= argument; vocab_file= works there
+        tokenizer = BertTokenizer(vocab_file=str(vocab_file), do_lower_case=do_lower_case)
     if tokenizer.vocab_size != len(vocab):
         raise RuntimeError(
             f"{vocab_file}: tokenizer has {tokenizer.vocab_size} tokens but the file has {len(vocab)}"

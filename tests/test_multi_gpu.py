@@ -55,6 +55,15 @@ def test_fewer_than_two_gpus_fall_back_to_two_cpu_processes(gpus):
     assert plan_launch(3, gpu_count=gpus).nproc == 3  # any number of CPU processes
 
 
+def test_a_one_gpu_runtime_can_run_ddp_on_its_gpu(monkeypatch):
+    """Colab: the default shows 2 CPU processes; nproc=1 is DDP on the one GPU."""
+    monkeypatch.setattr(torch.distributed, "is_nccl_available", lambda: True)
+    plan = plan_launch(1, gpu_count=1)
+    assert (plan.nproc, plan.device, plan.backend, plan.device_args) == (1, "cuda", "nccl", [])
+    assert "only GPU" in plan.reason
+    assert plan_launch(1, gpu_count=0).device == "cpu"
+
+
 def test_one_process_per_gpu_with_nccl(monkeypatch):
     monkeypatch.setattr(torch.distributed, "is_nccl_available", lambda: True)
     plan = plan_launch(gpu_count=4)
