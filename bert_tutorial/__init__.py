@@ -40,7 +40,7 @@ _EXPORTS: dict[str, str] = {
                      "plot_batch"], "samples"),
     **dict.fromkeys(["masking_statistics", "plot_masking_statistics", "frequency_baseline"],
                     "masking_stats"),
-    **dict.fromkeys(["fill_mask", "fill_mask_table", "plot_before_after"], "fill_mask"),
+    **dict.fromkeys(["fill_mask", "fill_mask_table", "plot_fill_mask", "plot_before_after"], "fill_mask"),
     **dict.fromkeys(["make_sample_shards"], "sample_data"),
     **dict.fromkeys(["gpu_report", "plan_launch", "launch_torchrun", "torchrun_command",
                      "config_args"], "multi_gpu"),

@@ -4,8 +4,9 @@ A falling loss curve says little to a reader; the model completing "it is a trut
 universally [MASK]" does. :func:`fill_mask` runs the pre-training MLM head on any
 sentence with ``[MASK]`` tokens (no fine-tuning, no pipeline object, padding
 handled with the real attention mask), :func:`fill_mask_table` lines up the answers
-of several models (e.g. before and after training) and :func:`plot_before_after`
-does the same for the eval metrics of :func:`bert_tutorial.evaluation.evaluate`.
+of several models (e.g. before and after training), :func:`plot_fill_mask` draws them
+as a grid, and :func:`plot_before_after` compares the eval metrics of
+:func:`bert_tutorial.evaluation.evaluate`.
 
 Plots are ``matplotlib.figure.Figure`` objects (no pyplot state), like
 :mod:`bert_tutorial.plotting`: a notebook shows one by leaving it as a cell's value.
@@ -13,6 +14,7 @@ Plots are ``matplotlib.figure.Figure`` objects (no pyplot state), like
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -105,6 +107,37 @@ def fill_mask_table(results: Mapping[str, Sequence[FillMaskResult]], top_k: int 
                 lines.append(f"{label}{name.ljust(width)}: {shown}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def plot_fill_mask(results: Mapping[str, Sequence[FillMaskResult]], answers: Sequence[str] | None = None,
+                   top_k: int = 3, path: PathLike | None = None) -> Figure:
+    """A grid of fill-mask guesses: one row per sentence, one column per model.
+
+    Each cell lists a model's top-k tokens for the sentence's first ``[MASK]`` with their
+    probabilities; a guess equal to the sentence's answer (``answers``) is drawn in green.
+    """
+    names = list(results)
+    sentences = [r.sentence for r in results[names[0]]] if names else []
+    text_width = 2.2  # the sentence column, in units of a model column
+    fig = Figure(figsize=(2.4 * (text_width + len(names)), 0.4 + 0.75 * (len(sentences) + 0.5)),
+                 layout="constrained")
+    ax = fig.subplots()
+    ax.set_axis_off()
+    ax.set_xlim(0, text_width + len(names))
+    ax.set_ylim(len(sentences) - 0.4, -0.9)
+    for col, name in enumerate(names):
+        ax.text(text_width + col + 0.05, -0.7, name, fontweight="bold", fontsize=10, va="center")
+    for row, sentence in enumerate(sentences):
+        label = textwrap.fill(sentence, 52) + (f"\nanswer: {answers[row]}" if answers else "")
+        ax.text(0, row, label, fontsize=8, va="center")
+        for col, name in enumerate(names):
+            for k, (token, prob) in enumerate(results[name][row].predictions[0][:top_k]):
+                hit = answers is not None and token.lower() == answers[row].lower()
+                ax.text(text_width + col + 0.05, row + 0.24 * (k - (top_k - 1) / 2), f"{token}  {prob:.0%}",
+                        fontsize=9, va="center", color="tab:green" if hit else "black",
+                        fontweight="bold" if hit else "normal")
+        ax.axhline(row + 0.5, color="lightgrey", linewidth=0.8)
+    return save_figure(fig, path)
 
 
 def plot_before_after(

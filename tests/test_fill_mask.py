@@ -75,3 +75,16 @@ def test_plot_before_after_draws_one_bar_per_model_and_metric(tmp_path):
     assert (tmp_path / "ba.png").stat().st_size > 0 and len(fig.axes) == 3
     heights = [[bar.get_height() for bar in ax.patches] for ax in fig.axes]
     assert heights == [[0.0, 0.07], [0.5, 0.55], [10.3, 7.8]]
+
+
+def test_plot_fill_mask_marks_the_right_answer_in_green():
+    from bert_tutorial.fill_mask import FillMaskResult, plot_fill_mask
+
+    sentences = ["Mr. [MASK] smiled.", "She [MASK] home."]
+    results = {"before": [FillMaskResult(s, [[("the", 0.2), (",", 0.1)]]) for s in sentences],
+               "after": [FillMaskResult(s, [[("darcy", 0.3), ("went", 0.2)]]) for s in sentences]}
+    fig = plot_fill_mask(results, answers=["Darcy", "went"], top_k=2)
+    texts = {t.get_text(): t for t in fig.axes[0].texts}
+    assert {"before", "after", "the  20%", "darcy  30%"} <= set(texts)
+    assert texts["darcy  30%"].get_color() == "tab:green"  # a hit, case-insensitive
+    assert texts["the  20%"].get_color() == "black"
