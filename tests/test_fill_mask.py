@@ -81,10 +81,13 @@ def test_plot_fill_mask_marks_the_right_answer_in_green():
     from bert_tutorial.fill_mask import FillMaskResult, plot_fill_mask
 
     sentences = ["Mr. [MASK] smiled.", "She [MASK] home."]
-    results = {"before": [FillMaskResult(s, [[("the", 0.2), (",", 0.1)]]) for s in sentences],
-               "after": [FillMaskResult(s, [[("darcy", 0.3), ("went", 0.2)]]) for s in sentences]}
+    results = {"before": [FillMaskResult(sentences[0], [[("the", 0.2), (",", 0.1)]]),
+                          FillMaskResult(sentences[1], [[("was", 0.2), ("went", 0.1)]])],
+               "after": [FillMaskResult(sentences[0], [[("darcy", 0.3), ("bingley", 0.2)]]),
+                         FillMaskResult(sentences[1], [[("went", 0.4), ("ran", 0.2)]])]}
     fig = plot_fill_mask(results, answers=["Darcy", "went"], top_k=2)
     texts = {t.get_text(): t for t in fig.axes[0].texts}
-    assert {"before", "after", "the  20%", "darcy  30%"} <= set(texts)
+    assert {"before", "after", "the  20%", "darcy  30%", "went  10%", "went  40%"} <= set(texts)
     assert texts["darcy  30%"].get_color() == "tab:green"  # a hit, case-insensitive
-    assert texts["the  20%"].get_color() == "black"
+    assert texts["went  10%"].get_color() == texts["went  40%"].get_color() == "tab:green"
+    assert texts["the  20%"].get_color() == texts["bingley  20%"].get_color() == "black"
