@@ -8,6 +8,10 @@ from typing import Any
 
 import pytest
 from shards import make_shard
+from tiny import write_vocab
+
+from bert_tutorial.config import DATA_SAMPLES
+from bert_tutorial.tokenization import load_tokenizer
 
 
 @pytest.fixture
@@ -24,3 +28,15 @@ def shard_factory(tmp_path: Path) -> Callable[..., Path]:
         return make_shard(path, **overrides)
 
     return factory
+
+
+@pytest.fixture(scope="module")
+def bert_tokenizer():
+    """The bert-base-uncased WordPiece tokenizer of the sample data."""
+    return load_tokenizer(DATA_SAMPLES / "vocab.txt")
+
+
+@pytest.fixture
+def toy_tokenizer(tmp_path):
+    """A tokenizer over tests/tiny.py's toy vocabulary (the ids tests/shards.py writes)."""
+    return load_tokenizer(write_vocab(tmp_path / "vocab.txt"))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import tiny_config
+from tiny import dies_at_step, tiny_config
 
 from bert_tutorial import training
 from bert_tutorial.device import autocast_context, make_grad_scaler
@@ -100,15 +100,8 @@ def test_gpu_loaders_pin_memory(tmp_path):
 
 def test_resume_on_gpu_is_exact_enough(tmp_path, monkeypatch):
     Trainer(gpu_config(tmp_path / "a", epochs=2, save_every_steps=4)).fit()
-    real_step, calls = training.train_step, {"n": 0}
-
-    def dies_at_step_7(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 7:
-            raise KeyboardInterrupt("preempted")
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(training, "train_step", dies_at_step_7)
+    real_step = training.train_step
+    monkeypatch.setattr(training, "train_step", dies_at_step(7, real_step))
     with pytest.raises(KeyboardInterrupt):
         Trainer(gpu_config(tmp_path / "b", epochs=2, save_every_steps=4)).fit()
     monkeypatch.setattr(training, "train_step", real_step)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 from shards import MASK, make_arrays
-from tiny import SEQ_LENGTH, VOCAB_SIZE, write_vocab
+from tiny import SEQ_LENGTH, VOCAB_SIZE
 
 from bert_tutorial.config import DATA_SAMPLES
 from bert_tutorial.hdf5_format import write_shard
@@ -16,17 +16,6 @@ from bert_tutorial.masking_stats import (
     masking_statistics,
     plot_masking_statistics,
 )
-from bert_tutorial.tokenization import load_tokenizer
-
-
-@pytest.fixture(scope="module")
-def bert_tokenizer():
-    return load_tokenizer(DATA_SAMPLES / "vocab.txt")
-
-
-@pytest.fixture
-def toy_tokenizer(tmp_path):
-    return load_tokenizer(write_vocab(tmp_path / "vocab.txt"))
 
 
 def test_masking_statistics_of_the_sample_training_data(bert_tokenizer):

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from shards import make_arrays
-from tiny import SEQ_LENGTH, VOCAB_SIZE
+from tiny import SEQ_LENGTH, VOCAB_SIZE, hand_sample
 from torch.utils.data import default_collate
 from transformers import BertForPreTraining
 
@@ -36,18 +36,6 @@ def tiny_bert(seed: int = 0, vocab: int = VOCAB_SIZE, positions: int = SEQ_LENGT
     cfg = TrainConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                       intermediate_size=64, max_position_embeddings=positions)
     return build_model(cfg, vocab)
-
-
-def hand_sample() -> dict[str, np.ndarray]:
-    """[CLS] w5 [MASK] w7 [SEP] w9 w10 [SEP] + 2 padding; slots: [MASK]->w6, w9 kept, w10 for w8."""
-    return {
-        "input_ids": np.array([2, 5, 4, 7, 3, 9, 10, 3, 0, 0]),
-        "input_mask": np.array([1] * 8 + [0] * 2),
-        "segment_ids": np.array([0] * 5 + [1] * 3 + [0] * 2),
-        "masked_lm_positions": np.array([2, 5, 6, 0]),
-        "masked_lm_ids": np.array([6, 9, 8, 0]),
-        "next_sentence_labels": np.array(1),
-    }
 
 
 def test_original_labels_use_minus_one_and_label_cls_with_pad():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny import tiny_config
+from tiny import dies_at_step, tiny_config
 
 from bert_tutorial import checkpoint as ckpt
 from bert_tutorial import training
@@ -86,15 +86,8 @@ def test_fp16_training_on_cpu_tracks_fp32(tmp_path):
 @pytest.mark.parametrize(("first", "then"), [("fp32", "fp16"), ("fp16", "fp32"), ("bf16", "fp16")])
 def test_resume_across_precisions(tmp_path, monkeypatch, first, then):
     """A run may resume on other hardware (CPU fp32 -> T4 fp16): a disabled scaler saved {}."""
-    real_step, calls = training.train_step, {"n": 0}
-
-    def dies_at_step_7(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 7:
-            raise KeyboardInterrupt("machine lost")
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(training, "train_step", dies_at_step_7)
+    real_step = training.train_step
+    monkeypatch.setattr(training, "train_step", dies_at_step(7, real_step))
     with pytest.raises(KeyboardInterrupt):
         Trainer(tiny_config(tmp_path, epochs=2, save_every_steps=4, precision=first)).fit()
     monkeypatch.setattr(training, "train_step", real_step)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from shards import make_arrays
-from tiny import SEQ_LENGTH, write_vocab
+from tiny import SEQ_LENGTH, hand_sample
 from torch.utils.data import default_collate
 
 from bert_tutorial.config import DATA_SAMPLES
@@ -20,31 +19,10 @@ from bert_tutorial.samples import (
     plot_batch,
     sample_at,
 )
-from bert_tutorial.tokenization import load_tokenizer
 
 TRAIN_SHARD = DATA_SAMPLES / "train" / "train_shard_00000.hdf5"
 
 
-@pytest.fixture(scope="module")
-def bert_tokenizer():
-    return load_tokenizer(DATA_SAMPLES / "vocab.txt")
-
-
-@pytest.fixture
-def toy_tokenizer(tmp_path):
-    return load_tokenizer(write_vocab(tmp_path / "vocab.txt"))
-
-
-def hand_sample() -> dict[str, np.ndarray]:
-    """[CLS] w5 [MASK] w7 [SEP] w9 w10 [SEP] + 2 padding; slots: [MASK]->w6, w9 kept, w10 for w8."""
-    return {
-        "input_ids": np.array([2, 5, 4, 7, 3, 9, 10, 3, 0, 0]),
-        "input_mask": np.array([1] * 8 + [0] * 2),
-        "segment_ids": np.array([0] * 5 + [1] * 3 + [0] * 2),
-        "masked_lm_positions": np.array([2, 5, 6, 0]),
-        "masked_lm_ids": np.array([6, 9, 8, 0]),
-        "next_sentence_labels": np.array(1),
-    }
 
 
 def test_decode_sample_marks_every_slot_with_what_is_seen_and_the_label(toy_tokenizer):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from shards import make_shard
 
 from bert_tutorial.config import TrainConfig
@@ -48,3 +50,28 @@ def tiny_config(root: Path, **overrides: Any) -> TrainConfig:
     values.update(data)
     values.update(overrides)
     return TrainConfig(**values)
+
+
+def hand_sample() -> dict[str, np.ndarray]:
+    """[CLS] w5 [MASK] w7 [SEP] w9 w10 [SEP] + 2 padding; slots: [MASK]->w6, w9 kept, w10 for w8."""
+    return {
+        "input_ids": np.array([2, 5, 4, 7, 3, 9, 10, 3, 0, 0]),
+        "input_mask": np.array([1] * 8 + [0] * 2),
+        "segment_ids": np.array([0] * 5 + [1] * 3 + [0] * 2),
+        "masked_lm_positions": np.array([2, 5, 6, 0]),
+        "masked_lm_ids": np.array([6, 9, 8, 0]),
+        "next_sentence_labels": np.array(1),
+    }
+
+
+def dies_at_step(n: int, step: Callable[..., Any]) -> Callable[..., Any]:
+    """``step`` (a train_step) that raises KeyboardInterrupt on its n-th call: a lost machine."""
+    calls = {"n": 0}
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt(f"machine lost in step {n}")
+        return step(*args, **kwargs)
+
+    return wrapped
