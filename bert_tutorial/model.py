@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertForPreTraining
+from transformers.utils import logging as hf_logging
 
 from .config import TrainConfig
 from .data import IGNORE_INDEX
@@ -56,7 +57,11 @@ def load_pretrained(name_or_path: str, attn_implementation: str = "sdpa") -> Ber
     ``data_samples/base-model`` is fp16), and transformers 5 keeps the stored dtype.
     Training keeps fp32 master weights; autocast handles bf16/fp16 compute.
     """
-    model = BertForPreTraining.from_pretrained(name_or_path, attn_implementation=attn_implementation)
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar per load in notebooks and logs
+    try:
+        model = BertForPreTraining.from_pretrained(name_or_path, attn_implementation=attn_implementation)
+    finally:
+        hf_logging.enable_progress_bar()
     return model.float() if model.dtype != torch.float32 else model
 
 

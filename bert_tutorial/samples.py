@@ -208,7 +208,7 @@ def plot_batch(batch: Mapping[str, torch.Tensor], path: PathLike | None = None) 
          "attention_mask"),
         ("token_type_ids", [("padding", PADDING_COLOUR), ("segment A (0)", "tab:blue"),
                             ("segment B (1)", "tab:orange")], "token_type_ids"),
-        ("labels", [("padding", PADDING_COLOUR), ("-100: no label", "#cfe3f6"),
+        ("labels", [("padding", PADDING_COLOUR), ("-100: no label", "white"),
                     ("MLM target", "tab:red")], "labels != -100: MLM targets"),
     )
     fig = Figure(figsize=(16, 3.4), layout="constrained")
