@@ -191,11 +191,13 @@ def plot_runs(runs: Mapping[str, Records], key: str = "mlm_loss", path: str | Pa
     fig = Figure(figsize=(7, 4), layout="constrained")
     ax = fig.subplots()
     styles = [("-", "tab:blue"), ("--", "tab:orange"), (":", "tab:green"), ("-.", "tab:red")]
-    for (name, records), (line, color) in zip(runs.items(), styles * 4, strict=False):
+    for k, ((name, records), (line, color)) in enumerate(zip(runs.items(), styles * 4, strict=False)):
+        # Later runs thinner and smaller, so runs that coincide still show both.
         steps, values = _series(records, "train", key)
-        ax.plot(steps, values, line, color=color, label=f"{name} (train)", linewidth=2)
+        ax.plot(steps, values, line, color=color, label=f"{name} (train)", linewidth=3.0 / (1 + k))
         steps, values = _series(records, "eval", key)
-        ax.plot(steps, values, "o", color=color, label=f"{name} (eval)", markersize=6, fillstyle="none")
+        ax.plot(steps, values, "o", color=color, label=f"{name} (eval)", markersize=9 - 3 * min(k, 2),
+                fillstyle="none" if k else "full", alpha=0.9)
     if references and key == "mlm_loss":
         _reference(ax, math.log(references.vocab_size), "uniform guess ln V", "grey")
     _finish(ax, key.replace("_", " "), key)
@@ -208,8 +210,8 @@ def plot_lr_schedule(lrs: Sequence[float], path: str | Path | None = None, warmu
     fig = Figure(figsize=(6, 3.2), layout="constrained")
     ax = fig.subplots()
     ax.plot(range(len(lrs)) if steps is None else steps, lrs)
-    if warmup:
-        ax.axvline(warmup, color="grey", linestyle=":", label=f"end of warmup ({warmup} steps)")
+    if warmup:  # the LR reaches its peak at step warmup - 1 (steps count from 0)
+        ax.axvline(warmup - 1, color="grey", linestyle=":", label=f"end of warmup ({warmup} steps)")
         ax.legend()
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("learning rate")
