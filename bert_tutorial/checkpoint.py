@@ -10,15 +10,24 @@ rename is atomic: a crash mid-save leaves the previous checkpoint as the newest
 complete one, never a half-written "latest". The training state holds only
 tensors and plain Python types so it loads with ``torch.load(weights_only=True)``,
 which cannot execute code hidden in a pickle.
+
+Every checkpoint proves itself: ``manifest.json``, written last, lists each file's
+size and SHA-256. :func:`verify_checkpoint` checks them, so a truncated
+``model.safetensors``, an empty ``config.json``, a half-copied folder or flipped
+bytes are caught before a resume loads them, and :func:`newest_verified_checkpoint`
+falls back to the newest checkpoint that is intact.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
+import pickle
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +35,18 @@ import torch
 from transformers import BertForPreTraining
 from transformers.utils import logging as hf_logging
 
+from .safe_io import DiskFullError, fsync_dir, is_disk_full
+
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "training_state.pt"
+MANIFEST = "manifest.json"
+#: Files without which a checkpoint cannot be resumed (``manifest.json`` lists them).
+REQUIRED_FILES = ("model.safetensors", "config.json", STATE_FILE)
 _NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is incomplete, damaged, or refused for safety; the message says which."""
 
 
 def checkpoint_path(output_dir: str | Path, step: int) -> Path:
@@ -71,16 +89,103 @@ def _fsync_tree(folder: Path) -> None:
                 os.fsync(f.fileno())
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(2**20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: str | Path) -> Path:
+    """List every file of ``folder`` with its size and SHA-256 in ``manifest.json``.
+
+    Written last: a folder whose manifest matches its files is complete and unaltered.
+    Hashing re-reads what was just written (from the page cache): about a second per GB.
+    """
+    folder = Path(folder)
+    files = {
+        p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST
+    }
+    path = folder / MANIFEST
+    path.write_text(json.dumps({"format": 1, "files": files}, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def verify_checkpoint(checkpoint: str | Path) -> None:
+    """Raise :class:`CheckpointError` unless every file matches ``manifest.json``."""
+    folder = Path(checkpoint)
+    try:
+        files = json.loads((folder / MANIFEST).read_text())["files"]
+    except FileNotFoundError:
+        raise CheckpointError(f"{folder}: no {MANIFEST} (an incomplete copy, or saved by an "
+                              "older version that wrote none)") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{folder}: {MANIFEST} is unreadable ({exc})") from None
+    missing = [name for name in REQUIRED_FILES if name not in files]
+    if missing:
+        raise CheckpointError(f"{folder}: {MANIFEST} does not list {missing}")
+    for name, expected in sorted(files.items()):
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{folder}: {name} is missing (an incomplete copy?)")
+        size = path.stat().st_size
+        if size != expected["bytes"]:
+            raise CheckpointError(f"{path}: {size} bytes, the manifest says {expected['bytes']} "
+                                  "(truncated or incompletely copied)")
+        if _sha256(path) != expected["sha256"]:
+            raise CheckpointError(f"{path}: contents differ from the manifest's checksum "
+                                  "(corrupted or altered since it was saved)")
+
+
+def newest_verified_checkpoint(output_dir: str | Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest checkpoint that verifies, and the newer ones that did not, with why.
+
+    Older checkpoints are not checked once one verifies: verification reads every byte.
+    """
+    rejected: list[tuple[Path, str]] = []
+    for path in reversed(list_checkpoints(output_dir)):
+        try:
+            verify_checkpoint(path)
+        except CheckpointError as exc:
+            rejected.append((path, str(exc)))
+            continue
+        return path, rejected
+    return None, rejected
+
+
+def set_aside(checkpoint: Path) -> Path:
+    """Rename a checkpoint that failed verification out of the run's sight (kept for a look).
+
+    It no longer counts as a checkpoint (``list_checkpoints`` ignores the name), so a
+    later save of the same step cannot mistake it for its own and pruning skips it.
+    """
+    target = checkpoint.with_name(f"rejected-{checkpoint.name}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = checkpoint.with_name(f"rejected-{checkpoint.name}-{n}")
+    checkpoint.rename(target)
+    return target
+
+
 def save_checkpoint(
     output_dir: str | Path,
     model: BertForPreTraining,
     state: dict[str, Any],
     step: int,
     keep_last: int = 2,
+    extra_files: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write model + training state for ``step`` atomically, then prune old checkpoints."""
+    """Write model + training state (+ ``extra_files``: name -> text) for ``step`` atomically.
+
+    The manifest is written last, then the folder is renamed into place and old
+    checkpoints are pruned. A full disk raises :class:`DiskFullError`, naming the
+    previous checkpoint, which is intact.
+    """
     final = checkpoint_path(output_dir, step)
-    if (final / STATE_FILE).is_file():
+    if (final / MANIFEST).is_file():
         return final  # this step is saved already (e.g. epoch end coincides with save_every)
     tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -89,12 +194,24 @@ def save_checkpoint(
         with _quiet_transformers():
             model.save_pretrained(tmp)
         torch.save(state, tmp / STATE_FILE)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+        write_manifest(tmp)
         _fsync_tree(tmp)
-    except BaseException:
+    except BaseException as exc:
+        full = is_disk_full(exc, tmp)  # before the cleanup frees the space again
         shutil.rmtree(tmp, ignore_errors=True)  # a hard kill skips this; prune() catches that
+        if full:
+            previous = latest_checkpoint(output_dir)
+            raise DiskFullError(
+                f"no space left while writing {final}; the previous checkpoint "
+                f"{previous or '(none yet)'} is intact: free some space and run the same "
+                "command again to resume from it"
+            ) from exc
         raise
-    shutil.rmtree(final, ignore_errors=True)  # an incomplete folder left without a state file
+    shutil.rmtree(final, ignore_errors=True)  # an incomplete folder left without a manifest
     tmp.rename(final)
+    fsync_dir(final.parent)
     prune_checkpoints(output_dir, keep_last)
     return final
 
@@ -110,12 +227,36 @@ def prune_checkpoints(output_dir: str | Path, keep_last: int) -> None:
 
 
 def load_training_state(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The optimizer/scheduler/RNG state of a checkpoint, loaded without unpickling code."""
+    """The optimizer/scheduler/RNG state of a checkpoint, loaded without unpickling code.
+
+    A file that holds anything but tensors and plain types is refused, and the message
+    says why: unpickling it could run code hidden in the file. The Trainer never writes
+    such a file, so it is not one of this package's checkpoints (or was altered).
+    """
     path = Path(checkpoint) / STATE_FILE
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise _refusal(path, str(exc)) from None  # torch's text advises weights_only=False
     except Exception as exc:
-        raise ValueError(f"{path}: cannot load training state ({exc})") from exc
+        raise CheckpointError(f"{path}: cannot load training state: the file is damaged or not "
+                              f"a torch.save file ({type(exc).__name__}: {exc})") from exc
+
+
+def _refusal(path: Path, torch_message: str) -> CheckpointError:
+    """Say what a training state that ``weights_only`` loading rejected is, and why."""
+    found = re.search(r"GLOBAL (\S+)", torch_message)
+    if found is None:  # not an object the unpickler refused: the bytes themselves are wrong
+        detail = re.search(r"WeightsUnpickler error:\s*(.+?)\n", torch_message)
+        return CheckpointError(f"{path}: cannot load training state: the file is damaged or not "
+                               f"a torch.save file ({detail.group(1) if detail else 'unreadable'})")
+    return CheckpointError(
+        f"{path}: refused: this training state holds a Python object other than tensors, "
+        f"numbers, strings, lists and dicts (it references {found.group(1)}). Unpickling such an "
+        "object can run code stored in the file, and this package's checkpoints never contain "
+        "one, so the file was not written by bert_tutorial or was altered since. Resume from a "
+        "checkpoint this package saved."
+    )
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import os
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +21,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_SAMPLES = REPO_ROOT / "data_samples"
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+#: Largest seed every consumer accepts (torch seeds are 64-bit, numpy's any size).
+MAX_SEED = 2**63 - 1
+
+
+class ConfigError(ValueError):
+    """A ``TrainConfig`` value outside its allowed range; the message names the flag."""
 
 
 @dataclass
@@ -56,7 +65,8 @@ class TrainConfig:
     learning_rate: float | None = None
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1
-    max_grad_norm: float = 1.0
+    #: Clip the gradient's global norm to this; None (or inf) = no clipping.
+    max_grad_norm: float | None = 1.0
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-6
     #: Stop after this many optimizer steps (None = run all epochs).
@@ -85,6 +95,9 @@ class TrainConfig:
     resume: bool = True
     #: Stop with an error after this many consecutive non-finite losses.
     max_bad_steps: int = 5
+    #: Resume even though the data differ from those the run started with (shards added,
+    #: removed or changed): the step count and LR schedule are then recomputed.
+    allow_data_change: bool = False
 
     def __post_init__(self) -> None:
         self.adam_betas = tuple(self.adam_betas)  # JSON and argparse give lists
@@ -121,7 +134,23 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        """Write the config atomically: a crash never leaves a truncated file behind."""
+        from .safe_io import write_text_atomic  # keeps this module free of heavy imports
+
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` listing every value outside its allowed range.
+
+        Called before anything is written, so a bad value never leaves a half-made run
+        folder behind, and never trains silently (a negative clip norm is gradient
+        ascent; a zero learning rate or clip norm never learns). Each line names the
+        flag and the range, e.g. ``--max-grad-norm (max_grad_norm) must be > 0 ...``.
+        """
+        problems = [p for check in (_integer_problems, _float_problems, _other_problems)
+                    for p in check(self)]
+        if problems:
+            raise ConfigError("invalid training configuration:\n  " + "\n  ".join(problems))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -130,3 +159,90 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig field(s): {sorted(unknown)}")
         return cls(**values)
+
+
+#: Integer fields -> their smallest allowed value (None-able ones also take None).
+_MIN_INT: dict[str, int] = {
+    "batch_size": 1, "grad_accum_steps": 1, "epochs": 1, "log_every_steps": 1, "max_bad_steps": 1,
+    "hidden_size": 1, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 1,
+    "max_position_embeddings": 1, "num_workers": 0, "eval_every_steps": 0, "save_every_steps": 0,
+    "keep_last_checkpoints": 0, "seed": 0, "max_steps": 1, "eval_max_batches": 1,
+}
+_NONE_MEANS = {"max_steps": "run all epochs", "eval_max_batches": "the whole eval set",
+               "learning_rate": "the default for the run", "max_grad_norm": "no clipping"}
+
+
+def _flag(name: str) -> str:
+    """How a field is spelt on the command line and in Python, for error messages."""
+    return f"--{name.replace('_', '-')} ({name})"
+
+
+def _or_none(name: str) -> str:
+    return f", or None for {_NONE_MEANS[name]}" if name in _NONE_MEANS else ""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _integer_problems(cfg: TrainConfig) -> list[str]:
+    problems = []
+    for name, low in _MIN_INT.items():
+        value = getattr(cfg, name)
+        if value is None and name in _NONE_MEANS:
+            continue
+        top = MAX_SEED if name == "seed" else None
+        if not _is_int(value) or value < low or (top is not None and value > top):
+            allowed = f"an integer >= {low}" + (f" and <= {top}" if top else "")
+            problems.append(f"{_flag(name)} must be {allowed}{_or_none(name)}, got {value!r}")
+    heads = cfg.num_attention_heads
+    if _is_int(cfg.hidden_size) and _is_int(heads) and heads >= 1 and cfg.hidden_size % heads:
+        problems.append(
+            f"{_flag('hidden_size')} must be a multiple of {_flag('num_attention_heads')}: "
+            f"{cfg.hidden_size} is not divisible by {heads}"
+        )
+    return problems
+
+
+def _float_problems(cfg: TrainConfig) -> list[str]:
+    """Ranges of the real-valued fields: (low, low inclusive?, high, high inclusive?)."""
+    ranges: dict[str, tuple[float, bool, float, bool]] = {
+        "learning_rate": (0.0, False, math.inf, False),
+        "max_grad_norm": (0.0, False, math.inf, True),  # inf: no clipping
+        "dropout": (0.0, True, 1.0, False),
+        "warmup_fraction": (0.0, True, 1.0, False),
+        "weight_decay": (0.0, True, math.inf, False),
+        "adam_eps": (0.0, False, math.inf, False),
+    }
+    problems = []
+    for name, (low, low_in, high, high_in) in ranges.items():
+        value = getattr(cfg, name)
+        if value is None and name in _NONE_MEANS:
+            continue
+        ok = _is_real(value) and not math.isnan(value) and (value >= low if low_in else value > low) \
+            and (value <= high if high_in else value < high)
+        if not ok:
+            allowed = ("in " + ("[" if low_in else "(") + f"{low:g}, {high:g}" + ("]" if high_in else ")")
+                       if high < math.inf else (">= " if low_in else "> ") + f"{low:g}")
+            problems.append(f"{_flag(name)} must be {allowed}{_or_none(name)}, got {value!r}")
+    betas = tuple(cfg.adam_betas)
+    if len(betas) != 2 or not all(_is_real(b) and 0.0 <= b < 1.0 for b in betas):
+        problems.append(f"{_flag('adam_betas')} must be two numbers in [0, 1), got {cfg.adam_betas!r}")
+    return problems
+
+
+def _other_problems(cfg: TrainConfig) -> list[str]:
+    problems = []
+    precisions = typing.get_args(Precision)
+    if cfg.precision not in precisions:
+        problems.append(f"{_flag('precision')} must be one of {', '.join(precisions)}, "
+                        f"got {cfg.precision!r}")
+    for name in ("train_data", "vocab_file", "output_dir", "device"):
+        value = getattr(cfg, name)
+        if not isinstance(value, str | os.PathLike) or not str(value).strip():
+            problems.append(f"{_flag(name)} must be a non-empty path or name, got {value!r}")
+    return problems

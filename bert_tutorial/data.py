@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import os
+import signal
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from bert_tutorial.hdf5_format import ShardInfo, inspect_shard, read_shard
+from bert_tutorial.hdf5_format import ShardError, ShardInfo, inspect_shard, read_shard
 
 #: Label value that ``torch.nn.CrossEntropyLoss`` (and Hugging Face models) ignore.
 IGNORE_INDEX = -100
@@ -39,7 +42,9 @@ def find_shards(path_or_paths: PathLike | Sequence[PathLike]) -> list[Path]:
     """Resolve a folder, a single file or a list of either into a sorted list of shard files.
 
     Sorting makes the shard list (and hence every global sample index) identical on all
-    ranks and across restarts, which resuming and distributed sampling rely on.
+    ranks and across restarts, which resuming and distributed sampling rely on. The same
+    file reached twice (a symlink or hard link beside its target) is refused: it would
+    silently be trained on twice per epoch.
     """
     if isinstance(path_or_paths, str | Path):
         path_or_paths = [path_or_paths]
@@ -49,17 +54,32 @@ def find_shards(path_or_paths: PathLike | Sequence[PathLike]) -> list[Path]:
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in SHARD_SUFFIXES)
             if not found:
-                raise ValueError(
+                raise ShardError(
                     f"{path}: folder holds no shard files ({', '.join(SHARD_SUFFIXES)})"
                 )
             shards.extend(found)
         elif path.is_file():
             shards.append(path)
         else:
-            raise ValueError(f"{path}: no such shard file or folder")
+            raise ShardError(f"{path}: no such shard file or folder")
     if not shards:
-        raise ValueError(f"{list(path_or_paths)}: no shard files given")
+        raise ShardError(f"{list(path_or_paths)}: no shard files given")
+    _refuse_duplicates(shards)
     return shards
+
+
+def _refuse_duplicates(shards: Sequence[Path]) -> None:
+    """Raise if two entries are one file on disk (same device and inode)."""
+    seen: dict[tuple[int, int], Path] = {}
+    for path in shards:
+        stat = path.stat()
+        key = (stat.st_dev, stat.st_ino)
+        if key in seen:
+            raise ShardError(
+                f"{path}: the same file as {seen[key]} (a symlink or hard link); each shard "
+                "must be listed once, or its samples are trained on twice per epoch"
+            )
+        seen[key] = path
 
 
 def build_mlm_labels(
@@ -136,7 +156,7 @@ class PretrainingDataset(Dataset[dict[str, torch.Tensor]]):
                 first.max_seq_length,
                 first.max_predictions,
             ):
-                raise ValueError(
+                raise ShardError(
                     f"{info.path}: field 'input_ids'/'masked_lm_positions' has sequence length "
                     f"{info.max_seq_length} and {info.max_predictions} predictions, but {first.path} "
                     f"has {first.max_seq_length} and {first.max_predictions}; all shards must match"
@@ -313,6 +333,32 @@ class ShardedSampler(Sampler[int]):
             start = lap_start + hi
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: leave SIGTERM and SIGINT to the main process.
+
+    A cluster delivers preemption to the whole process group (``scancel``, ``kill -TERM
+    -PGID``, ``timeout``) and Ctrl-C reaches every process of the terminal's group. A
+    worker killed by it makes the main process fail with "DataLoader worker ... killed
+    by signal" before it can save. So a worker ignores SIGINT, and SIGTERM from anyone
+    but its parent; the parent's own SIGTERM (how ``multiprocessing`` ends workers at
+    exit) still ends it quietly, or the interpreter's exit would wait for it forever.
+    Python handlers cannot see who sent a signal, so SIGTERM is blocked and received
+    by a thread with ``sigwaitinfo`` (Linux; elsewhere only SIGINT is ignored).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not hasattr(signal, "sigwaitinfo"):
+        return
+    parent = os.getppid()
+
+    def receive() -> None:
+        while True:
+            if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+                os._exit(0)
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # inherited by the thread
+    threading.Thread(target=receive, name="sigterm-from-parent", daemon=True).start()
+
+
 def make_dataloader(
     dataset: PretrainingDataset,
     batch_size: int,
@@ -340,7 +386,8 @@ def make_dataloader(
     if num_workers > 0:
         # Persistent workers keep their loaded shard across epochs instead of re-forking;
         # a small prefetch bounds memory, since each worker already holds a whole shard.
-        worker_options = {"persistent_workers": True, "prefetch_factor": 2}
+        worker_options = {"persistent_workers": True, "prefetch_factor": 2,
+                          "worker_init_fn": ignore_stop_signals}
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .safe_io import DiskFullError, is_disk_full, write_text_atomic
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -41,14 +43,22 @@ class MetricsLog:
         self.path = Path(path)
 
     def write(self, record: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        """Append one line; a full disk raises :class:`DiskFullError` (a partial line is
+        skipped by :func:`read_metrics` and dropped on resume)."""
+        try:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            if is_disk_full(exc, self.path.parent):
+                raise DiskFullError(
+                    f"no space left while writing {self.path}; the checkpoints are intact: free "
+                    "some space and run the same command again to resume from the newest one"
+                ) from exc
+            raise
 
     def truncate_after(self, step: int) -> None:
         """Drop records logged after ``step``: a resumed run will log those steps again."""
         if not self.path.exists():
             return
         kept = [r for r in read_metrics(self.path) if r["step"] <= step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        tmp.replace(self.path)
+        write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))

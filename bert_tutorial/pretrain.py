@@ -18,7 +18,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 
 
 def _field_type(f: dataclasses.Field) -> type:
@@ -63,32 +63,66 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
+    """The ``TrainConfig`` a command line describes (not yet validated: see ``main``)."""
     overrides = vars(build_parser().parse_args(argv))
     full = overrides.pop("full")
     return TrainConfig.full(**overrides) if full else TrainConfig(**overrides)
 
 
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message says all there is to say: printed without a traceback."""
+    from .checkpoint import CheckpointError
+    from .hdf5_format import ShardError
+    from .run_dir import RunDirError
+    from .safe_io import DiskFullError
+    from .training import NonFiniteLossError
+
+    return (ConfigError, RunDirError, CheckpointError, DiskFullError, ShardError, NonFiniteLossError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Train; exit 0 when done or stopped on request, 2 for a bad value, 1 for other errors.
+
+    A second SIGTERM/SIGINT stops at once with 128 + the signal number, as a shell
+    reports a process killed by that signal.
+    """
     from .distributed import cleanup_distributed
-    from .training import Trainer
+    from .preemption import StopNow
 
     cfg = config_from_args(argv)
     try:
-        trainer = Trainer(cfg)
-        if trainer.dist.is_main:
-            print(f"device {trainer.device}, precision {trainer.precision}, world size "
-                  f"{trainer.dist.world_size}, {len(trainer.train_data)} train sequences, "
-                  f"{trainer.total_steps} optimizer steps -> {trainer.output_dir}")
-        result = trainer.fit()
-        if trainer.dist.is_main:
-            if result.stopped_early:
-                print(f"Stopped on request at step {result.steps}; run the same command to resume.")
-            elif result.final_eval is not None:
-                print("Final eval:", json.dumps({k: round(v, 4) if isinstance(v, float) else v
-                                                 for k, v in result.final_eval.items()}))
+        cfg.validate()  # before torch, the data or the output folder are touched
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        _train(cfg)
+    except StopNow as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        return 128 + exc.signum
+    except _expected_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
     finally:
         cleanup_distributed()
     return 0
+
+
+def _train(cfg: TrainConfig) -> None:
+    from .training import Trainer
+
+    trainer = Trainer(cfg)
+    if trainer.dist.is_main:
+        print(f"device {trainer.device}, precision {trainer.precision}, world size "
+              f"{trainer.dist.world_size}, {len(trainer.train_data)} train sequences, "
+              f"{trainer.total_steps} optimizer steps -> {trainer.output_dir}")
+    result = trainer.fit()
+    if trainer.dist.is_main:
+        if result.stopped_early:
+            print(f"Stopped on request at step {result.steps}; run the same command to resume.")
+        elif result.final_eval is not None:
+            print("Final eval:", json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                                             for k, v in result.final_eval.items()}))
 
 
 if __name__ == "__main__":

@@ -6,18 +6,18 @@ writes checkpoints, metrics and plots.
 
 A run is resumable at every checkpoint: weights, optimizer, scheduler, grad
 scaler, RNG and the position in the data are restored, so on CPU a resumed run
-reproduces the uninterrupted run's losses bit for bit.
+reproduces the uninterrupted run's losses bit for bit. The run folder's rules (one
+run per folder, verified checkpoints, recorded data) live in :mod:`bert_tutorial.run_dir`;
+every fault it survives is listed in ``docs/faults.md``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import signal
-import time
+import sys
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .data import PretrainingDataset, ShardedSampler, find_shards, make_dataloader
 from .device import (
     autocast_context,
@@ -39,30 +39,22 @@ from .device import (
 )
 from .distributed import (
     DistInfo,
-    all_reduce_sum,
     barrier,
     broadcast_flag,
     gather_objects,
     init_distributed,
 )
 from .evaluation import evaluate
+from .loss_window import LossWindow
 from .metrics import METRICS_FILE, MetricsLog
 from .model import PretrainingModel, build_model, check_vocab, load_pretrained, unwrap
 from .optim import build_optimizer, build_scheduler, warmup_steps
+from .preemption import stop_signals
+from .run_dir import CONFIG_FILE, RESUMABLE_CHANGES, RunDir, data_record
 from .step import StepResult, train_step
 from .tokenization import read_vocab
 
-CONFIG_FILE = "train_config.json"
-#: Fields that may change between a run and its resumption without changing its results.
-#: (``epochs`` and ``max_steps`` may not: they set the length of the LR schedule.)
-RESUMABLE_CHANGES = frozenset(
-    {"resume", "num_workers", "output_dir", "device", "log_every_steps", "save_every_steps",
-     "keep_last_checkpoints", "eval_max_batches", "eval_every_steps", "max_bad_steps", "plots",
-     # the hardware may change between a run and its resumption (CPU -> T4: fp32 -> fp16)
-     "precision", "fused_adamw", "compile", "attn_implementation",
-     # may change with the number of processes, as long as the global batch stays (checked on load)
-     "batch_size", "grad_accum_steps"}
-)
+__all__ = ["CONFIG_FILE", "RESUMABLE_CHANGES", "NonFiniteLossError", "Trainer", "TrainResult"]
 
 
 @dataclass
@@ -92,6 +84,7 @@ class Trainer:
     """Builds data, model, optimizer and schedule from a ``TrainConfig`` and trains."""
 
     def __init__(self, cfg: TrainConfig) -> None:
+        cfg.validate()  # before anything is built or written: a bad value leaves no trace
         self.cfg = cfg
         probe = resolve_device(cfg.device)
         self.dist: DistInfo = init_distributed(probe.type)
@@ -100,32 +93,63 @@ class Trainer:
         self.autocast = autocast_context(self.device, self.precision)
         self.output_dir = Path(cfg.output_dir)
         self.vocab_size = len(read_vocab(cfg.vocab_file))
+        self._open_data()
+        data = data_record({"train": self.train_data, "eval": self.eval_data})
+        self.run_dir = RunDir(self.output_dir, is_main=self.dist.is_main)
+        resume_from = self.run_dir.open(cfg, data)  # locks the folder (rank 0)
+        try:
+            self._build(resume_from)
+            self.run_dir.commit(cfg, data, fresh=resume_from is None)
+        except BaseException:
+            self.run_dir.release()
+            raise
 
+    # --- setup -----------------------------------------------------------------------------
+
+    def _open_data(self) -> None:
+        """Datasets, loaders and the step count; shards are checked against the model size."""
+        cfg = self.cfg
         self.train_data = PretrainingDataset(find_shards(cfg.train_data), vocab_size=self.vocab_size)
         self.eval_data = (
             PretrainingDataset(find_shards(cfg.eval_data), vocab_size=self.vocab_size)
             if cfg.eval_data else None
         )
+        if not cfg.model_name_or_path:
+            self._check_positions(cfg.max_position_embeddings, "or raise --max-position-embeddings")
         self.train_loader = self._loader(self.train_data, train=True)
         self.eval_loader = self._loader(self.eval_data, train=False) if self.eval_data else None
         self.samples_per_step = cfg.batch_size * cfg.grad_accum_steps * self.dist.world_size
         self.steps_per_epoch = len(self.train_data) // self.samples_per_step
         if self.steps_per_epoch == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"{cfg.train_data}: {len(self.train_data)} samples are fewer than one optimizer step "
-                f"({self.samples_per_step} = batch_size x grad_accum_steps x world size)"
+                f"({self.samples_per_step} = --batch-size {cfg.batch_size} x --grad-accum-steps "
+                f"{cfg.grad_accum_steps} x world size {self.dist.world_size})"
             )
         self.total_steps = self.steps_per_epoch * cfg.epochs
         if cfg.max_steps is not None:
             self.total_steps = min(self.total_steps, cfg.max_steps)
 
-        resume_from = self._prepare_output_dir()
+    def _check_positions(self, limit: int, remedy: str) -> None:
+        """Refuse shards longer than the model's position table (a tensor-size error mid-step)."""
+        for data in (self.train_data, self.eval_data):
+            if data is not None and data.max_seq_length > limit:
+                raise ConfigError(
+                    f"{data.paths[0]}: sequences of length {data.max_seq_length} do not fit the "
+                    f"model's max_position_embeddings {limit} (--max-position-embeddings); use "
+                    f"shards made with --max-seq-length <= {limit} {remedy}"
+                )
+
+    def _build(self, resume_from: Path | None) -> None:
+        """Model, optimizer and schedule; restored from ``resume_from`` when given."""
+        cfg = self.cfg
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         if resume_from is not None:
             bert = load_pretrained(str(resume_from), cfg.attn_implementation)
             check_vocab(bert, self.vocab_size, source=str(resume_from))
         else:
             bert = build_model(cfg, self.vocab_size)
+        self._check_positions(bert.config.max_position_embeddings, "or use a larger model")
         if self.dist.rank:  # each rank its own dropout masks (rank 0 continues the stream)
             torch.manual_seed(cfg.seed + self.dist.rank)
         self.module = PretrainingModel(bert, sparse_mlm_head=cfg.sparse_mlm_head).to(self.device)
@@ -146,8 +170,6 @@ class Trainer:
         if resume_from is not None:
             self._load_state(resume_from)
 
-    # --- setup -----------------------------------------------------------------------------
-
     def _wrap(self, module: nn.Module) -> nn.Module:
         model: nn.Module = module
         if self.dist.enabled:
@@ -156,38 +178,6 @@ class Trainer:
         if self.cfg.compile:
             model = torch.compile(model)
         return model
-
-    def _prepare_output_dir(self) -> Path | None:
-        """Refuse to mix two different runs in one folder; return the checkpoint to resume."""
-        config_file = self.output_dir / CONFIG_FILE
-        existing = latest = None
-        if config_file.exists():
-            existing = json.loads(config_file.read_text())
-            latest = ckpt.latest_checkpoint(self.output_dir)
-        if existing is not None:
-            mine = self.cfg.to_dict()
-            differ = sorted(
-                k for k in set(existing) | set(mine)
-                if k not in RESUMABLE_CHANGES and json.dumps(existing.get(k)) != json.dumps(mine.get(k))
-            )
-            if differ:
-                raise ValueError(
-                    f"{config_file}: output folder holds a different run (fields {differ} differ); "
-                    "choose another output_dir or delete the folder"
-                )
-            if latest is not None and not self.cfg.resume:
-                raise ValueError(
-                    f"{self.output_dir}: holds checkpoints of this run but resume=False; "
-                    "pass resume=True to continue it or choose another output_dir"
-                )
-        barrier()
-        if self.dist.is_main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            self.cfg.to_json(config_file)
-            if latest is None:
-                (self.output_dir / METRICS_FILE).unlink(missing_ok=True)
-        barrier()
-        return latest
 
     def _load_state(self, checkpoint: Path) -> None:
         state = ckpt.load_training_state(checkpoint)
@@ -218,7 +208,16 @@ class Trainer:
     # --- the loop --------------------------------------------------------------------------
 
     def fit(self) -> TrainResult:
-        """Train to ``total_steps``; evaluate and save at each epoch end (and as configured)."""
+        """Train to ``total_steps``; evaluate and save at each epoch end (and as configured).
+
+        The output folder stays locked while training and is released when ``fit``
+        returns or raises. SIGTERM or SIGINT finishes the step, saves and returns
+        (``stopped_early``); a second one stops at once (``preemption.StopNow``).
+        """
+        with self.run_dir.training():
+            return self._fit()
+
+    def _fit(self) -> TrainResult:
         final_eval = None
         self.model.train()  # from_pretrained() returns a model in eval mode: dropout off
         if self.progress.step == 0 and self.eval_data is not None:
@@ -228,7 +227,7 @@ class Trainer:
             total=self.total_steps, initial=self.progress.step, desc="train",
             disable=not self.dist.is_main, dynamic_ncols=True,
         )
-        with self._sigterm_saves(), bar:
+        with stop_signals(self._request_stop), bar:
             while self.progress.step < self.total_steps:
                 self._train_epoch(bar)
                 if self._agree_to_stop():
@@ -239,6 +238,14 @@ class Trainer:
                     break
         return TrainResult(final_eval, list(self.eval_history), self.progress.step,
                            self._stop_requested, self.output_dir)
+
+    def _request_stop(self, signum: int) -> None:
+        """The first SIGTERM/SIGINT: stop after this step (the ranks agree on it, see below)."""
+        self._stop_requested = True
+        if self.dist.is_main:
+            tqdm.write(f"{signal.Signals(signum).name}: finishing step {self.progress.step + 1}, "
+                       "saving a checkpoint, then stopping (send it again to stop at once)",
+                       file=sys.stderr)
 
     def _agree_to_stop(self) -> bool:
         """Stop on every rank if SIGTERM reached any rank (a collective: call it on all ranks).
@@ -268,14 +275,15 @@ class Trainer:
         self.train_loader.sampler.set_epoch(p.epoch)
         self.train_loader.sampler.set_start(p.epoch_samples // self.dist.world_size)
         batches = iter(self.train_loader)
-        window = _Window(self.device)
+        window = LossWindow(self.device)
         steps_left = min(self.steps_per_epoch - p.epoch_samples // self.samples_per_step,
                          self.total_steps - p.step)
+        clip = math.inf if cfg.max_grad_norm is None else cfg.max_grad_norm  # inf: no clipping
         for _ in range(steps_left):
             micro = [next(batches) for _ in range(cfg.grad_accum_steps)]
             result = train_step(
                 self.model, micro, self.optimizer, self.scheduler, device=self.device,
-                autocast=self.autocast, scaler=self.scaler, max_grad_norm=cfg.max_grad_norm,
+                autocast=self.autocast, scaler=self.scaler, max_grad_norm=clip,
             )
             self._account(result, p.step + 1)
             self._last_lr = result.lr
@@ -339,7 +347,7 @@ class Trainer:
         warnings.warn(f"non-finite gradient norm {result.grad_norm.item()} at {where}; update skipped",
                       stacklevel=2)
 
-    def _log_window(self, window: _Window, bar: tqdm) -> None:
+    def _log_window(self, window: LossWindow, bar: tqdm) -> None:
         for step, result in self._unchecked:  # logging syncs anyway: read deferred verdicts now
             self._check_update(step, bool(result.updated), result)
         self._unchecked.clear()
@@ -407,64 +415,10 @@ class Trainer:
                 "world_size": self.dist.world_size,
                 "samples_per_step": self.samples_per_step,
             }
+            config = json.dumps(self.cfg.to_dict(), indent=2, sort_keys=True) + "\n"
             path = ckpt.save_checkpoint(
                 self.output_dir, unwrap(self.model), state, self.progress.step,
-                keep_last=self.cfg.keep_last_checkpoints,
+                keep_last=self.cfg.keep_last_checkpoints, extra_files={CONFIG_FILE: config},
             )
         barrier()
         return path
-
-    @contextlib.contextmanager
-    def _sigterm_saves(self) -> Iterator[None]:
-        """On SIGTERM (preemption) finish the current step, save, and return cleanly."""
-        def request_stop(signum: int, frame: Any) -> None:
-            self._stop_requested = True
-
-        try:
-            previous = signal.signal(signal.SIGTERM, request_stop)
-        except ValueError:  # not the main thread (e.g. some notebook runners): no handler
-            yield
-            return
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-
-
-class _Window:
-    """Loss sums since the last log line, kept on the device so logging needs no per-step sync."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.reset()
-
-    def reset(self) -> None:
-        self.sums = torch.zeros(2, dtype=torch.float64, device=self.device)
-        self.steps = 0
-        self.start = time.perf_counter()
-
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
-        """Leave the time spent inside out of the window's throughput."""
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.start += time.perf_counter() - start
-
-    def add(self, step_losses: torch.Tensor) -> None:
-        """This rank's share of one step's (MLM, NSP) loss; shares add up over ranks."""
-        self.sums += step_losses
-        self.steps += 1
-
-    def flush(self, step: int, epoch: int, lr: float, samples_per_step: int) -> dict[str, Any]:
-        """Mean per-step losses of the window (a collective under DDP: call on every rank)."""
-        mlm, nsp = (all_reduce_sum(self.sums.clone()) / max(1, self.steps)).tolist()
-        elapsed = time.perf_counter() - self.start
-        record = {
-            "kind": "train", "step": step, "epoch": epoch, "lr": lr,
-            "mlm_loss": mlm, "nsp_loss": nsp, "loss": mlm + nsp,
-            "seq_per_s": self.steps * samples_per_step / elapsed if elapsed > 0 else math.nan,
-        }
-        self.reset()
-        return record

@@ -362,3 +362,76 @@ def test_corrupted_data_chunk(shard_factory):
     dataset = PretrainingDataset(path)  # metadata still fine
     with pytest.raises(ValueError, match="shard.hdf5.*segment_ids"):
         dataset[0]
+
+
+# --- issue 13, item 8: values that would train silently wrong -------------------------------
+
+
+def _masked_row(arrays: dict) -> int:
+    """A row with at least two masked positions and some padding."""
+    positions, mask = arrays["masked_lm_positions"], arrays["input_mask"]
+    for row in range(len(positions)):
+        if (positions[row] != 0).sum() >= 2 and not mask[row].all():
+            return row
+    raise AssertionError("no suitable row in the generated shard")
+
+
+def test_fault_08_masked_position_on_padding(shard_factory):
+    arrays = make_arrays()
+    row = _masked_row(arrays)
+    arrays["masked_lm_positions"][row, 0] = arrays["input_mask"].shape[1] - 1  # the last: padding
+    arrays["masked_lm_positions"][row].sort()
+    path = shard_factory(**arrays)
+    _expect_error(path, "shard.hdf5", "masked_lm_positions", "points at padding", f"row {row}")
+
+
+def test_fault_08_all_zero_input_mask(shard_factory):
+    arrays = make_arrays()
+    arrays["input_mask"][5] = 0
+    arrays["masked_lm_positions"][5] = 0  # no masked position either: only the mask is wrong
+    _expect_error(shard_factory(**arrays), "shard.hdf5", "input_mask", "all 0 in row 5")
+
+
+def test_fault_08_duplicate_positions_in_a_row(shard_factory):
+    arrays = make_arrays()
+    row = _masked_row(arrays)
+    used = np.flatnonzero(arrays["masked_lm_positions"][row])
+    reversed_order = {k: v.copy() for k, v in arrays.items()}
+    reversed_order["masked_lm_positions"][row, used] = arrays["masked_lm_positions"][row, used[::-1]]
+    reversed_order["masked_lm_ids"][row, used] = arrays["masked_lm_ids"][row, used[::-1]]
+    PretrainingDataset(shard_factory("unsorted.hdf5", **reversed_order))[row]  # unusual, but fine
+    arrays["masked_lm_positions"][row, used[1]] = arrays["masked_lm_positions"][row, used[0]]
+    _expect_error(shard_factory(**arrays), "shard.hdf5", "repeats position", f"row {row}")
+
+
+def test_fault_08_no_prediction_slots(shard_factory):
+    none = np.zeros((8, 0), np.int32)
+    path = shard_factory(masked_lm_positions=none, masked_lm_ids=none)
+    _expect_error(path, "shard.hdf5", "masked_lm_positions", "width 0", "MLM loss would be 0")
+
+
+def test_fault_08_virtual_dataset_with_a_missing_source(tmp_path, shard_factory):
+    source = shard_factory("source.hdf5")
+    arrays = make_arrays()
+    path = tmp_path / "virtual.hdf5"
+    with h5py.File(path, "w") as f:
+        for name, values in arrays.items():
+            if name == "input_ids":
+                layout = h5py.VirtualLayout(shape=values.shape, dtype=np.int32)
+                layout[:] = h5py.VirtualSource(source.name, "input_ids", shape=values.shape)
+                f.create_virtual_dataset(name, layout)
+            else:
+                f.create_dataset(name, data=values)
+    assert PretrainingDataset(path)[0]["input_ids"].any()  # with its source: reads the data
+    source.unlink()
+    _expect_error(path, "virtual.hdf5", "input_ids", "virtual dataset", "source.hdf5", "missing")
+
+
+def test_fault_08_a_symlinked_duplicate_shard_is_refused(shard_factory):
+    path = shard_factory("d/a.hdf5")
+    (path.parent / "b.hdf5").symlink_to(path)
+    with pytest.raises(ValueError, match=r"b.hdf5: the same file as .*a.hdf5 \(a symlink or hard link\)"):
+        find_shards(path.parent)
+    os.link(path, path.parent / "c.hdf5")
+    with pytest.raises(ValueError, match=r"the same file as"):
+        find_shards([path, path.parent / "c.hdf5"])

@@ -1,19 +1,186 @@
-"""Crash and preemption of a real training process (subprocesses, CPU)."""
+"""The fault suite: each numbered case of issue 13 (and docs/faults.md) has a test here.
+
+Items 5-7 (bad values, named errors, full or read-only disks) are in
+``test_fault_values.py``, item 8 (shard values) in ``test_data.py``. Crash and
+preemption use real training processes (subprocesses, CPU); the rest run the Trainer
+in this process on copies of one finished tiny run.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import re
+import shutil
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
+import pytest
+import torch
 from fault_kill_resume import command, final_state, kill_resume_cycles, logged_step
-from tiny import tiny_data
+from safetensors.torch import load_file
+from shards import make_shard
+from tiny import tiny_config, tiny_data
+
+from bert_tutorial import checkpoint as ckpt
+from bert_tutorial import training
+from bert_tutorial.config import TrainConfig
+from bert_tutorial.metrics import read_metrics
+from bert_tutorial.preemption import GRACE_S, StopNow, stop_signals
+from bert_tutorial.run_dir import DataChangedError, RunDirError, RunLockedError
+from bert_tutorial.safe_io import DiskFullError
+from bert_tutorial.training import Trainer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> TrainConfig:
+    """One finished tiny run: 8 steps, checkpoints at steps 4 and 8."""
+    cfg = tiny_config(tmp_path_factory.mktemp("finished"), epochs=1, save_every_steps=4)
+    Trainer(cfg).fit()
+    return cfg
+
+
+def copy_of(finished: TrainConfig, tmp_path: Path, **overrides) -> TrainConfig:
+    """A copy of the finished run's folder, and its config pointing there."""
+    out = tmp_path / "run"
+    shutil.copytree(finished.output_dir, out)
+    return TrainConfig.from_dict(finished.to_dict() | {"output_dir": str(out), **overrides})
+
+
+def snapshot(run: Path) -> dict[Path, int]:
+    """Modification times of a run's files (not the lock, which any attempt takes briefly)."""
+    return {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.name != ".lock"}
+
+
+def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return load_file(checkpoint / "model.safetensors")
+
+
+def train_steps(run: Path) -> list[int]:
+    return [r["step"] for r in read_metrics(run) if r["kind"] == "train"]
+
+
+# --- 1. checkpoints or metrics without train_config.json -------------------------------------
+
+
+def test_fault_01_checkpoints_without_train_config_are_refused_never_reused(finished, tmp_path):
+    cfg = copy_of(finished, tmp_path, seed=1)
+    run = Path(cfg.output_dir)
+    (run / "train_config.json").unlink()
+    before = snapshot(run)
+    copy = r"a copy is in .*checkpoint-00000008/train_config.json"
+    with pytest.raises(RunDirError, match=rf"holds checkpoints or metrics but no train_config.json.*{copy}"):
+        Trainer(cfg)
+    shutil.rmtree(run / "checkpoints")  # metrics alone are a run too
+    with pytest.raises(RunDirError, match="no train_config.json"):
+        Trainer(cfg)
+    assert snapshot(run) == {p: t for p, t in before.items() if p.exists()}  # nothing touched
+
+
+# --- 2. train_config.json written atomically; an unreadable one is named -----------------------
+
+
+def test_fault_02_config_write_is_atomic_and_an_unreadable_config_is_named(finished, tmp_path, monkeypatch):
+    cfg = copy_of(finished, tmp_path)
+    config = Path(cfg.output_dir) / "train_config.json"
+    original = config.read_bytes()
+
+    real_replace = os.replace
+
+    def full_disk(src, dst):
+        if Path(dst).name == "train_config.json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "replace", full_disk)
+        with pytest.raises(DiskFullError, match=r"no space left while writing .*train_config.json; its previous version is intact"):
+            Trainer(cfg)
+    assert config.read_bytes() == original and not list(config.parent.glob(".*.tmp-*"))
+
+    config.write_bytes(original[: len(original) // 2])  # as an in-place write cut short left it
+    with pytest.raises(RunDirError, match=r"train_config.json: unreadable .*a copy is in .*checkpoint-00000008"):
+        Trainer(cfg)
+    shutil.copy(ckpt.latest_checkpoint(cfg.output_dir) / "train_config.json", config)
+    assert Trainer(cfg).progress.step == 8  # restored from the checkpoint's copy: resumes
+
+
+# --- 3. SIGTERM to the process group (with workers), SIGINT, a second signal ------------------
 
 
 def test_sigkill_at_random_steps_then_resume_is_bit_identical(tmp_path):
     kills = kill_resume_cycles(tmp_path, cycles=3, seed=7)
     assert len(kills) >= 2  # the run really was killed (and resumed) several times
+
+
+def stop_with(proc: subprocess.Popen, run: Path, after: int, send) -> tuple[int, str, str]:
+    """Wait until ``run`` logged step ``after``, call ``send()``; return (rc, stdout, stderr)."""
+    while logged_step(run) < after and proc.poll() is None:
+        time.sleep(0.01)
+    send()
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out, err
+
+
+def stopped_at(out: str) -> int:
+    return int(out.split("Stopped on request at step ")[1].split(";")[0])
+
+
+def test_fault_03_sigterm_to_the_process_group_and_sigint_save_and_resume(tmp_path):
+    """Workers get the group's SIGTERM too; they ignore it, the run saves mid-epoch and resumes."""
+    data = tiny_data(tmp_path / "data")
+    reference, run = tmp_path / "reference", tmp_path / "run"
+    short = ["--epochs", "3"]
+    subprocess.run([*command(data, reference), *short], check=True, capture_output=True)
+    cmd = [*command(data, run), *short, "--num-workers", "2", "--save-every-steps", "0"]
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group, as under SLURM
+    rc, out, err = stop_with(proc, run, 4, lambda: os.killpg(proc.pid, signal.SIGTERM))
+    assert rc == 0 and "killed by signal" not in err, err
+    first = stopped_at(out)
+    assert (ckpt.checkpoint_path(run, first) / "manifest.json").exists()
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rc, out, err = stop_with(proc, run, first + 3, lambda: proc.send_signal(signal.SIGINT))
+    assert rc == 0 and "SIGINT" in err and stopped_at(out) > first, err  # Ctrl-C saves as well
+    assert ckpt.checkpoint_path(run, stopped_at(out)).exists()
+
+    subprocess.run(cmd, check=True, capture_output=True)  # the same command finishes the run
+    assert final_state(run)[0] == final_state(reference)[0]  # every step once, same losses
+    ref = weights(ckpt.latest_checkpoint(reference))
+    assert all(torch.equal(ref[k], v) for k, v in weights(ckpt.latest_checkpoint(run)).items())
+
+
+def test_fault_03_a_repeated_signal_counts_once_and_a_second_request_stops_at_once():
+    requests = []
+    with pytest.raises(StopNow) as stopped, stop_signals(requests.append):
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered twice (process group + torchrun)
+        time.sleep(0.05)
+        assert requests == [signal.SIGTERM]  # one request: finish the step and save
+        time.sleep(GRACE_S + 0.1)
+        os.kill(os.getpid(), signal.SIGINT)  # a second request: stop now
+        time.sleep(1)
+    assert stopped.value.signum == signal.SIGINT and "stopped at once" in str(stopped.value)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_fault_03_second_signal_exits_with_the_signal_status(monkeypatch, tmp_path, capsys):
+    from bert_tutorial import pretrain
+
+    def interrupted(cfg):
+        raise StopNow(signal.SIGTERM)
+
+    monkeypatch.setattr(pretrain, "_train", interrupted)
+    assert pretrain.main(["--output-dir", str(tmp_path / "run")]) == 128 + signal.SIGTERM
+    assert "SIGTERM received twice" in capsys.readouterr().err
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
@@ -39,3 +206,178 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     evals = [json.loads(line) for line in (preempted / "metrics.jsonl").read_text().splitlines()
              if '"eval"' in line]
     assert len({e["step"] for e in evals}) == len(evals)  # no step evaluated twice
+
+
+# --- 4. one folder, one run: the lock ---------------------------------------------------------
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from bert_tutorial.run_dir import RunLock
+RunLock(Path(sys.argv[1])).acquire()
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def test_fault_04_a_locked_folder_names_the_holder_and_a_crash_releases_it(finished, tmp_path):
+    cfg = copy_of(finished, tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, cfg.output_dir], cwd=REPO,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLockedError, match=rf"in use by another run \(pid {holder.pid} on "):
+            Trainer(cfg)
+    finally:
+        holder.kill()  # SIGKILL: no clean-up; the OS releases the lock
+        holder.wait()
+    assert Trainer(cfg).progress.step == 8
+
+
+def test_fault_04_two_runs_started_together_one_trains_one_is_refused(tmp_path):
+    data = tiny_data(tmp_path / "data")
+    run = tmp_path / "run"
+    cmd = [*command(data, run), "--epochs", "4"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [(p.pid, *p.communicate(timeout=300), p.returncode) for p in procs]
+    codes = sorted(rc for *_, rc in results)
+    assert codes == [0, 1], results
+    [(loser_pid, _, err, _)] = [r for r in results if r[3] == 1]
+    [winner_pid] = [r[0] for r in results if r[3] == 0]
+    assert f"in use by another run (pid {winner_pid} on " in err and "Traceback" not in err
+    assert train_steps(run) == list(range(1, 33))  # no duplicate or backward steps
+
+
+def test_fault_04_trainers_of_one_process_take_over_only_an_idle_folder(tmp_path, monkeypatch):
+    cfg = tiny_config(tmp_path, epochs=1, max_steps=2)
+    idle = Trainer(cfg)
+    active = Trainer(cfg)  # a notebook cell run twice: the new Trainer takes the folder over
+    with pytest.raises(RunLockedError, match="a newer Trainer of this process"):
+        idle.fit()
+    real_step, refused = training.train_step, []
+
+    def step_and_intrude(*args, **kwargs):
+        try:
+            Trainer(cfg)
+        except RunLockedError as exc:
+            refused.append(str(exc))
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_step", step_and_intrude)
+    active.fit()
+    assert len(refused) == 2 and "is training into it" in refused[0]
+
+
+# --- 9. resuming on other data ----------------------------------------------------------------
+
+
+def test_fault_09_resume_on_changed_data_is_refused_unless_allowed(finished, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(Path(finished.train_data), moved)  # the same shards elsewhere: fine
+    assert Trainer(copy_of(finished, tmp_path / "a", train_data=str(moved))).progress.step == 8
+
+    make_shard(moved / "train_2.hdf5", num_samples=32, seq_length=16, max_predictions=4,
+               vocab_size=50, seed=5)
+    cfg = copy_of(finished, tmp_path / "b", train_data=str(moved))
+    before = snapshot(Path(cfg.output_dir))
+    with pytest.raises(DataChangedError, match=r"train shards added: train_2.hdf5.*--allow-data-change"):
+        Trainer(cfg)
+    assert snapshot(Path(cfg.output_dir)) == before
+    cfg.allow_data_change = True
+    with pytest.warns(UserWarning, match="resuming on changed data"):
+        trainer = Trainer(cfg)
+    assert trainer.progress.step == 8 and trainer.total_steps == 12  # 96 samples / 8 per step
+    recorded = json.loads((Path(cfg.output_dir) / "data.json").read_text())
+    assert [s[0] for s in recorded["train"]["shards"]] == ["train_0.hdf5", "train_1.hdf5", "train_2.hdf5"]
+
+
+# --- 10. checkpoints that prove themselves ---------------------------------------------------
+
+
+def truncate_weights(folder: Path) -> None:
+    path = folder / "model.safetensors"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def empty_config(folder: Path) -> None:
+    (folder / "config.json").write_text("")
+
+
+def flip_bytes(folder: Path) -> None:
+    path = folder / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside a weight tensor: loads fine, wrong values
+    path.write_bytes(bytes(data))
+
+
+def half_copied_newer(folder: Path) -> None:
+    newer = folder.with_name("checkpoint-00000012")
+    newer.mkdir()
+    for name in ("training_state.pt", "config.json"):  # the copy stopped before the weights
+        shutil.copy(folder / name, newer / name)
+
+
+@pytest.mark.parametrize("damage", [truncate_weights, empty_config, flip_bytes, half_copied_newer])
+def test_fault_10_a_damaged_newest_checkpoint_falls_back_to_one_that_verifies(finished, tmp_path, damage):
+    cfg = copy_of(finished, tmp_path)
+    newest = ckpt.checkpoint_path(cfg.output_dir, 8)
+    damage(newest)
+    with pytest.warns(UserWarning, match="skipping damaged checkpoint"):
+        trainer = Trainer(cfg)
+    expected = 8 if damage is half_copied_newer else 4
+    assert trainer.progress.step == expected
+    assert [p.name for p in ckpt.list_checkpoints(cfg.output_dir)][-1] == f"checkpoint-{expected:08d}"
+    assert list((Path(cfg.output_dir) / "checkpoints").glob("rejected-checkpoint-*"))  # kept aside
+    if damage is flip_bytes:  # nothing lost: steps 5-8 again give the very same weights
+        trainer.fit()
+        ref, again = weights(ckpt.checkpoint_path(finished.output_dir, 8)), weights(newest)
+        assert all(torch.equal(ref[k], again[k]) for k in ref)
+
+
+def test_fault_10_no_checkpoint_verifies_is_an_error_not_a_fresh_start(finished, tmp_path):
+    cfg = copy_of(finished, tmp_path)
+    for folder in ckpt.list_checkpoints(cfg.output_dir):
+        truncate_weights(folder)
+    before = snapshot(Path(cfg.output_dir))
+    with pytest.raises(ckpt.CheckpointError, match=r"(?s)no checkpoint verifies.*checkpoint-00000008.*truncated"):
+        Trainer(cfg)
+    assert snapshot(Path(cfg.output_dir)) == before  # the metrics were not deleted
+
+
+# --- 11. minor ------------------------------------------------------------------------------
+
+
+def test_fault_11_a_pickle_with_code_is_refused_saying_what_and_why(tmp_path):
+    torch.save({"progress": {"step": 1}, "hook": os.system}, tmp_path / "training_state.pt")
+    with pytest.raises(ckpt.CheckpointError) as refused:
+        ckpt.load_training_state(tmp_path)
+    message = str(refused.value)
+    assert "refused" in message and "system" in message and "can run code" in message
+    assert "weights_only=False" not in message and refused.value.__cause__ is None
+    (tmp_path / "training_state.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ckpt.CheckpointError, match="the file is damaged or not a torch.save file") as damaged:
+        ckpt.load_training_state(tmp_path)
+    assert "weights_only" not in str(damaged.value)
+
+
+def test_fault_11_precision_may_change_on_resume(finished, tmp_path):
+    trainer = Trainer(copy_of(finished, tmp_path, precision="fp32"))  # "auto" meant fp32 here
+    assert trainer.progress.step == 8 and trainer.precision == "fp32"
+
+
+# --- the table in docs/faults.md stays true ---------------------------------------------------
+
+
+def test_the_fault_table_has_a_row_per_item_and_names_only_tests_that_exist():
+    table = (REPO / "docs" / "faults.md").read_text()
+    rows = re.findall(r"^\| (\d+) \|.*$", table, flags=re.MULTILINE)
+    assert rows == [str(i) for i in range(1, 12)]
+    sources = "".join(p.read_text() for p in (REPO / "tests").glob("test_*.py"))
+    named = set(re.findall(r"::(test_\w+)", table))
+    assert len(named) >= 30 and all(f"def {name}(" in sources for name in named), \
+        sorted(n for n in named if f"def {n}(" not in sources)
+    for item in range(1, 12):  # every numbered row cites a test of that number
+        [row] = [line for line in table.splitlines() if line.startswith(f"| {item} |")]
+        assert f"test_fault_{item:02d}_" in row

@@ -1,0 +1,345 @@
+"""One output folder, one run: the lock, the run's metadata, and the decision to resume.
+
+A run folder holds ``train_config.json`` (what the run is), ``data.json`` (the shards
+it started on: names, sizes, rows), ``metrics.jsonl`` and ``checkpoints/``. Everything
+that could silently mix two runs in one folder is refused here, before anything is
+written:
+
+* another process training into the folder (an exclusive ``flock`` on ``.lock``, held
+  for the run's life and released by the OS when the process dies, however it dies);
+* checkpoints or metrics without a readable ``train_config.json`` (whose run are they?);
+* a config that differs from the stored one in a field that changes results;
+* data that differ from the recorded data (unless ``allow_data_change``);
+* checkpoints that fail their manifest: the run falls back, with a warning, to the
+  newest one that verifies; none verifying is an error, never a silent fresh start.
+
+Metadata are written atomically (:func:`bert_tutorial.safe_io.write_text_atomic`), and
+only after the Trainer was fully built, so a rejected value leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .distributed import barrier, broadcast_object
+from .metrics import METRICS_FILE
+from .safe_io import write_text_atomic
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; the folder is then not protected against a second run
+    fcntl = None  # type: ignore[assignment]
+
+CONFIG_FILE = "train_config.json"
+DATA_FILE = "data.json"
+LOCK_FILE = ".lock"
+#: Fields that may change between a run and its resumption without changing its results.
+#: (``epochs`` and ``max_steps`` may not: they set the length of the LR schedule.)
+RESUMABLE_CHANGES = frozenset(
+    {"resume", "num_workers", "output_dir", "device", "log_every_steps", "save_every_steps",
+     "keep_last_checkpoints", "eval_max_batches", "eval_every_steps", "max_bad_steps", "plots",
+     # the hardware may change between a run and its resumption (CPU -> T4: fp32 -> fp16)
+     "precision", "fused_adamw", "compile", "attn_implementation",
+     # may change with the number of processes, as long as the global batch stays (checked on load)
+     "batch_size", "grad_accum_steps",
+     # the data may move: their contents are compared with data.json instead
+     "train_data", "eval_data", "allow_data_change"}
+)
+
+
+class RunDirError(ValueError):
+    """The output folder cannot be used for this run; the message says why and what to do."""
+
+
+class RunLockedError(RunDirError):
+    """Another run (another process, or a Trainer still training here) holds the folder."""
+
+
+class DataChangedError(RunDirError):
+    """A resumed run's shards differ from those it started with."""
+
+
+# --- the lock ----------------------------------------------------------------------------
+
+
+def _lock_fd(path: Path) -> int:
+    """Open and lock ``path`` (flock, non-blocking); record who holds it. Raises if taken."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    if fcntl is None:
+        return fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "pid unknown"
+        os.close(fd)
+        raise RunLockedError(
+            f"{path.parent}: in use by another run ({holder}); wait for it to finish, stop it, "
+            "or choose another --output-dir"
+        ) from None
+    except OSError as exc:  # a file system without locks (some network mounts)
+        warnings.warn(f"{path}: cannot lock ({exc.strerror}); make sure no other run uses "
+                      "this folder", stacklevel=3)
+        return fd
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {stamp}\n".encode(), 0)
+    return fd
+
+
+class RunLock:
+    """Exclusive use of a run folder by one Trainer of one process.
+
+    The OS releases a ``flock`` when its process ends (crash and ``kill -9`` included),
+    so a stale lock never blocks a restart. Within one process a new Trainer takes the
+    folder over from an idle one (a notebook cell run twice); the old Trainer can then
+    no longer train there.
+    """
+
+    _held: ClassVar[dict[str, RunLock]] = {}
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._fd: int | None = None
+        self.training = False
+        self.taken_over = False
+
+    @property
+    def _key(self) -> str:
+        return str(self.folder.resolve())
+
+    def acquire(self) -> None:
+        if self._fd is not None:
+            return
+        if self.taken_over:
+            raise RunLockedError(f"{self.folder}: a newer Trainer of this process opened this "
+                                 "folder; train with that one (or create a new Trainer)")
+        other = RunLock._held.get(self._key)
+        if other is not None:
+            if other.training:
+                raise RunLockedError(f"{self.folder}: a Trainer of this process (pid "
+                                     f"{os.getpid()}) is training into it")
+            self._fd, other._fd, other.taken_over = other._fd, None, True
+        else:
+            self._fd = _lock_fd(self.folder / LOCK_FILE)
+        RunLock._held[self._key] = self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        if RunLock._held.get(self._key) is self:
+            del RunLock._held[self._key]
+        os.close(self._fd)  # closing the descriptor releases the flock
+        self._fd = None
+
+
+# --- what the run was started with -------------------------------------------------------
+
+
+def data_record(datasets: dict[str, Any]) -> dict[str, Any]:
+    """Names, sizes and rows of each split's shards (``{"train": dataset, "eval": ...}``)."""
+    record: dict[str, Any] = {}
+    for split, data in datasets.items():
+        if data is None:
+            record[split] = None
+            continue
+        record[split] = {
+            "shards": [[info.path.name, info.path.stat().st_size, info.num_samples]
+                       for info in data.shards],
+            "rows": len(data), "max_seq_length": data.max_seq_length,
+            "max_predictions": data.max_predictions,
+        }
+    return record
+
+
+def data_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two :func:`data_record` results."""
+    out = []
+    for split in sorted(set(old) | set(new)):
+        a, b = old.get(split), new.get(split)
+        if a == b:
+            continue
+        if a is None or b is None:
+            out.append(f"{split}: {'none' if a is None else 'shards'} -> {'none' if b is None else 'shards'}")
+            continue
+        was = {s[0]: s[1:] for s in a["shards"]}
+        now = {s[0]: s[1:] for s in b["shards"]}
+        added, removed = sorted(set(now) - set(was)), sorted(set(was) - set(now))
+        changed = [f"{n} ({was[n][0]} -> {now[n][0]} bytes, {was[n][1]} -> {now[n][1]} rows)"
+                   for n in sorted(set(was) & set(now)) if was[n] != now[n]]
+        for label, names in (("added", added), ("removed", removed), ("changed", changed)):
+            if names:
+                out.append(f"{split} shards {label}: {', '.join(names)}")
+        if not (added or removed or changed):
+            out.append(f"{split}: {a['rows']} -> {b['rows']} rows")
+    return out
+
+
+def config_differences(existing: dict[str, Any], mine: dict[str, Any]) -> list[str]:
+    """Fields that differ and would change the run's results (see RESUMABLE_CHANGES)."""
+    return sorted(
+        k for k in set(existing) | set(mine)
+        if k not in RESUMABLE_CHANGES and json.dumps(existing.get(k)) != json.dumps(mine.get(k))
+    )
+
+
+# --- the folder ---------------------------------------------------------------------------
+
+
+class RunDir:
+    """The run folder as one Trainer uses it: :meth:`open` before building, :meth:`commit` after.
+
+    Under DDP only rank 0 locks, reads and writes; it broadcasts its decision (the
+    checkpoint to resume, or the error) so every rank resumes the same checkpoint or
+    fails with the same message instead of hanging in the next collective.
+    """
+
+    def __init__(self, folder: str | Path, is_main: bool = True) -> None:
+        self.folder = Path(folder)
+        self.is_main = is_main
+        self.lock = RunLock(self.folder)
+        self.config_file = self.folder / CONFIG_FILE
+        self.data_file = self.folder / DATA_FILE
+
+    def open(self, cfg: TrainConfig, data: dict[str, Any]) -> Path | None:
+        """Lock the folder and check it; return the checkpoint to resume (a collective)."""
+        decision: tuple[str | None, str | None] = (None, None)
+        error: BaseException | None = None
+        if self.is_main:
+            try:
+                found = self._open(cfg, data)
+                decision = (str(found) if found else None, None)
+            except Exception as exc:
+                self.lock.release()
+                error, decision = exc, (None, str(exc))
+        path, message = broadcast_object(decision)
+        if error is not None:
+            raise error
+        if message is not None:
+            raise RunDirError(message)
+        return Path(path) if path else None
+
+    def _open(self, cfg: TrainConfig, data: dict[str, Any]) -> Path | None:
+        self._make_folder_and_lock()
+        existing = self._read_config()
+        if existing is None:
+            return None
+        differ = config_differences(existing, cfg.to_dict())
+        if differ:
+            raise RunDirError(f"{self.config_file}: output folder holds a different run (fields "
+                              f"{differ} differ); choose another output_dir or delete the folder")
+        if not ckpt.list_checkpoints(self.folder):
+            return None
+        if not cfg.resume:
+            raise RunDirError(f"{self.folder}: holds checkpoints of this run but resume=False; "
+                              "pass resume=True to continue it or choose another output_dir")
+        self._check_data(data, cfg.allow_data_change)  # cheap, so before reading checkpoints
+        return self._choose_checkpoint()
+
+    def _make_folder_and_lock(self) -> None:
+        """Create the folder and take the lock; both fail early on a read-only folder."""
+        if self.folder.exists() and not self.folder.is_dir():
+            raise RunDirError(f"{self.folder}: output_dir is a file, not a folder; "
+                              "choose another --output-dir")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.lock.acquire()
+        except OSError as exc:
+            raise RunDirError(f"{self.folder}: cannot write into the output folder "
+                              f"({exc.strerror}); choose a writable --output-dir") from exc
+
+    def _holds_a_run(self) -> bool:
+        metrics = self.folder / METRICS_FILE
+        return bool(ckpt.list_checkpoints(self.folder)) or (
+            metrics.is_file() and metrics.stat().st_size > 0)
+
+    def _read_config(self) -> dict[str, Any] | None:
+        """The stored config; None for a fresh folder. Refuses a run it cannot identify."""
+        latest = ckpt.latest_checkpoint(self.folder)
+        copy = f"; a copy is in {latest / CONFIG_FILE}" if latest and (latest / CONFIG_FILE).is_file() else ""
+        if not self.config_file.exists():
+            if self._holds_a_run():
+                raise RunDirError(
+                    f"{self.folder}: holds checkpoints or metrics but no {CONFIG_FILE}, so they "
+                    f"cannot be matched to this run; restore the file{copy}, or choose another "
+                    "--output-dir"
+                )
+            return None
+        try:
+            existing = json.loads(self.config_file.read_text())
+            if not isinstance(existing, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            raise RunDirError(f"{self.config_file}: unreadable ({exc}); the folder's run cannot "
+                              f"be identified: restore the file{copy}, or choose another "
+                              "--output-dir") from exc
+        return existing
+
+    def _choose_checkpoint(self) -> Path | None:
+        """The newest checkpoint that verifies; newer broken ones are set aside, with a warning."""
+        found, rejected = ckpt.newest_verified_checkpoint(self.folder)
+        if found is None and rejected:
+            reasons = "\n  ".join(reason for _, reason in rejected)
+            raise ckpt.CheckpointError(
+                f"{self.folder}: no checkpoint verifies, so the run cannot resume:\n  {reasons}\n"
+                "delete the broken checkpoints to start over, or choose another --output-dir"
+            )
+        for path, reason in rejected:
+            moved = ckpt.set_aside(path)
+            warnings.warn(f"skipping damaged checkpoint: {reason}; moved to {moved}; resuming "
+                          f"from {found}", stacklevel=4)
+        return found
+
+    def _check_data(self, data: dict[str, Any], allowed: bool) -> None:
+        if not self.data_file.exists():
+            return  # a run from before data records: nothing to compare with
+        try:
+            recorded = json.loads(self.data_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise RunDirError(f"{self.data_file}: unreadable ({exc}); restore it, or pass "
+                              "--allow-data-change to resume with the current data") from exc
+        changes = data_differences(recorded, data)
+        if not changes:
+            return
+        what = "; ".join(changes)
+        if not allowed:
+            raise DataChangedError(
+                f"{self.folder}: the data differ from those the run started with ({what}). The "
+                "step count, LR schedule and data position depend on them: resume with the "
+                "original shards, or pass --allow-data-change (allow_data_change=True) to go on"
+            )
+        warnings.warn(f"{self.folder}: resuming on changed data ({what}); the LR schedule and "
+                      "epoch length follow the new data", stacklevel=4)
+
+    def commit(self, cfg: TrainConfig, data: dict[str, Any], fresh: bool) -> None:
+        """Record the run's config and data (rank 0), once the Trainer is fully built."""
+        if self.is_main:
+            cfg.to_json(self.config_file)
+            write_text_atomic(self.data_file, json.dumps(data, indent=1) + "\n")
+            if fresh:
+                (self.folder / METRICS_FILE).unlink(missing_ok=True)
+        barrier()
+
+    @contextlib.contextmanager
+    def training(self) -> Iterator[None]:
+        """Hold the folder while training; release it when ``fit`` ends, however it ends."""
+        if self.is_main:
+            self.lock.acquire()
+            self.lock.training = True
+        try:
+            yield
+        finally:
+            self.lock.training = False
+            self.release()
+
+    def release(self) -> None:
+        self.lock.release()

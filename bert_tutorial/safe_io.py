@@ -1,0 +1,114 @@
+"""Writing run files so that a crash, a kill or a full disk never leaves a half-written one.
+
+A file that is rewritten in place (``open(path, "w")``) is empty or truncated for a
+moment; a kill or a full disk at that moment destroys the old contents without
+delivering the new. :func:`write_text_atomic` writes a temporary file beside the
+target, flushes it to disk and renames it over the target: rename is atomic, so a
+reader sees the old file or the new one, never a mixture.
+
+A full disk shows up in many disguises: ``OSError(ENOSPC)`` from Python,
+"No space left on device (os error 28)" from safetensors, or torch's C++ writer's
+"unexpected pos ... / basic_ios::clear: iostream error", which carries no errno at
+all. :func:`is_disk_full` recognises all of them so the user reads
+:class:`DiskFullError` instead of a stream error.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+#: Free space below which a failed write is blamed on a full disk (a write that fills a
+#: disk leaves ~0 bytes; ext4's reserved blocks are not counted in ``disk_usage().free``).
+FULL_BELOW_BYTES = 16 * 2**20
+_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_FULL_TEXTS = ("no space left", "os error 28", "disk quota exceeded")
+
+
+class DiskFullError(OSError):
+    """A write failed because the disk (or the user's quota) is full.
+
+    The message says what was being written and what is still intact, so the user
+    knows that freeing space and running the same command again loses nothing.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.ENOSPC, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _free_bytes(folder: Path) -> int | None:
+    """Free space on ``folder``'s file system (None when it cannot be asked)."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            try:
+                return shutil.disk_usage(candidate).free
+            except OSError:
+                return None
+    return None
+
+
+def is_disk_full(exc: BaseException, folder: str | Path) -> bool:
+    """True if ``exc`` (or an exception it chains to) means: no space left on ``folder``.
+
+    Call it *before* deleting what the failed write left behind: torch's stream errors
+    carry no errno, and for those the only evidence is a file system with no room left.
+    """
+    seen: BaseException | None = exc
+    for _ in range(8):  # the chain of causes is short; a bound guards against cycles
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.errno in _FULL_ERRNOS:
+            return True
+        if any(text in str(seen).lower() for text in _FULL_TEXTS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    if not isinstance(exc, OSError | RuntimeError):
+        return False
+    free = _free_bytes(Path(folder))
+    return free is not None and free < FULL_BELOW_BYTES
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make a rename or a new file in ``folder`` durable (the directory entry itself)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. a platform without directory handles: best effort
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Replace ``path`` by ``text`` all at once: readers see the old file or the new one.
+
+    A full disk raises :class:`DiskFullError` and leaves the old file as it was.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        full = is_disk_full(exc, path.parent)
+        tmp.unlink(missing_ok=True)
+        if full:
+            raise DiskFullError(
+                f"no space left while writing {path}; its previous version is intact: "
+                "free some space and run the same command again"
+            ) from exc
+        raise
+    fsync_dir(path.parent)
+    return path
