@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--full", action="store_true", default=False,
                         help="start from TrainConfig.full(): bert-base-uncased from the hub, long run")
+    parser.add_argument("--dry-run", action="store_true", default=False,
+                        help="build the run (data, model, optimizer, output folder) and stop before training")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         kind = _field_type(f)
@@ -65,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
     """The ``TrainConfig`` a command line describes (not yet validated: see ``main``)."""
     overrides = vars(build_parser().parse_args(argv))
+    overrides.pop("dry_run")
     full = overrides.pop("full")
     return TrainConfig.full(**overrides) if full else TrainConfig(**overrides)
 
@@ -80,8 +83,11 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     return (ConfigError, RunDirError, CheckpointError, DiskFullError, ShardError, NonFiniteLossError)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, do_train: bool = True) -> int:
     """Train; exit 0 when done or stopped on request, 2 for a bad value, 1 for other errors.
+
+    ``do_train=False`` (``--dry-run``) builds everything and stops before the first step:
+    a cheap check of data, model size, step counts and output folder before a long job.
 
     A second SIGTERM/SIGINT stops at once with 128 + the signal number, as a shell
     reports a process killed by that signal.
@@ -96,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        _train(cfg)
+        _train(cfg, do_train and "--dry-run" not in (argv if argv is not None else sys.argv[1:]))
     except StopNow as exc:
         print(f"\n{exc}", file=sys.stderr)
         return 128 + exc.signum
@@ -108,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _train(cfg: TrainConfig) -> None:
+def _train(cfg: TrainConfig, do_train: bool = True) -> None:
     from .training import Trainer
 
     trainer = Trainer(cfg)
@@ -116,6 +122,8 @@ def _train(cfg: TrainConfig) -> None:
         print(f"device {trainer.device}, precision {trainer.precision}, world size "
               f"{trainer.dist.world_size}, {len(trainer.train_data)} train sequences, "
               f"{trainer.total_steps} optimizer steps -> {trainer.output_dir}")
+    if not do_train:
+        return
     result = trainer.fit()
     if trainer.dist.is_main:
         if result.stopped_early:

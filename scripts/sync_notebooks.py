@@ -31,7 +31,9 @@ TABLE_START, TABLE_END = "<!-- notebooks:start -->", "<!-- notebooks:end -->"
 SETUP_CELL = '''\
 # Setup, the same in every notebook. Colab: clone and install this repository (Colab keeps its
 # own torch). Locally: use the checkout this notebook is in (install it as the README says).
-import os, subprocess, sys  # noqa: E401
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 REPO_URL = "{url}"  # set in pyproject.toml; scripts/sync_notebooks.py writes it here
@@ -45,7 +47,9 @@ if ROOT is None:
     raise RuntimeError("Open this notebook from inside the repository checkout (see the README).")
 os.chdir(ROOT)  # data_samples/ and runs/ resolve the same from every notebook
 sys.path.insert(0, str(ROOT))
-import torch, transformers  # noqa: E401, E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
 print(f"Python {{sys.version.split()[0]}}, torch {{torch.__version__}}, transformers {{transformers.__version__}}, "
       f"device: {{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU'}}")'''
 

@@ -36,3 +36,17 @@ def test_end_to_end_on_sample_data_eval_accuracy_rises(tmp_path, capsys):
     assert evals[-1]["mlm_loss"] < evals[0]["mlm_loss"] - 1.0
     assert (out / "checkpoints" / "checkpoint-00000040" / "model.safetensors").exists()
     assert str(DATA_SAMPLES / "train") == TrainConfig().train_data  # the defaults point here
+
+
+def test_dry_run_builds_the_run_and_does_not_train(tmp_path, capsys):
+    from tiny import tiny_config
+
+    from bert_tutorial.multi_gpu import config_args
+    from bert_tutorial.pretrain import main
+
+    args = config_args(tiny_config(tmp_path), only_changed=False)
+    for run in (lambda: main([*args, "--dry-run"]), lambda: main(args, do_train=False)):
+        assert run() == 0
+        out = capsys.readouterr().out
+        assert "16 optimizer steps" in out and "Final eval" not in out
+    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained, nothing saved
