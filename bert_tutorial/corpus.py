@@ -16,18 +16,27 @@ never has to fit in memory:
 
 :func:`tokenize_documents` then turns sentences into word-piece ids and drops what
 tokenises to nothing; :class:`CorpusCounts` records how much text went through.
+
+Odd text is handled in linear time and nothing is silently dropped: a line (or
+sentence) longer than :data:`LONG_LINE_CHARS` is split into sentences, or into
+chunks at spaces where it has no sentence ends (:func:`split_long_text`), and a file
+that cannot be decoded is an error naming the file and the byte
+(:func:`read_documents`, with ``encoding`` and ``errors`` as in :func:`open`).
 """
 
 from __future__ import annotations
 
+import codecs
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+#: A line or sentence longer than this is not a sentence (the sample book's longest is 1,062
+#: characters): it is split into sentences, or cut into chunks at spaces, so the tokenizer never
+#: gets a megabyte at once and instance creation never sees one giant segment.
+LONG_LINE_CHARS = 10_000
 
 #: Words that end in "." without ending a sentence (compared lower-case, without the dot).
 ABBREVIATIONS = frozenset(
@@ -38,8 +47,11 @@ ABBREVIATIONS = frozenset(
 #: End of a sentence: . ! ? (possibly repeated, possibly followed by closing quotes, brackets or
 #: the underscores Gutenberg uses for italics), then whitespace, then a capital letter, possibly
 #: behind opening quotes/brackets/underscores. Requiring the capital keeps `"No!" said he` whole.
-_SENTENCE_END = re.compile(r"""[.!?]+["'\u201d\u2019)\]_]*(?=\s+["'\u201c\u2018(\[_]*[A-Z])""")
-_LAST_WORD = re.compile(r"(\S+)$")
+#: The look-behind makes a match start only at the first of a run of . ! ?: a later start could
+#: only fail the same way, and trying every start of a long run ("......") is quadratic.
+_SENTENCE_END = re.compile(
+    r"""(?<![.!?])[.!?]+["'\u201d\u2019)\]_]*(?=\s+["'\u201c\u2018(\[_]*[A-Z])"""
+)
 
 #: A chapter heading on a line of its own: "Chapter 12", "CHAPTER XII.", "Chapter 3. The Ball".
 CHAPTER_HEADING = re.compile(
@@ -52,16 +64,17 @@ _GUTENBERG_END = re.compile(r"^\s*\*{3}\s*END OF", re.IGNORECASE)
 _GUTENBERG_END_NOTE = re.compile(r"^\s*End of (?:the )?Project Gutenberg", re.IGNORECASE)
 
 
-def _is_abbreviation(text_before: str) -> bool:
-    """True if ``text_before`` ends in a word whose trailing "." is an abbreviation or initial.
+def _is_abbreviation(text: str, start: int, end: int) -> bool:
+    """True if ``text[start:end]`` ends in a word whose trailing "." is an abbreviation or initial.
 
     Single capital letters count as initials ("J. Smith"), except "I", which ends
-    sentences far more often than it abbreviates a name.
+    sentences far more often than it abbreviates a name. The word is found with
+    ``rfind`` from ``end`` rather than by slicing ``text[start:end]``, so a long
+    sentence of many initials costs linear, not quadratic, time (the text holds single
+    spaces only, see :func:`split_sentences`).
     """
-    match = _LAST_WORD.search(text_before)
-    if not match:
-        return False
-    word = match.group(1).lstrip("\"'\u201c\u2018([_")
+    word = text[max(start, text.rfind(" ", start, end) + 1) : end]
+    word = word.lstrip("\"'\u201c\u2018([_")
     return word.lower() in ABBREVIATIONS or (len(word) == 1 and word.isupper() and word != "I")
 
 
@@ -79,7 +92,7 @@ def split_sentences(paragraph: str) -> list[str]:
     for match in _SENTENCE_END.finditer(text):
         punctuation = match.group(0)
         single_dot = punctuation.startswith(".") and not punctuation.startswith("..")
-        if single_dot and _is_abbreviation(text[start : match.start()]):
+        if single_dot and _is_abbreviation(text, start, match.start()):
             continue
         sentences.append(text[start : match.end()].strip())
         start = match.end()
@@ -87,6 +100,43 @@ def split_sentences(paragraph: str) -> list[str]:
     if tail:
         sentences.append(tail)
     return sentences
+
+
+def _chunks(text: str, limit: int) -> list[str]:
+    """``text`` cut at spaces into pieces of at most ``limit`` characters (a longer word is cut)."""
+    pieces: list[str] = []
+    start = 0
+    while len(text) - start > limit:
+        cut = text.rfind(" ", start, start + limit + 1)
+        if cut <= start:  # no space in the window: one "word" longer than the limit
+            pieces.append(text[start : start + limit])
+            start += limit
+        else:
+            pieces.append(text[start:cut])
+            start = cut + 1
+    pieces.append(text[start:])
+    return [piece for piece in pieces if piece.strip()]
+
+
+def split_long_text(text: str, limit: int = LONG_LINE_CHARS) -> list[str]:
+    """``text`` as segments of at most ``limit`` characters: unchanged if it is short enough, else
+    its sentences, with any sentence still too long cut into chunks at spaces.
+
+    Linear in the length of the text. A sentence cut into chunks is rejoined by the
+    tokenizer exactly (it splits words at spaces anyway); instance creation then
+    sees ordinary segments instead of one that truncation would throw away.
+    """
+    if len(text) <= limit:
+        return [text]
+    return [piece for sentence in split_sentences(text) for piece in _chunks(sentence, limit)]
+
+
+def _paragraph_sentences(paragraph: list[str]) -> list[str]:
+    """The sentences of a paragraph (its lines), any over :data:`LONG_LINE_CHARS` cut into chunks."""
+    sentences = split_sentences(" ".join(paragraph))
+    if all(len(sentence) <= LONG_LINE_CHARS for sentence in sentences):
+        return sentences
+    return [piece for sentence in sentences for piece in _chunks(sentence, LONG_LINE_CHARS)]
 
 
 def strip_gutenberg(lines: Sequence[str]) -> list[str]:
@@ -120,7 +170,7 @@ def paragraph_documents(
     for raw in lines:
         line = raw.strip()
         if document_regex is not None and document_regex.match(line):
-            document.extend(split_sentences(" ".join(paragraph)))
+            document.extend(_paragraph_sentences(paragraph))
             paragraph = []
             if document and (seen_heading or not drop_preamble):
                 yield document
@@ -128,19 +178,25 @@ def paragraph_documents(
         elif line:
             paragraph.append(line)
         elif paragraph:
-            document.extend(split_sentences(" ".join(paragraph)))
+            document.extend(_paragraph_sentences(paragraph))
             paragraph = []
-    document.extend(split_sentences(" ".join(paragraph)))
+    document.extend(_paragraph_sentences(paragraph))
     if document:
         yield document
 
 
 def line_documents(lines: Iterable[str]) -> Iterator[list[str]]:
-    """Documents from the original format: one sentence per line, blank line between documents."""
+    """Documents from the original format: one sentence per line, blank line between documents.
+
+    A line longer than :data:`LONG_LINE_CHARS` is a paragraph or a whole text, not a
+    sentence: it is split by :func:`split_long_text`.
+    """
     document: list[str] = []
     for raw in lines:
         line = raw.strip()
-        if line:
+        if len(line) > LONG_LINE_CHARS:
+            document.extend(split_long_text(line))
+        elif line:
             document.append(line)
         elif document:
             yield document
@@ -177,28 +233,73 @@ def find_input_files(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def _documents_of(
+    lines: Iterator[str], input_format: str, pattern: re.Pattern[str] | None
+) -> Iterator[list[str]]:
+    """The documents of one open file in one of the three input formats."""
+    if input_format == "lines":
+        yield from line_documents(lines)
+    elif input_format == "paragraphs":
+        yield from paragraph_documents(lines, pattern)
+    elif input_format == "gutenberg":
+        yield from gutenberg_to_documents("".join(lines))
+    else:
+        raise ValueError(f"unknown input format {input_format!r}")
+
+
 def read_documents(
-    files: Iterable[Path], input_format: str = "lines", document_regex: str | None = None
+    files: Iterable[Path],
+    input_format: str = "lines",
+    document_regex: str | None = None,
+    encoding: str = "utf-8-sig",
+    errors: str = "strict",
 ) -> Iterator[list[str]]:
     """Stream the documents of all files, in order; ``input_format`` is lines/paragraphs/gutenberg.
 
     Line-based formats are read lazily; a Gutenberg book is read whole, since its
-    footer can only be found by looking at the end.
+    footer can only be found by looking at the end. ``encoding`` and ``errors`` are
+    :func:`open`'s (the default ``utf-8-sig`` also reads UTF-8 with a byte-order
+    mark). Any problem with a file is a ``ValueError`` that names it: a decoding
+    error also says where the bad byte is and which options get past it.
     """
     pattern = re.compile(document_regex) if document_regex else None
     for path in files:
-        with path.open(encoding="utf-8-sig") as f:
-            if input_format == "lines":
-                yield from line_documents(f)
-            elif input_format == "paragraphs":
-                yield from paragraph_documents(f, pattern)
-            elif input_format == "gutenberg":
-                try:
-                    yield from gutenberg_to_documents(f.read())
-                except ValueError as exc:
-                    raise ValueError(f"{path}: {exc}") from exc
-            else:
-                raise ValueError(f"unknown input format {input_format!r}")
+        try:
+            with path.open(encoding=encoding, errors=errors) as f:
+                yield from _documents_of(f, input_format, pattern)
+        except UnicodeDecodeError as exc:
+            raise ValueError(_decode_error_message(path, encoding, exc)) from exc
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+
+
+def _decode_error_message(path: Path, encoding: str, exc: UnicodeDecodeError) -> str:
+    """Where in ``path`` decoding fails (byte offset and line), and what to pass instead."""
+    offset, line = _first_undecodable_byte(path, encoding)
+    where = f"byte {offset} (line {line})" if offset is not None else "somewhere"
+    return (
+        f"{path}: not valid {encoding} text at {where}: {exc.reason}; "
+        "pass --encoding for another encoding (e.g. --encoding latin-1 or cp1252) "
+        "or --errors replace to replace undecodable bytes with U+FFFD"
+    )
+
+
+def _first_undecodable_byte(path: Path, encoding: str) -> tuple[int | None, int]:
+    """Byte offset and 1-based line of the first byte ``encoding`` cannot decode (read in 1 MB steps)."""
+    decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    offset, lines = 0, 0
+    with path.open("rb") as f:
+        while data := f.read(1 << 20):
+            pending = len(decoder.getstate()[0])
+            try:
+                decoder.decode(data)
+            except UnicodeDecodeError as exc:
+                position = offset - pending + exc.start
+                head = data[: max(0, position - offset)]
+                return position, lines + head.count(b"\n") + 1
+            offset += len(data)
+            lines += data.count(b"\n")
+    return None, lines + 1
 
 
 @dataclass(frozen=True)
@@ -218,6 +319,9 @@ class CorpusOptions:
     documents: slice = field(default_factory=lambda: slice(None))
     #: False for cased vocabularies.
     do_lower_case: bool = True
+    #: How the files are decoded, as :func:`open`'s ``encoding`` and ``errors``.
+    encoding: str = "utf-8-sig"
+    errors: str = "strict"
 
 
 def parse_document_range(text: str) -> slice:
@@ -245,21 +349,33 @@ class CorpusCounts:
     documents: int = 0
     sentences: int = 0
     tokens: int = 0
+    #: Segments longer than two sequences, cut into pieces (see ``instances.segment_limits``).
+    split_segments: int = 0
 
 
 def tokenize_documents(
     documents: Iterable[list[str]],
-    tokenizer: PreTrainedTokenizerBase,
+    tokenizer: Callable[[list[str]], Any],
     counts: CorpusCounts | None = None,
 ) -> Iterator[list[list[int]]]:
     """Token ids per sentence, dropping sentences and documents that tokenise to nothing.
 
-    Empty segments would make empty A or B segments later; an empty document would
-    be picked as a "random" document with nothing to give. ``counts``, if given, is
-    updated as documents stream through.
+    ``tokenizer`` is a :class:`~bert_tutorial.wordpiece.WordPieceTokenizer` or a
+    transformers tokenizer. Empty segments would make empty A or B segments later; an
+    empty document would be picked as a "random" document with nothing to give.
+    ``counts``, if given, is updated as documents stream through.
     """
+    from .wordpiece import WordPieceTokenizer
+
+    if isinstance(tokenizer, WordPieceTokenizer):
+        encode = tokenizer
+    else:  # a transformers tokenizer
+        def encode(sentences: list[str]) -> list[list[int]]:
+            """The transformers tokenizer's ids, without [CLS]/[SEP]."""
+            return tokenizer(sentences, add_special_tokens=False)["input_ids"]
+
     for sentences in documents:
-        ids = tokenizer(sentences, add_special_tokens=False)["input_ids"] if sentences else []
+        ids = encode(sentences) if sentences else []
         document = [segment for segment in ids if segment]
         if document:
             if counts is not None:

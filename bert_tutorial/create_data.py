@@ -1,16 +1,18 @@
 """Turn plain text into MLM + NSP pre-training shards (``python -m bert_tutorial.create_data``).
 
-This module is the pipeline and its command line; the parts live elsewhere:
+This module is the command line and :func:`create_pretraining_data`; the parts live elsewhere:
 
-* :mod:`bert_tutorial.corpus` reads the input files into documents of sentences and
-  tokenises them (input formats: one sentence per line, raw prose with
-  ``--split-sentences``, a Project Gutenberg book with ``--gutenberg``);
+* :mod:`bert_tutorial.corpus` reads the input files into documents of sentences (input
+  formats: one sentence per line, raw prose with ``--split-sentences``, a Project
+  Gutenberg book with ``--gutenberg``), and :mod:`bert_tutorial.wordpiece` tokenises
+  them (BERT's WordPiece, without importing transformers);
 * :mod:`bert_tutorial.instances` is Google's ``create_pretraining_data`` algorithm:
   A/B packing, random-next segments, truncation and 80/10/10 masking;
-* here: :class:`ShardWriter` writes the instances with
-  :func:`bert_tutorial.hdf5_format.write_shard`, so the output is exactly the format
-  the reader validates (and NVIDIA's format), and :func:`create_pretraining_data`
-  ties the three together.
+* :mod:`bert_tutorial.create_pipeline` chains them block by block,
+  :mod:`bert_tutorial.create_workers` runs the parts that draw nothing in ``--workers``
+  processes, and :mod:`bert_tutorial.shard_writer` names and writes the shards with
+  :func:`bert_tutorial.hdf5_format.write_shard` (the format the reader validates, and
+  NVIDIA's).
 
 ``--documents START:END`` keeps only documents ``START`` to ``END - 1`` (0-based,
 counted across all input files in sorted order, like a Python slice); it is how the
@@ -22,159 +24,43 @@ The corpus is streamed. Documents are read and tokenised in blocks of
 ``--docs-per-block`` documents; all ``--dupe-factor`` passes over a block are made
 while it is in memory, and instances go into a buffer that is shuffled and written
 as a shard as soon as it holds ``--shard-size`` instances. Memory is therefore one
-block of tokenised documents plus one shard of instances, independent of corpus
-size. The price: a random-next segment B comes from another document *of the same
-block* (the original picks from the whole corpus), and instances are shuffled
-within a shard, not across shards. A small corpus fits in one block and behaves as
-in the original.
+block of tokenised documents plus one shard of instances (with ``--workers``, plus
+the next block, tokenised ahead, and up to N shards waiting to be written),
+independent of corpus size. The price: a random-next segment B comes from another
+document *of the same block* (the original picks from the whole corpus), and
+instances are shuffled within a shard, not across shards. A small corpus fits in one
+block and behaves as in the original.
 
 Reproducibility
 ---------------
 Every random choice is drawn from one ``random.Random(seed)`` in a fixed order, and
 HDF5 datasets are written without timestamps, so the same input, arguments and
-library versions give byte-identical shards.
+library versions give byte-identical shards, for any ``--workers``. With
+``--per-file`` each input file has its own generator and its own shards (see
+``create_pipeline``), for corpora split over several machines (``docs/large_corpus.md``).
 """
 
 from __future__ import annotations
 
 import argparse
-import random
+import codecs
 import re
 import sys
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from itertools import islice
+import warnings
+from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
-from tqdm.auto import tqdm
+from .corpus import CorpusOptions, find_input_files, format_document_range, parse_document_range
+from .create_pipeline import CreationOptions, Job, Summary, run_one_stream, run_per_file
+from .instances import InstanceOptions, max_predictions_for
 
-from .corpus import (
-    CorpusCounts,
-    CorpusOptions,
-    find_input_files,
-    format_document_range,
-    parse_document_range,
-    read_documents,
-    tokenize_documents,
-)
-from .hdf5_format import default_max_predictions, write_shard
-from .instances import Instance, InstanceOptions, VocabInfo, create_instances, instances_to_arrays
-from .tokenization import load_tokenizer
-
-# --------------------------------------------------------------------------------------------
-# Writing shards
-# --------------------------------------------------------------------------------------------
+__all__ = ["CreationOptions", "CreationWarning", "Summary", "create_pretraining_data", "main"]
 
 
-def shard_path(output_dir: Path, prefix: str, index: int) -> Path:
-    """``<output_dir>/<prefix>_shard_00000.hdf5``."""
-    return output_dir / f"{prefix}_shard_{index:05d}.hdf5"
-
-
-def existing_shards(output_dir: Path, prefix: str) -> list[Path]:
-    """Shards of this prefix already in ``output_dir`` (they would mix with the new ones)."""
-    pattern = re.compile(rf"^{re.escape(prefix)}_shard_\d{{5,}}\.hdf5$")
-    return sorted(p for p in output_dir.iterdir() if pattern.match(p.name))
-
-
-@dataclass
-class ShardWriter:
-    """Buffers instances and writes a shuffled shard every ``shard_size`` instances."""
-
-    output_dir: Path
-    prefix: str
-    shard_size: int
-    max_seq_length: int
-    max_predictions: int
-    rng: random.Random
-    buffer: list[Instance] = field(default_factory=list)
-    written: list[tuple[Path, int]] = field(default_factory=list)
-
-    def add(self, instance: Instance) -> None:
-        """Buffer one instance; write a shard when the buffer is full."""
-        self.buffer.append(instance)
-        if len(self.buffer) >= self.shard_size:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write the buffer (shuffled, so a shard does not hold one document's instances in a row)."""
-        if not self.buffer:
-            return
-        self.rng.shuffle(self.buffer)
-        arrays = instances_to_arrays(self.buffer, self.max_seq_length, self.max_predictions)
-        path = write_shard(shard_path(self.output_dir, self.prefix, len(self.written)), arrays)
-        self.written.append((path, len(self.buffer)))
-        self.buffer = []
-
-    @property
-    def instances(self) -> int:
-        """Instances written or buffered so far (for the progress bar)."""
-        return sum(n for _, n in self.written) + len(self.buffer)
-
-
-# --------------------------------------------------------------------------------------------
-# The pipeline
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CreationOptions:
-    """The settings that decide which instances are made and how they are split into shards.
-
-    Together with the input text, the vocabulary and :class:`~bert_tutorial.corpus.CorpusOptions`
-    these fix the output bytes; ``docs_per_block`` and ``shard_size`` trade memory for
-    how far a random-next segment and the shuffling may reach (see the module docstring).
-    """
-
-    #: Sequence length, masking probability, predictions per sequence, short-sequence share.
-    instances: InstanceOptions = field(default_factory=InstanceOptions)
-    #: Passes over the text, each with new A/B splits and masks.
-    dupe_factor: int = 5
-    seed: int = 12345
-    #: Instances per shard (the last shard may hold fewer).
-    shard_size: int = 100_000
-    #: Documents tokenised and held in memory at once.
-    docs_per_block: int = 10_000
-
-    def validate(self) -> None:
-        """Reject values that would crash deep inside the loop or write nothing."""
-        self.instances.validate()
-        for name in ("dupe_factor", "shard_size", "docs_per_block"):
-            value = getattr(self, name)
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-
-
-@dataclass
-class Summary(CorpusCounts):
-    """What a run produced, for the CLI report and for tests."""
-
-    shards: list[tuple[Path, int]] = field(default_factory=list)
-
-    @property
-    def instances(self) -> int:
-        """Sequences written, over all shards."""
-        return sum(n for _, n in self.shards)
-
-
-def _blocks(items: Iterable[list[list[int]]], size: int) -> Iterator[list[list[list[int]]]]:
-    """Consecutive lists of ``size`` items (the last may be shorter)."""
-    iterator = iter(items)
-    while block := list(islice(iterator, size)):
-        yield block
-
-
-def _prepare_output(output_dir: Path, prefix: str, overwrite: bool) -> None:
-    """Create the folder; refuse (or with ``overwrite`` remove) old shards of the same prefix."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    old = existing_shards(output_dir, prefix)
-    if old and not overwrite:
-        raise ValueError(
-            f"{output_dir}: already holds {len(old)} '{prefix}' shard(s) (e.g. {old[0].name}); "
-            "pass --overwrite to replace them or choose another --prefix"
-        )
-    for path in old:
-        path.unlink()
+class CreationWarning(UserWarning):
+    """Something in the input or the options that makes weaker training data, but not an error."""
 
 
 def _no_text_error(files: Sequence[Path], documents: slice) -> ValueError:
@@ -183,6 +69,60 @@ def _no_text_error(files: Sequence[Path], documents: slice) -> ValueError:
     if documents != slice(None):
         where += f" (document range {format_document_range(documents)})"
     return ValueError(f"no text found in {where}")
+
+
+def _check_options(options: CreationOptions, corpus: CorpusOptions) -> None:
+    """Reject inconsistent options and warn about a P that caps the masking probability."""
+    options.validate()
+    if options.per_file and corpus.documents != slice(None):
+        raise ValueError("--documents counts across all files; it cannot be used with --per-file")
+    for name, lookup in (("encoding", codecs.lookup), ("errors", codecs.lookup_error)):
+        try:
+            lookup(getattr(corpus, name))
+        except LookupError as exc:
+            raise ValueError(f"--{name} {getattr(corpus, name)!r}: {exc}") from exc
+    inst = options.instances
+    needed = int(round(inst.max_seq_length * inst.masked_lm_prob))
+    if inst.max_predictions_per_seq < needed:
+        warnings.warn(
+            f"max_predictions_per_seq={inst.max_predictions_per_seq} caps the masked tokens at "
+            f"{inst.max_predictions_per_seq / inst.max_seq_length:.1%} of a full sequence, below "
+            f"masked_lm_prob={inst.masked_lm_prob}; P={needed} would not (the command line's "
+            "default when --max-predictions-per-seq is not given)",
+            CreationWarning,
+            stacklevel=3,
+        )
+
+
+def _per_file_names(files: Sequence[Path]) -> list[str]:
+    """The shard names of ``--per-file`` (file stems); two files with one name are an error."""
+    from .shard_writer import shard_name
+
+    seen: dict[str, Path] = {}
+    for path in files:
+        name = shard_name(path)
+        if name in seen:
+            raise ValueError(
+                f"--per-file: {seen[name]} and {path} would both write '{name}' shards; "
+                "give every input file a distinct name"
+            )
+        seen[name] = path
+    return list(seen)
+
+
+def _warn_single_document_blocks(summary: Summary) -> None:
+    """One warning for all blocks that held a single document."""
+    blocks = summary.single_document_blocks
+    if blocks:
+        shown = ", ".join(blocks[:3]) + (f" and {len(blocks) - 3} more" if len(blocks) > 3 else "")
+        warnings.warn(
+            f"{len(blocks)} block(s) held a single document ({shown}): their random-next "
+            f"segments could only come from the same document, so those {summary.same_document_b} "
+            "instance(s) are labelled 0 (B follows A), as NVIDIA's tool does. Give the text "
+            "document boundaries (blank lines, --document-regex) or more documents.",
+            CreationWarning,
+            stacklevel=3,
+        )
 
 
 def create_pretraining_data(
@@ -195,42 +135,45 @@ def create_pretraining_data(
     prefix: str = "pretrain",
     overwrite: bool = False,
     progress: bool = True,
+    workers: int = 1,
 ) -> Summary:
     """Text files -> HDF5 shards ``<output_dir>/<prefix>_shard_NNNNN.hdf5``; the CLI in-process.
 
     ``options`` decides the instances and shards, ``corpus`` how the files are read
     (both default to the command line's defaults). Existing shards of ``prefix`` are
-    an error unless ``overwrite``, so two runs never mix silently.
+    an error unless ``overwrite``, so two runs never mix silently. ``workers`` > 1
+    runs the work that draws no random numbers in that many processes; the shards
+    are the same bytes for any number.
     """
+    from .shard_writer import check_output_dir, prepare_output
+    from .wordpiece import WordPieceTokenizer
+
     options = options or CreationOptions()
     corpus = corpus or CorpusOptions()
-    options.validate()
-    tokenizer = load_tokenizer(vocab_file, do_lower_case=corpus.do_lower_case)
+    _check_options(options, corpus)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    output_dir = Path(output_dir)
+    check_output_dir(output_dir)
+    tokenizer = WordPieceTokenizer.from_file(vocab_file, do_lower_case=corpus.do_lower_case)
+    from .instances import VocabInfo
+
     vocab = VocabInfo.from_vocab(tokenizer.get_vocab())
     files = find_input_files(inputs)
-    output_dir = Path(output_dir)
-    _prepare_output(output_dir, prefix, overwrite)
+    names = _per_file_names(files) if options.per_file else None
+    prepare_output(output_dir, prefix, overwrite, names)
+    job = Job(output_dir, prefix, options, corpus)
+    pool_context: Any = nullcontext(None)
+    if workers > 1:
+        from .create_workers import WorkerPool
 
-    rng = random.Random(options.seed)  # the one source of randomness, drawn in a fixed order
-    summary = Summary()
-    shape = options.instances.max_seq_length, options.instances.max_predictions_per_seq
-    writer = ShardWriter(output_dir, prefix, options.shard_size, *shape, rng)
-    text = islice(
-        read_documents(files, corpus.input_format, corpus.document_regex),
-        corpus.documents.start,
-        corpus.documents.stop,
-    )
-    with tqdm(text, unit="doc", desc="documents", disable=not progress) as bar:
-        for block in _blocks(tokenize_documents(bar, tokenizer, summary), options.docs_per_block):
-            for instance in create_instances(
-                block, options.instances, vocab, rng, options.dupe_factor
-            ):
-                writer.add(instance)
-            bar.set_postfix(instances=writer.instances)
-    writer.flush()
-    summary.shards = writer.written
+        pool_context = WorkerPool(workers, tokenizer, vocab)
+    with pool_context as pool:
+        run = run_per_file if options.per_file else run_one_stream
+        summary = run(files, job, tokenizer, vocab, pool, progress)
     if not summary.shards:
         raise _no_text_error(files, corpus.documents)
+    _warn_single_document_blocks(summary)
     return summary
 
 
@@ -280,6 +223,17 @@ def _add_io_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument(
         "--no-lower-case", dest="do_lower_case", action="store_false", help="for cased vocabularies"
     )
+    io.add_argument(
+        "--encoding",
+        default="utf-8-sig",
+        help="of the input files (default: %(default)s, i.e. UTF-8 with or without a BOM)",
+    )
+    io.add_argument(
+        "--errors",
+        default="strict",
+        help="what to do with undecodable bytes: strict (an error naming the file and byte), "
+        "replace, ignore... as Python's open() (default: %(default)s)",
+    )
 
 
 def _add_instance_arguments(parser: argparse.ArgumentParser) -> None:
@@ -290,7 +244,8 @@ def _add_instance_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-predictions-per-seq",
         type=int,
         default=None,
-        help="default: 20 at T=128, 80 at T=512, else ceil(0.15 T)",
+        help="default: 20 at T=128, 80 at T=512, else ceil(0.15 T); "
+        "more if --masked-lm-prob needs it (round(T * prob))",
     )
     inst.add_argument("--masked-lm-prob", type=float, default=0.15)
     inst.add_argument("--short-seq-prob", type=float, default=0.1)
@@ -315,6 +270,20 @@ def _add_streaming_arguments(parser: argparse.ArgumentParser) -> None:
         default=10_000,
         help="documents tokenised and held in memory at once (default: %(default)s)",
     )
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes; the shards are the same bytes for any number; 0 = one per core "
+        "(default: %(default)s)",
+    )
+    run.add_argument(
+        "--per-file",
+        action="store_true",
+        help="each input file on its own: its own random stream (from --seed and its name) and "
+        "shards <prefix>_<file name>_shard_00000.hdf5, the same whichever other files are in "
+        "the run (for a corpus split over machines, see docs/large_corpus.md)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
 
@@ -338,7 +307,7 @@ def _options_from_args(args: argparse.Namespace) -> tuple[CreationOptions, Corpu
         short_seq_prob=args.short_seq_prob,
         masked_lm_prob=args.masked_lm_prob,
         max_predictions_per_seq=args.max_predictions_per_seq
-        or default_max_predictions(args.max_seq_length),
+        or max_predictions_for(args.max_seq_length, args.masked_lm_prob),
         whole_word_masking=args.whole_word_masking,
     )
     creation = CreationOptions(
@@ -347,6 +316,7 @@ def _options_from_args(args: argparse.Namespace) -> tuple[CreationOptions, Corpu
         seed=args.seed,
         shard_size=args.shard_size,
         docs_per_block=args.docs_per_block,
+        per_file=args.per_file,
     )
     input_format = (
         "gutenberg" if args.gutenberg else "paragraphs" if args.split_sentences else "lines"
@@ -356,8 +326,31 @@ def _options_from_args(args: argparse.Namespace) -> tuple[CreationOptions, Corpu
         document_regex=args.document_regex,
         documents=args.documents,
         do_lower_case=args.do_lower_case,
+        encoding=args.encoding,
+        errors=args.errors,
     )
     return creation, corpus
+
+
+def _report(summary: Summary) -> None:
+    """The summary a run prints: what went in, what came out, what was cut."""
+    print(
+        f"{summary.documents} documents, {summary.sentences} sentences, {summary.tokens} tokens "
+        f"-> {summary.instances} instances in {len(summary.shards)} shard(s):"
+    )
+    for path, count in summary.shards:
+        print(f"  {path}  {count}")
+    if summary.split_segments:
+        print(f"{summary.split_segments} segment(s) longer than two sequences cut into pieces")
+    if summary.instance_tokens:
+        share = summary.truncated_tokens / summary.instance_tokens
+        print(f"truncation cut {summary.truncated_tokens} of {summary.instance_tokens} "
+              f"A/B tokens ({share:.1%})")
+
+
+def _show_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+    """Warnings as one line ``prog: warning: ...`` on stderr, like the errors."""
+    print(f"python -m bert_tutorial.create_data: warning: {message}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -366,28 +359,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.document_regex and not args.split_sentences:
         parser.error("--document-regex needs --split-sentences")
+    if args.workers < 0:
+        parser.error(f"--workers must be >= 0, got {args.workers}")
+    workers = args.workers or _cores()
     creation, corpus = _options_from_args(args)
-    try:
-        summary = create_pretraining_data(
-            args.input,
-            args.vocab_file,
-            args.output_dir,
-            creation,
-            corpus,
-            prefix=args.prefix,
-            overwrite=args.overwrite,
-            progress=not args.quiet,
-        )
-    except (FileNotFoundError, ValueError, re.error) as exc:
-        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", CreationWarning)
+        warnings.showwarning = _show_warning
+        try:
+            summary = create_pretraining_data(
+                args.input,
+                args.vocab_file,
+                args.output_dir,
+                creation,
+                corpus,
+                prefix=args.prefix,
+                overwrite=args.overwrite,
+                progress=not args.quiet,
+                workers=workers,
+            )
+        except (OSError, ValueError, re.error) as exc:
+            parser.exit(2, f"{parser.prog}: error: {exc}\n")
     if not args.quiet:
-        print(
-            f"{summary.documents} documents, {summary.sentences} sentences, {summary.tokens} tokens "
-            f"-> {summary.instances} instances in {len(summary.shards)} shard(s):"
-        )
-        for path, count in summary.shards:
-            print(f"  {path}  {count}")
+        _report(summary)
     return 0
+
+
+def _cores() -> int:
+    """The cores this process may run on (``--workers 0``)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 if __name__ == "__main__":

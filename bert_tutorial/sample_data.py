@@ -31,14 +31,16 @@ def make_sample_shards(
     vocab_file: PathLike = DATA_SAMPLES / "vocab.txt",
     seed: int = 12345,
     progress: bool = True,
+    workers: int = 1,
 ) -> dict[str, str]:
     """Shards of the sample book at ``max_seq_length`` under ``root/train`` and ``root/eval``.
 
     The same split as ``data_samples/`` (held-out chapters for eval), made with
     :func:`bert_tutorial.create_data.create_pretraining_data` (what ``python -m
     bert_tutorial.create_data`` runs). A folder finished earlier (it holds a
-    ``COMPLETE`` marker) is reused; an unfinished one is made again. Returns the
-    ``TrainConfig`` fields ``train_data``, ``eval_data`` and ``vocab_file``.
+    ``COMPLETE`` marker) is reused; an unfinished one is made again. ``workers``
+    processes share the work (the shards are the same bytes for any number). Returns
+    the ``TrainConfig`` fields ``train_data``, ``eval_data`` and ``vocab_file``.
     """
     root = Path(root)
     instances = InstanceOptions(
@@ -53,7 +55,7 @@ def make_sample_shards(
         corpus = CorpusOptions(input_format="gutenberg", documents=documents)
         create_pretraining_data(
             [SAMPLE_CORPUS], vocab_file, folder, options, corpus,
-            prefix=split, overwrite=True, progress=progress,
+            prefix=split, overwrite=True, progress=progress, workers=workers,
         )
         (folder / _DONE).write_text(f"max_seq_length={max_seq_length}\n")
     return {"train_data": str(root / "train"), "eval_data": str(root / "eval"),

@@ -9,8 +9,10 @@ file) and check the loaded vocabulary size against the file either way.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from transformers import BertTokenizer
+if TYPE_CHECKING:  # imported when a tokenizer is loaded: transformers takes seconds to import
+    from transformers import BertTokenizer
 
 
 def read_vocab(vocab_file: str | Path) -> dict[str, int]:
@@ -24,6 +26,8 @@ def read_vocab(vocab_file: str | Path) -> dict[str, int]:
 
 def load_tokenizer(vocab_file: str | Path, do_lower_case: bool = True) -> BertTokenizer:
     """A ``BertTokenizer`` over exactly the tokens in ``vocab_file``."""
+    from transformers import BertTokenizer
+
     vocab = read_vocab(vocab_file)
     try:  # transformers 5: a vocabulary dict (its vocab_file= may be silently ignored)
         tokenizer = BertTokenizer(vocab=vocab, do_lower_case=do_lower_case)

@@ -1,0 +1,303 @@
+"""The engine of ``create_data``: text -> token ids -> blocks -> instances -> shards, in one or N processes.
+
+Two ways to draw the random stream, both reproducible byte for byte:
+
+* **One stream** (the default, the original's): one ``random.Random(seed)`` draws every
+  choice of the run in a fixed order, blocks and shard shuffles included. The draws
+  depend on the data (how many tokens are truncated, how many candidates are
+  shuffled), so block ``k``'s generator state is only known once block ``k - 1`` is
+  done: instance creation runs in the main process, in order. With ``--workers N``
+  everything that draws nothing runs in N worker processes: tokenising ahead of the
+  main process, and compressing + writing the shards. The output is the
+  same bytes for every N.
+* **Per file** (``--per-file``): each input file is a unit of its own, with its own
+  generator ``random.Random(f"{seed}:{stem}")`` and its own shards
+  ``<prefix>_<stem>_shard_NNNNN.hdf5``. A file's shards do not depend on which other
+  files are in the run, so disjoint sets of files can be processed on different
+  machines, and ``--workers N`` processes N files at once.
+
+:func:`run_one_stream` and :func:`run_per_file` are the two modes; :func:`tokenize_chunk`,
+:func:`fill_shards` and :func:`create_file_shards` their steps, which
+:class:`~bert_tutorial.create_workers.WorkerPool` runs in worker processes.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .corpus import CorpusCounts, CorpusOptions, read_documents, tokenize_documents
+from .instances import (
+    Instance,
+    InstanceOptions,
+    VocabInfo,
+    create_instances,
+    segment_limits,
+    split_long_segments,
+)
+from .shard_writer import ShardWriter, WriteFunction, shard_name
+
+if TYPE_CHECKING:
+    from .create_workers import WorkerPool
+    from .wordpiece import WordPieceTokenizer
+
+#: A chunk of text handed to a tokenizer process holds about this many characters (or
+#: :data:`CHUNK_DOCUMENTS` documents): big enough that sending it costs little next to
+#: tokenising it, small enough that N processes share a block evenly.
+CHUNK_CHARS = 1 << 18
+CHUNK_DOCUMENTS = 2_000
+
+
+@dataclass(frozen=True)
+class CreationOptions:
+    """The settings that decide which instances are made and how they are split into shards.
+
+    Together with the input text, the vocabulary and :class:`~bert_tutorial.corpus.CorpusOptions`
+    these fix the output bytes; ``docs_per_block`` and ``shard_size`` trade memory for
+    how far a random-next segment and the shuffling may reach (see ``create_data``).
+    The number of worker processes is not among them: it never changes the output.
+    """
+
+    #: Sequence length, masking probability, predictions per sequence, short-sequence share.
+    instances: InstanceOptions = field(default_factory=InstanceOptions)
+    #: Passes over the text, each with new A/B splits and masks.
+    dupe_factor: int = 5
+    seed: int = 12345
+    #: Instances per shard (the last shard may hold fewer).
+    shard_size: int = 100_000
+    #: Documents tokenised and held in memory at once.
+    docs_per_block: int = 10_000
+    #: Each input file on its own: own random stream and shards named after the file.
+    per_file: bool = False
+
+    def validate(self) -> None:
+        """Reject values that would crash deep inside the loop or write nothing."""
+        self.instances.validate()
+        for name in ("dupe_factor", "shard_size", "docs_per_block"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+@dataclass
+class Summary(CorpusCounts):
+    """What a run produced, for the CLI report and for tests."""
+
+    shards: list[tuple[Path, int]] = field(default_factory=list)
+    #: Tokens of A and B placed into instances before truncation, and those truncation cut.
+    instance_tokens: int = 0
+    truncated_tokens: int = 0
+    #: Instances whose "random" B came from their own document (labelled 0, see ``instances``).
+    same_document_b: int = 0
+    #: Blocks that held a single document ("file:block" or "block"), for the warning.
+    single_document_blocks: list[str] = field(default_factory=list)
+
+    @property
+    def instances(self) -> int:
+        """Sequences written, over all shards."""
+        return sum(n for _, n in self.shards)
+
+    def count(self, instance: Instance) -> None:
+        """Add one instance's truncation and NSP figures."""
+        kept = len(instance.input_ids) - 3
+        self.instance_tokens += kept + instance.truncated
+        self.truncated_tokens += instance.truncated
+        self.same_document_b += instance.same_document_b
+
+    def merge(self, other: Summary) -> None:
+        """Add another run's (another file's) figures to this one."""
+        for name in ("documents", "sentences", "tokens", "split_segments", "instance_tokens",
+                     "truncated_tokens", "same_document_b"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.shards += other.shards
+        self.single_document_blocks += other.single_document_blocks
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a (worker) process needs to make shards, besides the text and the tokenizer."""
+
+    output_dir: Path
+    prefix: str
+    options: CreationOptions
+    corpus: CorpusOptions
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(T, P) of the shards."""
+        return self.options.instances.max_seq_length, self.options.instances.max_predictions_per_seq
+
+
+def text_chunks(documents: Iterable[list[str]]) -> Iterator[list[list[str]]]:
+    """Consecutive groups of documents of about :data:`CHUNK_CHARS` characters each."""
+    chunk: list[list[str]] = []
+    chars = 0
+    for document in documents:
+        chunk.append(document)
+        chars += sum(map(len, document))
+        if chars >= CHUNK_CHARS or len(chunk) >= CHUNK_DOCUMENTS:
+            yield chunk
+            chunk, chars = [], 0
+    if chunk:
+        yield chunk
+
+
+def tokenize_chunk(
+    chunk: list[list[str]], tokenizer: Callable[[list[str]], list[list[int]]], max_seq_length: int
+) -> tuple[list[list[list[int]]], CorpusCounts]:
+    """Token ids of a chunk of documents, over-long segments cut (``segment_limits``), and counts.
+
+    Draws nothing, so it may run in any process in any order.
+    """
+    counts = CorpusCounts()
+    longest, piece = segment_limits(max_seq_length)
+    documents = []
+    for document in tokenize_documents(chunk, tokenizer, counts):
+        document, cut = split_long_segments(document, longest, piece)
+        counts.split_segments += cut
+        documents.append(document)
+    return documents, counts
+
+
+def collect(
+    tokenized: Iterable[tuple[list[list[list[int]]], CorpusCounts]], summary: CorpusCounts
+) -> Iterator[list[list[int]]]:
+    """The documents of tokenised chunks, in order, adding each chunk's counts to ``summary``."""
+    for documents, counts in tokenized:
+        for name in ("documents", "sentences", "tokens", "split_segments"):
+            setattr(summary, name, getattr(summary, name) + getattr(counts, name))
+        yield from documents
+
+
+def blocks(documents: Iterable[list[list[int]]], size: int) -> Iterator[list[list[list[int]]]]:
+    """Consecutive lists of ``size`` documents; a last block of one document joins the one before.
+
+    A block of a single document has no other document to draw a random B from, so
+    rather than leave the corpus's last document alone, it is added to the block
+    before (which then holds ``size + 1``). Blocks of a corpus whose last block has
+    two or more documents are exactly the original's.
+    """
+    iterator = iter(documents)
+    block = list(islice(iterator, size))
+    while block:
+        following = list(islice(iterator, size))
+        if len(following) == 1:
+            block += following
+            following = []
+        yield block
+        block = following
+
+
+def fill_shards(
+    documents: Iterable[list[list[int]]],
+    job: Job,
+    vocab: VocabInfo,
+    writer: ShardWriter,
+    summary: Summary,
+    on_block: Callable[[], None] = lambda: None,
+) -> None:
+    """Instances of every block of ``documents`` into ``writer``, drawing from ``writer.rng``."""
+    options = job.options
+    for index, block in enumerate(blocks(documents, options.docs_per_block)):
+        if len(block) == 1:
+            where = f"{writer.name}.txt:" if writer.name is not None else ""
+            summary.single_document_blocks.append(f"{where}block {index}")
+        for instance in create_instances(
+            block, options.instances, vocab, writer.rng, options.dupe_factor
+        ):
+            summary.count(instance)
+            writer.add(instance)
+        on_block()
+    writer.flush()
+
+
+def file_rng(seed: int, name: str) -> random.Random:
+    """The generator of one file in ``--per-file`` mode: from the seed and the file's name only.
+
+    A string seed is hashed with SHA-512 (not Python's per-process ``hash``), so it is
+    the same in every process, on every machine.
+    """
+    return random.Random(f"{seed}:{name}")
+
+
+def create_file_shards(
+    path: Path,
+    job: Job,
+    tokenizer: Callable[[list[str]], list[list[int]]],
+    vocab: VocabInfo,
+    write: WriteFunction | None = None,
+) -> Summary:
+    """``--per-file``: the shards of one input file, independent of every other file."""
+    name = shard_name(path)
+    options, corpus = job.options, job.corpus
+    rng = file_rng(options.seed, name)
+    writer = ShardWriter(job.output_dir, job.prefix, options.shard_size, job.shape, rng, write, name)
+    summary = Summary()
+    text = read_documents([path], corpus.input_format, corpus.document_regex,
+                          corpus.encoding, corpus.errors)
+    chunks = (tokenize_chunk(c, tokenizer, job.shape[0]) for c in text_chunks(text))
+    fill_shards(collect(chunks, summary), job, vocab, writer, summary)
+    summary.shards = writer.written
+    return summary
+
+
+def run_one_stream(
+    files: Sequence[Path],
+    job: Job,
+    tokenizer: WordPieceTokenizer,
+    vocab: VocabInfo,
+    pool: WorkerPool | None,
+    progress: bool,
+) -> Summary:
+    """The default: one random stream over all files, instances made in this process."""
+    from tqdm.auto import tqdm
+
+    corpus, options = job.corpus, job.options
+    rng = random.Random(options.seed)  # the one source of randomness, drawn in a fixed order
+    write = pool.writer() if pool is not None else None
+    writer = ShardWriter(job.output_dir, job.prefix, options.shard_size, job.shape, rng, write)
+    summary = Summary()
+    text = islice(
+        read_documents(files, corpus.input_format, corpus.document_regex, corpus.encoding,
+                       corpus.errors),
+        corpus.documents.start,
+        corpus.documents.stop,
+    )
+    with tqdm(text, unit="doc", desc="documents", disable=not progress) as bar:
+        chunks = text_chunks(bar)
+        max_seq_length = job.shape[0]
+        if pool is None:
+            tokenized = (tokenize_chunk(chunk, tokenizer, max_seq_length) for chunk in chunks)
+        else:
+            tokenized = pool.tokenized(chunks, max_seq_length, options.docs_per_block)
+        fill_shards(collect(tokenized, summary), job, vocab, writer, summary,
+                    lambda: bar.set_postfix(instances=writer.instances))
+        if pool is not None:
+            pool.wait_writes()
+    summary.shards = writer.written
+    return summary
+
+
+def run_per_file(
+    files: Sequence[Path],
+    job: Job,
+    tokenizer: WordPieceTokenizer,
+    vocab: VocabInfo,
+    pool: WorkerPool | None,
+    progress: bool,
+) -> Summary:
+    """``--per-file``: every file on its own (in ``pool``'s processes, if there is one)."""
+    from tqdm.auto import tqdm
+
+    if pool is None:
+        summaries = (create_file_shards(path, job, tokenizer, vocab) for path in files)
+    else:
+        summaries = pool.per_file(files, job)
+    summary = Summary()
+    for one in tqdm(summaries, total=len(files), unit="file", desc="files", disable=not progress):
+        summary.merge(one)
+    return summary

@@ -1,0 +1,187 @@
+"""Where ``create_data``'s shards go: names, the output folder, and the buffer that fills them.
+
+Shards are ``<output_dir>/<prefix>_shard_00000.hdf5``, or with ``--per-file``
+``<output_dir>/<prefix>_<file stem>_shard_00000.hdf5``, so runs over disjoint sets of
+files (on several machines) never produce the same name. :func:`prepare_output`
+turns every problem with the folder into one error that names it, before any text is
+read; :class:`ShardWriter` buffers instances, shuffles each full buffer and hands
+it as arrays to a write function (in this process, or in a worker process with
+``--workers``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from array import array
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import chain
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .instances import INT32, Instance, shuffle
+
+if TYPE_CHECKING:  # numpy and h5py are imported by the process that writes
+    import numpy as np
+
+#: What a file stem may contain in a shard name; anything else becomes "_".
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def shard_path(output_dir: Path, prefix: str, index: int, name: str | None = None) -> Path:
+    """``<output_dir>/<prefix>_shard_00000.hdf5``, or ``<prefix>_<name>_shard_00000.hdf5``."""
+    middle = f"{prefix}_{name}" if name is not None else prefix
+    return output_dir / f"{middle}_shard_{index:05d}.hdf5"
+
+
+def shard_name(path: Path) -> str:
+    """The part of a shard name that stands for an input file: its stem, made file-name safe."""
+    return _UNSAFE.sub("_", path.stem)
+
+
+def existing_shards(output_dir: Path, prefix: str, names: Iterable[str] | None = None) -> list[Path]:
+    """Shards of this prefix (and, if given, of these per-file names) already in ``output_dir``."""
+    if names is None:
+        middles = [re.escape(prefix)]
+    else:
+        middles = [re.escape(f"{prefix}_{name}") for name in names]
+    if not middles or not output_dir.is_dir():
+        return []
+    pattern = re.compile(rf"^(?:{'|'.join(middles)})_shard_\d{{5,}}\.hdf5$")
+    return sorted(p for p in output_dir.iterdir() if pattern.match(p.name))
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """Refuse, with a message naming the folder, an output folder that cannot be made or written.
+
+    Called before any text is read, so a typo in ``--output-dir`` costs nothing.
+    """
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"--output-dir {output_dir}: exists and is a file, not a folder")
+    existing = next((p for p in (output_dir, *output_dir.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ValueError(f"--output-dir {output_dir}: {existing} is a file, not a folder")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--output-dir {output_dir}: {existing} is not writable")
+
+
+def prepare_output(
+    output_dir: Path, prefix: str, overwrite: bool, names: Iterable[str] | None = None
+) -> None:
+    """Create the folder; refuse (or with ``overwrite`` remove) old shards of the same names.
+
+    With per-file ``names`` only those files' shards count, so machines writing the
+    shards of other files into a shared folder are left alone.
+    """
+    check_output_dir(output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--output-dir {output_dir}: cannot create it ({exc.strerror})") from exc
+    old = existing_shards(output_dir, prefix, names)
+    if old and not overwrite:
+        raise ValueError(
+            f"{output_dir}: already holds {len(old)} '{prefix}' shard(s) (e.g. {old[0].name}); "
+            "pass --overwrite to replace them or choose another --prefix"
+        )
+    for path in old:
+        path.unlink()
+
+
+def _padded(rows: Sequence[Sequence[int]], width: int) -> np.ndarray:
+    """``rows`` as an int32 ``(len(rows), width)`` array, each padded with zeros on the right.
+
+    Rows that are 32-bit ``array``s (as :func:`~bert_tutorial.instances.create_instances`
+    makes them) are joined with their padding bytes in one C call; other rows are
+    copied element by element.
+    """
+    import numpy as np
+
+    if all(isinstance(row, array) and row.typecode == INT32 for row in rows):
+        padding = [bytes(4 * k) for k in range(width + 1)]
+        joined = bytearray().join(
+            chain.from_iterable((row, padding[width - len(row)]) for row in rows))
+        return np.frombuffer(joined, np.int32).reshape(len(rows), width)
+    out = np.zeros((len(rows), width), np.int32)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
+
+
+def instances_to_arrays(
+    instances: Sequence[Instance], max_seq_length: int, max_predictions: int
+) -> dict[str, np.ndarray]:
+    """Pad instances into the arrays of the shard format (see ``hdf5_format``)."""
+    import numpy as np
+
+    n = len(instances)
+    lengths = np.fromiter((len(inst.input_ids) for inst in instances), np.int64, n)
+    num_a = np.fromiter((inst.num_segment_a for inst in instances), np.int64, n)
+    num_pred = np.fromiter((len(inst.masked_lm_positions) for inst in instances), np.int64, n)
+    if n and (lengths.max() > max_seq_length or num_pred.max() > max_predictions):
+        raise ValueError(f"an instance is longer than T={max_seq_length} or P={max_predictions}")
+    columns = np.arange(max_seq_length)
+    return {
+        "input_ids": _padded([inst.input_ids for inst in instances], max_seq_length),
+        "input_mask": (columns < lengths[:, None]).astype(np.int8),
+        "segment_ids": ((columns >= num_a[:, None]) & (columns < lengths[:, None])).astype(np.int8),
+        "masked_lm_positions": _padded([i.masked_lm_positions for i in instances], max_predictions),
+        "masked_lm_ids": _padded([inst.masked_lm_ids for inst in instances], max_predictions),
+        "next_sentence_labels": np.fromiter((i.is_random_next for i in instances), np.int8, n),
+    }
+
+
+def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write one shard's arrays (compressing them: the costly part, done wherever it is called)."""
+    from .hdf5_format import write_shard  # h5py: imported by the process that writes
+
+    return write_shard(path, arrays)
+
+
+#: ``(path, arrays) -> None``: writes one shard now or arranges for it to be written.
+WriteFunction = Callable[[Path, "dict[str, np.ndarray]"], None]
+
+
+@dataclass
+class ShardWriter:
+    """Buffers instances and writes a shuffled shard every ``shard_size`` instances.
+
+    The shuffle draws from the run's one generator, so where a shard boundary falls
+    is part of the random stream; the write itself (compression) draws nothing and
+    may happen anywhere, which is what ``--workers`` uses. The instances are padded
+    into arrays here, since arrays cost far less to send to another process than
+    instance objects.
+    """
+
+    output_dir: Path
+    prefix: str
+    shard_size: int
+    shape: tuple[int, int]
+    rng: random.Random
+    write: WriteFunction | None = None
+    name: str | None = None
+    buffer: list[Instance] = field(default_factory=list)
+    written: list[tuple[Path, int]] = field(default_factory=list)
+
+    def add(self, instance: Instance) -> None:
+        """Buffer one instance; write a shard when the buffer is full."""
+        self.buffer.append(instance)
+        if len(self.buffer) >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffer (shuffled, so a shard does not hold one document's instances in a row)."""
+        if not self.buffer:
+            return
+        shuffle(self.buffer, self.rng)
+        path = shard_path(self.output_dir, self.prefix, len(self.written), self.name)
+        (self.write or write_arrays)(path, instances_to_arrays(self.buffer, *self.shape))
+        self.written.append((path, len(self.buffer)))
+        self.buffer = []
+
+    @property
+    def instances(self) -> int:
+        """Instances written or buffered so far (for the progress bar)."""
+        return sum(n for _, n in self.written) + len(self.buffer)
