@@ -120,3 +120,13 @@ def test_strip_removes_outputs_counts_widgets_and_run_metadata(tmp_path):
     assert subprocess.run([*script, str(path)], capture_output=True).returncode == 0
     assert subprocess.run([*script, "--check", str(path)], capture_output=True).returncode == 0
     assert read(path) == nb
+
+
+def test_setup_cells_badges_and_readme_agree_with_the_repository_url():
+    """pyproject.toml's Repository URL is the one place it is set (scripts/sync_notebooks.py)."""
+    sync = subprocess.run([sys.executable, str(ROOT / "scripts" / "sync_notebooks.py"), "--check"],
+                          capture_output=True, text=True)
+    assert sync.returncode == 0, sync.stdout + sync.stderr
+    for path in NOTEBOOKS:
+        title = read(path).cells[0].source
+        assert f"notebooks/{path.name})" in title and "colab-badge.svg" in title
