@@ -2,7 +2,8 @@
 
 * One stream (the default): the random stream stays in the main process, so N only
   changes who tokenises and who compresses; the committed sample shards come out
-  byte for byte with any N (checked against the sha256 sums of ``data_samples/README.md``).
+  byte for byte with any N (checked against the sha256 sums of ``data_samples/README.md``
+  and, for ``data_samples/continue/``, of the base model's card).
 * ``--per-file``: a file's shards depend only on the file, the seed and the options,
   so two partial runs over disjoint file sets, put together, are exactly the shards
   of one run over all files (the recipe of ``docs/large_corpus.md``).
@@ -63,6 +64,22 @@ def test_readme_commands_give_the_committed_bytes(tmp_path, workers):
             hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted((tmp_path / "data_samples").rglob("*.hdf5"))}
     assert made == EXPECTED_SUMS
+
+
+@pytest.mark.skipif(
+    (h5py.version.version, h5py.version.hdf5_version) != ("3.16.0", "2.0.0"),
+    reason="the model card's sums were made with h5py 3.16.0 / HDF5 2.0.0",
+)
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_continue_shards_give_the_committed_bytes(tmp_path, workers):
+    """data_samples/continue/ (scripts/make_base_model.py's command) is also reproduced exactly."""
+    card = (DATA_SAMPLES / "base-model" / "README.md").read_text(encoding="utf-8")
+    expected = dict(re.findall(r"`\.\./continue/(\w+\.hdf5)` \| `([0-9a-f]{64})`", card))
+    assert len(expected) == 2
+    made = run(tmp_path / "continue", "--input", str(BOOK), "--gutenberg", "--documents", "40:55",
+               "--dupe-factor", "5", "--max-seq-length", "128", "--seed", "12345",
+               "--shard-size", "2500", "--prefix", "continue", "--workers", workers)
+    assert {name: hashlib.sha256(data).hexdigest() for name, data in made.items()} == expected
 
 
 @pytest.fixture(scope="module")
