@@ -175,7 +175,7 @@ def test_fault_03_a_repeated_signal_counts_once_and_a_second_request_stops_at_on
 def test_fault_03_second_signal_exits_with_the_signal_status(monkeypatch, tmp_path, capsys):
     from bert_tutorial import pretrain
 
-    def interrupted(cfg):
+    def interrupted(cfg, do_train):
         raise StopNow(signal.SIGTERM)
 
     monkeypatch.setattr(pretrain, "_train", interrupted)
