@@ -74,11 +74,13 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
 @contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
     """Hide save_pretrained's own progress bar, which would break the training bar."""
+    was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
         yield
     finally:
-        hf_logging.enable_progress_bar()
+        if was_enabled:  # a user who turned the bars off keeps them off
+            hf_logging.enable_progress_bar()
 
 
 def _fsync_tree(folder: Path) -> None:

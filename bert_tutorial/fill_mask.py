@@ -165,7 +165,7 @@ def plot_before_after(
             top = max(top, 0.5)
         ax.set_ylim(0, min(1.0, top * 1.2 + 0.01) if is_share else top * 1.15 + 0.01)
         if is_share:
-            ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))  # 12.5 %, not "12 %"
         ax.set_title(title)
         ax.grid(alpha=0.3, axis="y")
     return save_figure(fig, path)

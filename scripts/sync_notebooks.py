@@ -29,20 +29,21 @@ BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 TABLE_START, TABLE_END = "<!-- notebooks:start -->", "<!-- notebooks:end -->"
 
 SETUP_CELL = '''\
-# Setup, the same in every notebook. Colab: clone and install this repository (Colab keeps its
-# own torch). Locally: use the checkout this notebook is in (install it as the README says).
+# Setup, the same in every notebook. Colab or Kaggle: clone and install this repository (keeping the
+# runtime's own torch). Locally: use the checkout this notebook is in (install it as the README says).
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 REPO_URL = "{url}"  # set in pyproject.toml; scripts/sync_notebooks.py writes it here
-if "google.colab" in sys.modules and not Path("/content/repo/bert_tutorial").is_dir():
+CLONE = Path("/content/repo" if "google.colab" in sys.modules else "/kaggle/working/repo")
+if ("google.colab" in sys.modules or Path("/kaggle/working").is_dir()) and not (CLONE / "bert_tutorial").is_dir():
     imported = "transformers" in sys.modules  # an older version stays loaded until a restart
-    subprocess.run(["git", "clone", "--depth=1", REPO_URL, "/content/repo"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/repo"], check=True)
-    print("Installed. Runtime > Restart session, then run all again." if imported else "Installed.")
-ROOT = next((p for p in [Path("/content/repo"), Path.cwd(), *Path.cwd().parents] if (p / "bert_tutorial").is_dir()), None)
+    subprocess.run(["git", "clone", "--depth=1", REPO_URL, str(CLONE)], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", str(CLONE)], check=True)
+    print("Installed. Restart the session (kernel), then run all again." if imported else "Installed.")
+ROOT = next((p for p in [CLONE, Path.cwd(), *Path.cwd().parents] if (p / "bert_tutorial").is_dir()), None)
 if ROOT is None:
     raise RuntimeError("Open this notebook from inside the repository checkout (see the README).")
 os.chdir(ROOT)  # data_samples/ and runs/ resolve the same from every notebook

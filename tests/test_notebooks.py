@@ -132,3 +132,22 @@ def test_setup_cells_badges_and_readme_agree_with_the_repository_url():
     for path in NOTEBOOKS:
         title = read(path).cells[0].source
         assert f"notebooks/{path.name})" in title and "colab-badge.svg" in title
+
+
+def test_readme_figures_were_drawn_by_the_current_code():
+    """docs/figures match the tagged notebook cells and plotting modules (by input hash).
+
+    Changing what draws a figure without running ``python scripts/make_figures.py`` fails
+    here; the hash covers inputs, not pixels, which differ between machines.
+    """
+    check = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_figures.py"), "--check"],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    readme = (ROOT / "README.md").read_text()
+    for path in NOTEBOOKS:
+        for cell in read(path).cells:
+            for tag in cell.metadata.get("tags", []):
+                if tag.startswith("figure:"):
+                    name = tag.removeprefix("figure:")
+                    assert (ROOT / "docs" / "figures" / f"{name}.png").is_file(), name
+                    assert f"docs/figures/{name}.png" in readme, f"the README does not show {name}"

@@ -187,3 +187,18 @@ def test_token_ids_beyond_the_vocabulary_stop_training_with_file_and_field(tmp_p
     cfg.vocab_file = str(write_vocab(tmp_path / "small_vocab.txt", size=30))  # shards use ids < 50
     with pytest.raises(ValueError, match=r"(train|eval)_\d\.hdf5: field '(input_ids|masked_lm_ids)' has token id \d+ >= vocab size 30"):
         Trainer(cfg).fit()
+
+
+@pytest.mark.parametrize("bars_on", [True, False])
+def test_saving_a_checkpoint_leaves_the_users_progress_bar_setting_alone(tmp_path, bars_on):
+    from transformers import BertConfig
+    from transformers.utils import logging as hf_logging
+
+    model = BertForPreTraining(BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1,
+                                          num_attention_heads=1, intermediate_size=16))
+    (hf_logging.enable_progress_bar if bars_on else hf_logging.disable_progress_bar)()
+    try:
+        ckpt.save_checkpoint(tmp_path / "out", model, {"progress": {"step": 1}}, step=1)
+        assert hf_logging.is_progress_bar_enabled() is bars_on
+    finally:
+        hf_logging.enable_progress_bar()
