@@ -41,6 +41,8 @@ class DistInfo:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    #: Started by torchrun (or with its variables set), even as a single process.
+    launched: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -49,7 +51,9 @@ class DistInfo:
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        """In a process group, wrapped in DDP: always under torchrun, so that a one-process
+        launch (one GPU) runs the very code path of eight processes."""
+        return self.world_size > 1 or self.launched
 
 
 def is_initialized() -> bool:
@@ -62,7 +66,9 @@ def dist_info_from_env(env: dict[str, str] | None = None) -> DistInfo:
     env = os.environ if env is None else env
     world_size = int(env.get("WORLD_SIZE", "1"))
     if world_size <= 1:
-        return DistInfo()
+        # torchrun --nproc_per_node=1 sets RANK and the rendezvous address: a group of one.
+        launched = world_size == 1 and all(k in env for k in ("RANK", "MASTER_ADDR", "MASTER_PORT"))
+        return DistInfo(launched=launched)
     if "RANK" not in env:
         raise RuntimeError(
             f"WORLD_SIZE={world_size} is set but RANK is not: start the job with torchrun "
@@ -72,6 +78,7 @@ def dist_info_from_env(env: dict[str, str] | None = None) -> DistInfo:
         rank=int(env["RANK"]),
         local_rank=int(env.get("LOCAL_RANK", "0")),
         world_size=world_size,
+        launched=True,
     )
 
 
@@ -85,15 +92,15 @@ def backend_for(device_type: str) -> str:
 def init_distributed(device_type: str, timeout: timedelta = DEFAULT_TIMEOUT) -> DistInfo:
     """Join the process group torchrun set up: NCCL between GPUs, gloo on CPU.
 
-    In a single process (no ``WORLD_SIZE`` > 1 in the environment) this does nothing
-    and returns ``DistInfo()``. Calling it again in a process that already joined a
+    Outside torchrun (no ``WORLD_SIZE`` > 1 and no rendezvous variables in the
+    environment) this does nothing and returns ``DistInfo()``. Calling it again in a process that already joined a
     group keeps that group.
     """
     info = dist_info_from_env()
     if not info.enabled:
         return info
     if not dist.is_available():
-        raise RuntimeError("this PyTorch build has no torch.distributed; cannot run with WORLD_SIZE > 1")
+        raise RuntimeError("this PyTorch build has no torch.distributed; cannot run under torchrun")
     if not dist.is_initialized():
         backend = backend_for(device_type)
         options: dict[str, Any] = {}

@@ -128,8 +128,10 @@ def plan_launch(nproc: int | None = None, gpu_count: int | None = None) -> Launc
         if n > gpus:
             raise ValueError(f"nproc={n} but only {gpus} GPUs: NCCL needs one GPU per process")
         backend = "nccl" if dist.is_nccl_available() else "gloo"
-        where = "one per GPU" if n > 1 else "on the only GPU"
-        return LaunchPlan(n, "cuda", backend, f"{n} process(es), {where}, gradients all-reduced over "
+        if n == 1:  # a process group of one: the DDP code path, nothing to exchange
+            return LaunchPlan(1, "cuda", backend, f"1 process on the only GPU, DDP in a {backend.upper()} "
+                                                  "group of one (the code path of many GPUs)")
+        return LaunchPlan(n, "cuda", backend, f"{n} processes, one per GPU, gradients all-reduced over "
                                               f"{backend.upper()}")
     why = "no GPU" if gpus == 0 else "only 1 GPU"
     return LaunchPlan(n, "cpu", "gloo",

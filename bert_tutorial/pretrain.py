@@ -120,7 +120,7 @@ def _train(cfg: TrainConfig, do_train: bool = True) -> None:
     trainer = Trainer(cfg)
     if trainer.dist.is_main:
         print(f"device {trainer.device}, precision {trainer.precision}, world size "
-              f"{trainer.dist.world_size}, {len(trainer.train_data)} train sequences, "
+              f"{trainer.dist.world_size}{' (DDP)' if trainer.dist.enabled else ''}, {len(trainer.train_data)} train sequences, "
               f"{trainer.total_steps} optimizer steps -> {trainer.output_dir}")
     if not do_train:
         return

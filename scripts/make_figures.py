@@ -2,12 +2,17 @@
 """Regenerate the figures the README shows, by running the notebooks that draw them.
 
 A code cell tagged ``figure:<name>`` (cell metadata ``tags``) draws a headline figure.
-This script executes each notebook holding such cells (a fresh kernel, the defaults:
-a CPU run of a few minutes in all), writes every tagged cell's PNG output to
-``docs/figures/<name>.png``, and records in ``docs/figures/inputs.json`` a hash of what
-drew them: the notebooks' code cells and the package modules that plot. The test suite
-recomputes that hash, so a change to the drawing code without new figures fails CI
-(by inputs, not by pixels, which differ across machines).
+This script executes each notebook holding such cells (a fresh kernel, the defaults,
+on the CPU whatever the machine has: about 5 minutes on 2 cores), writes every tagged
+cell's PNG output to ``docs/figures/<name>.png``, and records in
+``docs/figures/inputs.json`` a hash of what drew them: the notebooks' code cells and
+every module of the package (the numbers in the figures come from all of it). The test
+suite recomputes that hash, so a code change without new figures fails CI (by inputs,
+not by pixels, which differ across machines).
+
+The notebooks resume a finished run instead of training again, so an existing
+``runs/notebooks`` is first moved aside (to ``runs/notebooks.before-figures-<time>``,
+never deleted) and every figure comes from a fresh run of the current code.
 
     python scripts/make_figures.py            # run the notebooks, write the figures
     python scripts/make_figures.py --check    # exit 1 when the figures are out of date
@@ -19,7 +24,9 @@ import argparse
 import base64
 import hashlib
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -27,8 +34,6 @@ import nbformat
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES = ROOT / "docs" / "figures"
 INPUTS = FIGURES / "inputs.json"
-#: Package modules whose code draws or computes what the figures show.
-DRAWING_MODULES = ("plotting.py", "fill_mask.py", "masking_stats.py", "samples.py")
 TAG = "figure:"
 
 
@@ -50,9 +55,8 @@ def inputs_hash() -> dict[str, str]:
         code = "\n\0".join(c.source for c in nb.cells if c.cell_type == "code")
         tags = json.dumps([c.metadata.get("tags", []) for c in nb.cells])
         hashes[f"notebooks/{path.name}"] = hashlib.sha256((code + tags).encode()).hexdigest()
-    for name in DRAWING_MODULES:
-        path = ROOT / "bert_tutorial" / name
-        hashes[f"bert_tutorial/{name}"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    for path in sorted((ROOT / "bert_tutorial").glob("*.py")):
+        hashes[f"bert_tutorial/{path.name}"] = hashlib.sha256(path.read_bytes()).hexdigest()
     script = Path(__file__).resolve()
     hashes["scripts/make_figures.py"] = hashlib.sha256(script.read_bytes()).hexdigest()
     return hashes
@@ -88,6 +92,13 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     FIGURES.mkdir(parents=True, exist_ok=True)
+    runs = ROOT / "runs" / "notebooks"
+    if runs.exists():
+        aside = runs.with_name(f"notebooks.before-figures-{time.strftime('%Y%m%d-%H%M%S')}")
+        runs.rename(aside)
+        print(f"moved {runs.relative_to(ROOT)} aside to {aside.relative_to(ROOT)}")
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the figures are of the CPU defaults, reproducibly
+    os.environ.pop("BERT_TUTORIAL_FULL_RUN", None)
     for path in notebooks_with_figures():
         print(f"running {path.name} ...", flush=True)
         for name, png in run_notebook(path).items():

@@ -39,10 +39,11 @@ from pathlib import Path
 REPO_URL = "{url}"  # set in pyproject.toml; scripts/sync_notebooks.py writes it here
 CLONE = Path("/content/repo" if "google.colab" in sys.modules else "/kaggle/working/repo")
 if ("google.colab" in sys.modules or Path("/kaggle/working").is_dir()) and not (CLONE / "bert_tutorial").is_dir():
-    imported = "transformers" in sys.modules  # an older version stays loaded until a restart
-    subprocess.run(["git", "clone", "--depth=1", REPO_URL, str(CLONE)], check=True)
+    if subprocess.run(["git", "clone", "--depth=1", REPO_URL, str(CLONE)]).returncode:
+        raise RuntimeError(f"cannot clone {{REPO_URL}}: is the internet on (Kaggle: Session options)?")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", str(CLONE)], check=True)
-    print("Installed. Restart the session (kernel), then run all again." if imported else "Installed.")
+    if "transformers" in sys.modules:  # an older version stays loaded until a restart
+        raise RuntimeError("Installed. Restart the session (kernel), then run all again.")
 ROOT = next((p for p in [CLONE, Path.cwd(), *Path.cwd().parents] if (p / "bert_tutorial").is_dir()), None)
 if ROOT is None:
     raise RuntimeError("Open this notebook from inside the repository checkout (see the README).")

@@ -208,6 +208,17 @@ def test_two_processes_match_one_process_with_same_global_batch(two_proc, refere
         assert a["mlm_accuracy"] == b["mlm_accuracy"]
 
 
+def test_one_process_under_torchrun_is_ddp_of_one_and_matches_one_process(data, reference, tmp_path):
+    """torchrun --nproc_per_node=1 (one GPU on Colab): a process group of one and the DDP wrapper,
+    the code path of many processes, with the same numbers as a plain process."""
+    out = tmp_path / "run"
+    (log,) = torchrun(["--standalone", "--nproc_per_node=1", "-m", "bert_tutorial.pretrain",
+                       *config_args(run_config(data, out))])
+    assert "world size 1 (DDP)" in log
+    assert_same_weights(weights(out), weights(reference))
+    assert_same_losses(out, reference)
+
+
 def test_grad_accumulation_with_no_sync_matches_one_process(two_nodes, reference):
     """2 ranks x batch 4 x 2 micro-batches == 1 process x batch 16; all-reduce only on the last."""
     assert_same_weights(weights(two_nodes["run"]), weights(reference))
@@ -357,6 +368,8 @@ def test_single_process_helpers_are_no_ops(monkeypatch):
 def test_dist_info_from_env():
     assert bdist.dist_info_from_env({}) == bdist.DistInfo()
     assert bdist.dist_info_from_env({"WORLD_SIZE": "1", "RANK": "0"}) == bdist.DistInfo()
+    one = bdist.dist_info_from_env({"WORLD_SIZE": "1", "RANK": "0", "MASTER_ADDR": "h", "MASTER_PORT": "1"})
+    assert one.enabled and one.is_main and one.world_size == 1  # torchrun --nproc_per_node=1: a group of one
     info = bdist.dist_info_from_env({"WORLD_SIZE": "16", "RANK": "9", "LOCAL_RANK": "1"})
     assert (info.rank, info.local_rank, info.world_size, info.is_main, info.enabled) == (9, 1, 16, False, True)
     with pytest.raises(RuntimeError, match="torchrun"):
