@@ -4,9 +4,11 @@ bf16 autocast keeps fp32's exponent range, so it needs no loss scaling; fp16 doe
 (``GradScaler``). "auto" picks bf16 only where the GPU computes it natively (compute
 capability 8.0, Ampere, and newer): on a T4, V100 or P100 (Colab's free GPUs among
 them) bf16 is emulated — no tensor cores, the slowest attention kernel — so "auto"
-means fp16 + GradScaler there. CPUs train in fp32 by default: CPU autocast is slow on
-most machines and buys nothing for a tutorial-sized model (bf16 and fp16 can still be
-asked for, e.g. to test the fp16 path without a GPU).
+means fp16 + GradScaler there. CPUs train in fp32 by default: bf16 autocast pays only on
+CPUs with bf16 instructions (a BERT-base step 1.6x faster on a Zen 4 with AVX-512 BF16,
+34-43x *slower* on a Zen 3 without; ``benchmarks/README.md``), and buys nothing for a
+tutorial-sized model (bf16 and fp16 can still be asked for, e.g. to test the fp16 path
+without a GPU).
 """
 
 from __future__ import annotations
