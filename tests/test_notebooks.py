@@ -151,3 +151,43 @@ def test_readme_figures_were_drawn_by_the_current_code():
                     name = tag.removeprefix("figure:")
                     assert (ROOT / "docs" / "figures" / f"{name}.png").is_file(), name
                     assert f"docs/figures/{name}.png" in readme, f"the README does not show {name}"
+
+
+SETUP_HARNESS = """
+import subprocess, sys, types
+from pathlib import Path
+sys.modules["google.colab"] = types.ModuleType("google.colab")  # as in a Colab kernel
+calls = []
+class Done:
+    def __init__(self, returncode): self.returncode = returncode
+def fake_run(cmd, check=False):
+    calls.append(cmd[:3] if cmd[0] == "git" else cmd[-3:])
+    if cmd[0] == "git" and {clone_ok}:
+        (Path(cmd[-1]) / "bert_tutorial").mkdir(parents=True)  # what the clone brings
+    return Done(0 if cmd[0] != "git" or {clone_ok} else 128)
+subprocess.run = fake_run
+{preimport}
+try:
+    exec({cell!r})
+except RuntimeError as err:
+    print("RuntimeError:", err)
+print("calls:", calls)
+print("cwd:", Path.cwd())
+"""
+
+
+@pytest.mark.parametrize("case", ["fresh", "clone fails", "transformers imported"])
+def test_setup_cell_in_a_hosted_runtime(tmp_path, case):
+    """The setup cell in a (simulated) Colab kernel: clone, install, chdir; or a named stop."""
+    setup = code_cells(read(NOTEBOOKS[0]))[0].replace("/content/repo", str(tmp_path / "repo"))
+    script = SETUP_HARNESS.format(clone_ok=case != "clone fails", cell=setup,
+                                  preimport="import transformers" if case == "transformers imported" else "")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                         timeout=300).stdout
+    if case == "fresh":
+        assert "RuntimeError" not in out and f"cwd: {tmp_path / 'repo'}" in out
+        assert "['git', 'clone', '--depth=1']" in out and f"'-e', '{tmp_path / 'repo'}'" in out
+    elif case == "clone fails":
+        assert "RuntimeError: cannot clone" in out and "internet" in out and "pip" not in out
+    else:
+        assert "RuntimeError: Installed. Restart the session" in out
