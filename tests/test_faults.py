@@ -235,12 +235,30 @@ def test_fault_04_a_locked_folder_names_the_holder_and_a_crash_releases_it(finis
     assert Trainer(cfg).progress.step == 8
 
 
+# Both runs import everything first and then wait at a gate, so they reach the lock together.
+# Without the gate, one run can finish its few tiny steps before the other has imported torch;
+# the late one then finds a finished run and (correctly) resumes it, which is not this case.
+GATED_RUN = """
+import sys, time
+from pathlib import Path
+import bert_tutorial.training
+from bert_tutorial import pretrain
+print("ready", flush=True)
+while not Path(sys.argv[1]).exists():
+    time.sleep(0.002)
+sys.exit(pretrain.main(sys.argv[2:]))
+"""
+
+
 def test_fault_04_two_runs_started_together_one_trains_one_is_refused(tmp_path):
     data = tiny_data(tmp_path / "data")
-    run = tmp_path / "run"
-    cmd = [*command(data, run), "--epochs", "4"]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run, gate = tmp_path / "run", tmp_path / "gate"
+    flags = [*command(data, run)[3:], "--epochs", "4"]  # the flags after "-m bert_tutorial.pretrain"
+    procs = [subprocess.Popen([sys.executable, "-c", GATED_RUN, str(gate), *flags], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
+    assert [p.stdout.readline().strip() for p in procs] == ["ready", "ready"]
+    gate.touch()
     results = [(p.pid, *p.communicate(timeout=300), p.returncode) for p in procs]
     codes = sorted(rc for *_, rc in results)
     assert codes == [0, 1], results
