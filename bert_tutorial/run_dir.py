@@ -72,6 +72,17 @@ class DataChangedError(RunDirError):
 # --- the lock ----------------------------------------------------------------------------
 
 
+def _read_holder(fd: int) -> str:
+    """The holder's line. A holder writes it just after locking, so a run that lost a race
+    by microseconds would read an empty file (or the previous holder's line): wait a moment."""
+    for _ in range(20):
+        time.sleep(0.05)
+        line = os.pread(fd, 300, 0).decode(errors="replace")
+        if line.endswith("\n"):
+            return line.strip()
+    return "pid unknown"
+
+
 def _lock_fd(path: Path) -> int:
     """Open and lock ``path`` (flock, non-blocking); record who holds it. Raises if taken."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -80,7 +91,7 @@ def _lock_fd(path: Path) -> int:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "pid unknown"
+        holder = _read_holder(fd)
         os.close(fd)
         raise RunLockedError(
             f"{path.parent}: in use by another run ({holder}); wait for it to finish, stop it, "

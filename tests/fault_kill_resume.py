@@ -109,6 +109,7 @@ def kill_resume_cycles(workdir: Path, cycles: int, seed: int) -> list[int]:
         if step >= total or not run_and_kill(command(data, faulty), env, faulty, step):
             break
         kills.append(logged_step(faulty))
+        step = max(step, kills[-1])  # the kill lands a step or two late: draw the next from there
     run_to_completion(command(data, faulty), env)
 
     ref_losses, ref_weights = final_state(reference)

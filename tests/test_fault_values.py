@@ -162,13 +162,16 @@ def test_fault_07_disk_full_while_saving_names_the_intact_checkpoint(tmp_path, m
     assert not list((tmp_path / "run" / "checkpoints").glob(".tmp-*"))
 
 
-def test_fault_07_disk_full_is_recognised_in_each_disguise(tmp_path):
-    full_here = shutil.disk_usage(tmp_path).free < safe_io.FULL_BELOW_BYTES
+def test_fault_07_disk_full_is_recognised_in_each_disguise(tmp_path, monkeypatch):
     assert safe_io.is_disk_full(OSError(errno.ENOSPC, "No space left on device"), tmp_path)
     assert safe_io.is_disk_full(RuntimeError("I/O error: No space left on device (os error 28)"), tmp_path)
     # torch's writer says neither: only a file system without room left makes it "disk full"
-    assert safe_io.is_disk_full(RuntimeError("unexpected pos 704 vs 598"), tmp_path) == full_here
-    assert not safe_io.is_disk_full(ValueError("a bug, not a disk"), tmp_path)
+    torch_says = RuntimeError("unexpected pos 704 vs 598")
+    for free, full in ((10**9, False), (safe_io.FULL_BELOW_BYTES - 1, True)):
+        monkeypatch.setattr(safe_io.shutil, "disk_usage",
+                            lambda p, free=free: shutil._ntuple_diskusage(10**10, 10**10 - free, free))
+        assert safe_io.is_disk_full(torch_says, tmp_path) == full
+        assert not safe_io.is_disk_full(ValueError("a bug, not a disk"), tmp_path)
 
 
 # --- 7, for real: a full and a read-only file system in a private mount namespace -------------

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fault_kill_resume import command, final_state, kill_resume_cycles, logged_step
+from fault_kill_resume import command, final_state, kill_resume_cycles
 from safetensors.torch import load_file
 from shards import make_shard
 from tiny import tiny_config, tiny_data
@@ -119,12 +119,44 @@ def test_sigkill_at_random_steps_then_resume_is_bit_identical(tmp_path):
     assert len(kills) >= 2  # the run really was killed (and resumed) several times
 
 
-def stop_with(proc: subprocess.Popen, run: Path, after: int, send) -> tuple[int, str, str]:
-    """Wait until ``run`` logged step ``after``, call ``send()``; return (rc, stdout, stderr)."""
-    while logged_step(run) < after and proc.poll() is None:
-        time.sleep(0.01)
-    send()
-    out, err = proc.communicate(timeout=120)
+# The run pauses inside optimizer step ``at`` until the test has sent its signal and touched
+# the gate, so the signal always lands in that step, however fast or loaded the machine is.
+# (Polling metrics.jsonl and signalling "soon" let a tiny run race past the intended step.)
+PAUSED_RUN = """
+import sys, time
+from pathlib import Path
+from bert_tutorial import pretrain, training
+at, gate, real_step, calls = int(sys.argv[1]), Path(sys.argv[2]), training.train_step, [0]
+def paused_step(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] == at:
+        print("paused", flush=True)
+        while not gate.exists():
+            time.sleep(0.005)  # a signal's handler runs here, before the step goes on
+    return real_step(*args, **kwargs)
+training.train_step = paused_step
+sys.exit(pretrain.main(sys.argv[3:]))
+"""
+
+
+def stop_in_step(cmd: list[str], at: int, gate: Path, send, **popen) -> tuple[int, str, str]:
+    """Run ``cmd`` (a pretrain command), pause it in its ``at``-th step, call ``send(proc)``."""
+    proc = subprocess.Popen([sys.executable, "-c", PAUSED_RUN, str(at), str(gate), *cmd[3:]],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **popen)
+    try:
+        before = []  # what the run printed before the pause (the step-0 eval, ...)
+        while (line := proc.stdout.readline()) and line.strip() != "paused":
+            before.append(line)
+        assert line, ("the run ended before the pause", proc.communicate(timeout=60))
+        send(proc)
+        gate.touch()
+        out, err = proc.communicate(timeout=120)
+        out = "".join(before) + out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     return proc.returncode, out, err
 
 
@@ -140,17 +172,18 @@ def test_fault_03_sigterm_to_the_process_group_and_sigint_save_and_resume(tmp_pa
     subprocess.run([*command(data, reference), *short], check=True, capture_output=True)
     cmd = [*command(data, run), *short, "--num-workers", "2", "--save-every-steps", "0"]
 
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # its own process group, as under SLURM
-    rc, out, err = stop_with(proc, run, 4, lambda: os.killpg(proc.pid, signal.SIGTERM))
+    # Its own process group, as under SLURM; the group's SIGTERM reaches the workers too.
+    rc, out, err = stop_in_step(cmd, 5, tmp_path / "gate1",
+                                lambda proc: os.killpg(proc.pid, signal.SIGTERM),
+                                start_new_session=True)
     assert rc == 0 and "killed by signal" not in err, err
-    first = stopped_at(out)
-    assert (ckpt.checkpoint_path(run, first) / "manifest.json").exists()
+    assert stopped_at(out) == 5  # the step under way when the signal came is finished, then saved
+    assert (ckpt.checkpoint_path(run, 5) / "manifest.json").exists()
 
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    rc, out, err = stop_with(proc, run, first + 3, lambda: proc.send_signal(signal.SIGINT))
-    assert rc == 0 and "SIGINT" in err and stopped_at(out) > first, err  # Ctrl-C saves as well
-    assert ckpt.checkpoint_path(run, stopped_at(out)).exists()
+    rc, out, err = stop_in_step(cmd, 6, tmp_path / "gate2",  # the 6th step of the resumed run
+                                lambda proc: proc.send_signal(signal.SIGINT))
+    assert rc == 0 and "SIGINT" in err and stopped_at(out) == 11, err  # Ctrl-C saves as well
+    assert ckpt.checkpoint_path(run, 11).exists()
 
     subprocess.run(cmd, check=True, capture_output=True)  # the same command finishes the run
     assert final_state(run)[0] == final_state(reference)[0]  # every step once, same losses
@@ -190,14 +223,11 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
 
     # Checkpoints only at epoch ends (every 8 steps), so SIGTERM must save mid-epoch itself.
     cmd = [*command(data, preempted), "--save-every-steps", "0"]  # the last flag wins
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    while logged_step(preempted) < 5 and proc.poll() is None:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0
+    rc, out, err = stop_in_step(cmd, 6, tmp_path / "gate", lambda proc: proc.send_signal(signal.SIGTERM))
+    assert rc == 0, err
     assert "Stopped on request at step" in out
     stopped_at = int(out.split("Stopped on request at step ")[1].split(";")[0])
+    assert stopped_at == 6
     state_file = preempted / "checkpoints" / f"checkpoint-{stopped_at:08d}" / "training_state.pt"
     assert state_file.exists() and stopped_at % 8 != 0  # a mid-epoch checkpoint
 
