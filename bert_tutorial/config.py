@@ -32,9 +32,14 @@ class ConfigError(ValueError):
 @dataclass
 class TrainConfig:
     # --- data -------------------------------------------------------------------------------
+    #: Training shards: a folder of .hdf5 files or one file.
     train_data: str = str(DATA_SAMPLES / "train")
+    #: Held-out shards, evaluated before training, at epoch ends and every eval_every_steps;
+    #: None ("none" on the command line) = no evaluation.
     eval_data: str | None = str(DATA_SAMPLES / "eval")
+    #: The WordPiece vocabulary the shards were made with (its size is checked against the model).
     vocab_file: str = str(DATA_SAMPLES / "vocab.txt")
+    #: DataLoader worker processes per rank (0 = read in the training process).
     num_workers: int = 0
     #: Cap on eval batches (None = whole eval set); keeps in-training evaluation cheap.
     eval_max_batches: int | None = None
@@ -61,7 +66,7 @@ class TrainConfig:
     #: Per-device micro-batch; the global batch is this x grad_accum_steps x world size.
     batch_size: int = 32
     grad_accum_steps: int = 1
-    #: None = the default for the kind of run, see ``lr``.
+    #: Peak learning rate; None = 1e-4 when continuing a pretrained model, 1e-3 from scratch.
     learning_rate: float | None = None
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1
@@ -74,6 +79,7 @@ class TrainConfig:
     seed: int = 42
 
     # --- speed ------------------------------------------------------------------------------
+    #: "auto" = this process's GPU if there is one, else "cpu"; or a torch device ("cuda:1").
     device: str = "auto"
     #: "auto" = bf16 autocast on a GPU that supports it, else fp16 + GradScaler on GPU, fp32 on CPU.
     precision: Precision = "auto"

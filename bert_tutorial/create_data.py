@@ -239,7 +239,8 @@ def _add_io_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_instance_arguments(parser: argparse.ArgumentParser) -> None:
     """The knobs of the algorithm (sequence length, masking, passes, seed)."""
     inst = parser.add_argument_group("instances")
-    inst.add_argument("--max-seq-length", type=int, default=128)
+    inst.add_argument("--max-seq-length", type=int, default=128,
+                      help="tokens per sequence, T (default: %(default)s)")
     inst.add_argument(
         "--max-predictions-per-seq",
         type=int,
@@ -247,15 +248,17 @@ def _add_instance_arguments(parser: argparse.ArgumentParser) -> None:
         help="default: 20 at T=128, 80 at T=512, else ceil(0.15 T); "
         "more if --masked-lm-prob needs it (round(T * prob))",
     )
-    inst.add_argument("--masked-lm-prob", type=float, default=0.15)
-    inst.add_argument("--short-seq-prob", type=float, default=0.1)
+    inst.add_argument("--masked-lm-prob", type=float, default=0.15,
+                      help="share of tokens that become MLM targets (default: %(default)s)")
+    inst.add_argument("--short-seq-prob", type=float, default=0.1,
+                      help="share of sequences given a shorter random length (default: %(default)s)")
     inst.add_argument(
         "--whole-word-masking", action="store_true", help="mask all pieces of a word together"
     )
     inst.add_argument(
-        "--dupe-factor", type=int, default=5, help="passes over the text, each with new masks"
+        "--dupe-factor", type=int, default=5, help="passes over the text, each with new masks (default: %(default)s)"
     )
-    inst.add_argument("--seed", type=int, default=12345)
+    inst.add_argument("--seed", type=int, default=12345, help="(default: %(default)s)")
 
 
 def _add_streaming_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
+import re
 import sys
 import types
 import typing
@@ -40,27 +42,49 @@ def _none_or(kind: type):
     return parse
 
 
+def _field_help() -> dict[str, str]:
+    """Each ``TrainConfig`` field's ``#:`` comment in config.py: the help of its flag."""
+    helps: dict[str, str] = {}
+    comment: list[str] = []
+    for line in inspect.getsource(TrainConfig).splitlines():
+        text = line.strip()
+        if text.startswith("#:"):
+            comment.append(text[2:].strip().replace("``", ""))
+        elif comment and (field := re.match(r"(\w+)\s*:", text)):
+            helps[field.group(1)] = " ".join(comment)
+            comment = []
+        else:
+            comment = []
+    return helps
+
+
 def build_parser() -> argparse.ArgumentParser:
     # SUPPRESS: flags not given stay out of the namespace, so "--eval-data none" can
     # still mean None while an absent flag means "keep the TrainConfig default".
     parser = argparse.ArgumentParser(
         prog="python -m bert_tutorial.pretrain",
-        description=__doc__.split("\n\n")[0],
+        description=__doc__.split("\n\n")[1].replace("``", ""),
         argument_default=argparse.SUPPRESS,
     )
+    helps = _field_help()
     parser.add_argument("--full", action="store_true", default=False,
-                        help="start from TrainConfig.full(): bert-base-uncased from the hub, long run")
+                        help="start from TrainConfig.full(): bert-base-uncased from the hub, 1 epoch, global "
+                             "batch 32 x 8 x GPUs, lr 1e-4, bf16/fp16 on a GPU; pass --train-data/--eval-data "
+                             "for real (e.g. T=512) shards")
     parser.add_argument("--dry-run", action="store_true", default=False,
                         help="build the run (data, model, optimizer, output folder) and stop before training")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         kind = _field_type(f)
+        text = f"{helps.get(f.name, '')} (default {f.default})".lstrip()
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=f"(default {f.default})")
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
         elif f.name == "adam_betas":
-            parser.add_argument(flag, type=float, nargs=2, help=f"(default {f.default})")
+            parser.add_argument(flag, type=float, nargs=2, help=text)
         else:
-            parser.add_argument(flag, type=_none_or(kind), help=f"(default {f.default})")
+            hint = typing.get_type_hints(TrainConfig)[f.name]
+            choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
+            parser.add_argument(flag, type=_none_or(kind), help=text, choices=choices)
     return parser
 
 

@@ -25,6 +25,18 @@ def test_flags_map_onto_config_fields():
         config_from_args(["--no-such-flag"])
 
 
+def test_help_explains_the_flags_from_the_config_comments(capsys):
+    with pytest.raises(SystemExit):
+        config_from_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "--learning-rate LEARNING_RATE Peak learning rate; None = 1e-4 when continuing" in text
+    assert 'None ("none" on the command line) = no evaluation' in text
+    assert "--precision {auto,fp32,bf16,fp16}" in text and "``" not in text
+    with pytest.raises(SystemExit):
+        config_from_args(["--precision", "fp8"])  # a named choice, not a failure at run time
+    assert "invalid choice: 'fp8'" in capsys.readouterr().err
+
+
 def test_end_to_end_on_sample_data_eval_accuracy_rises(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["--output-dir", str(out), "--max-steps", "40", "--batch-size", "16",
