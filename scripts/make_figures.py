@@ -3,7 +3,7 @@
 
 A code cell tagged ``figure:<name>`` (cell metadata ``tags``) draws a headline figure.
 This script executes each notebook holding such cells (a fresh kernel, the defaults,
-on the CPU whatever the machine has: about 5 minutes on 2 cores), writes every tagged
+on the CPU whatever the machine has: about 3 minutes on 2 idle cores), writes every tagged
 cell's PNG output to ``docs/figures/<name>.png``, and records in
 ``docs/figures/inputs.json`` a hash of what drew them: the notebooks' code cells and
 every module of the package (the numbers in the figures come from all of it). The test
