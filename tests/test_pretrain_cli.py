@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
+import subprocess
+import sys
+
 import pytest
 
-from bert_tutorial.config import DATA_SAMPLES, TrainConfig
+from bert_tutorial.config import DATA_SAMPLES, REPO_ROOT, TrainConfig
+from bert_tutorial.corpus import gutenberg_to_documents
 from bert_tutorial.metrics import read_metrics
 from bert_tutorial.pretrain import config_from_args, main
 
@@ -62,3 +67,31 @@ def test_dry_run_builds_the_run_and_does_not_train(tmp_path, capsys):
         out = capsys.readouterr().out
         assert "16 optimizer steps" in out and "Final eval" not in out
     assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained, nothing saved
+
+
+def test_the_readme_your_own_text_commands_make_shards_and_a_run_that_starts(tmp_path):
+    """The README's "Your own text" commands as a reader copies them, on chapters of the book.
+
+    Only the hub model is swapped for the local starting model (no network here), and the
+    training command stops before its first step (``--dry-run``)."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split("## Your own text", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    commands = [shlex.split(line) for line in block.replace("\\\n", " ").splitlines()
+                if line.startswith("python -m ")]
+    assert [c[2] for c in commands] == ["bert_tutorial.create_data"] * 2 + ["bert_tutorial.pretrain"]
+
+    chapters = gutenberg_to_documents(
+        (DATA_SAMPLES / "corpus" / "pride-and-prejudice.txt").read_text(encoding="utf-8"))
+    for folder, part in (("my_corpus", chapters[:12]), ("my_heldout", chapters[55:])):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "text.txt").write_text(
+            "\n\n".join("\n".join(sentences) for sentences in part) + "\n", encoding="utf-8")
+    (tmp_path / "data_samples").symlink_to(DATA_SAMPLES)  # the commands run from the repository root
+
+    commands[2] = [str(DATA_SAMPLES / "base-model") if a == "bert-base-uncased" else a for a in commands[2]]
+    for command in commands[:2] + [[*commands[2], "--device", "cpu", "--dry-run"]]:
+        done = subprocess.run([sys.executable, *command[1:]], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, f"{shlex.join(command)}\n{done.stderr[-3000:]}"
+    assert "optimizer steps -> runs/mine" in done.stdout
+    assert list((tmp_path / "my_shards" / "eval").glob("eval*.hdf5"))
