@@ -34,8 +34,8 @@ class TrainConfig:
     # --- data -------------------------------------------------------------------------------
     #: Training shards: a folder of .hdf5 files or one file.
     train_data: str = str(DATA_SAMPLES / "train")
-    #: Held-out shards, evaluated before training, at epoch ends and every eval_every_steps;
-    #: None ("none" on the command line) = no evaluation.
+    #: Held-out shards, evaluated when a run starts (not on resume), at epoch ends and every
+    #: eval_every_steps; None ("none" on the command line) = no evaluation.
     eval_data: str | None = str(DATA_SAMPLES / "eval")
     #: The WordPiece vocabulary the shards were made with (its size is checked against the model).
     vocab_file: str = str(DATA_SAMPLES / "vocab.txt")

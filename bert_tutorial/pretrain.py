@@ -46,7 +46,11 @@ def _field_help() -> dict[str, str]:
     """Each ``TrainConfig`` field's ``#:`` comment in config.py: the help of its flag."""
     helps: dict[str, str] = {}
     comment: list[str] = []
-    for line in inspect.getsource(TrainConfig).splitlines():
+    try:
+        source = inspect.getsource(TrainConfig)
+    except (OSError, TypeError):  # an install without .py sources: flags keep their defaults only
+        return helps
+    for line in source.splitlines():
         text = line.strip()
         if text.startswith("#:"):
             comment.append(text[2:].strip().replace("``", ""))
@@ -67,10 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     helps = _field_help()
+    full, default = TrainConfig.full(), TrainConfig()
+    changed = ", ".join(f"{f.name} {getattr(full, f.name)}" for f in dataclasses.fields(TrainConfig)
+                        if getattr(full, f.name) != getattr(default, f.name))
     parser.add_argument("--full", action="store_true", default=False,
-                        help="start from TrainConfig.full(): bert-base-uncased from the hub, 1 epoch, global "
-                             "batch 32 x 8 x GPUs, lr 1e-4, bf16/fp16 on a GPU; pass --train-data/--eval-data "
-                             "for real (e.g. T=512) shards")
+                        help=f"start from TrainConfig.full() instead of the defaults below: {changed} "
+                             "(a GPU run; pass --train-data/--eval-data for real, e.g. T=512, shards)")
     parser.add_argument("--dry-run", action="store_true", default=False,
                         help="build the run (data, model, optimizer, output folder) and stop before training")
     for f in dataclasses.fields(TrainConfig):
@@ -83,8 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(flag, type=float, nargs=2, help=text)
         else:
             hint = typing.get_type_hints(TrainConfig)[f.name]
-            choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
-            parser.add_argument(flag, type=_none_or(kind), help=text, choices=choices)
+            if typing.get_origin(hint) is typing.Literal:  # a fixed set of names; never None
+                parser.add_argument(flag, help=text, choices=typing.get_args(hint))
+            else:
+                parser.add_argument(flag, type=_none_or(kind), help=text)
     return parser
 
 

@@ -73,14 +73,15 @@ class DataChangedError(RunDirError):
 
 
 def _read_holder(fd: int) -> str:
-    """The holder's line. A holder writes it just after locking, so a run that lost a race
-    by microseconds would read an empty file (or the previous holder's line): wait a moment."""
+    """The holder's line ("pid ... on host, started ..."). A holder writes it just after
+    locking and empties the file when it lets go, so a run that lost the race by
+    microseconds may find the file still empty: wait a moment for the line."""
     for _ in range(20):
-        time.sleep(0.05)
-        line = os.pread(fd, 300, 0).decode(errors="replace")
+        line = os.pread(fd, 4096, 0).decode(errors="replace")
         if line.endswith("\n"):
             return line.strip()
-    return "pid unknown"
+        time.sleep(0.05)
+    return line.strip() or "pid unknown"
 
 
 def _lock_fd(path: Path) -> int:
@@ -149,6 +150,8 @@ class RunLock:
             return
         if RunLock._held.get(self._key) is self:
             del RunLock._held[self._key]
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, 0)  # no stale holder line for the next run to report
         os.close(self._fd)  # closing the descriptor releases the flock
         self._fd = None
 

@@ -8,6 +8,7 @@ in this process on copies of one finished tiny run.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -16,8 +17,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -131,33 +135,69 @@ def paused_step(*args, **kwargs):
     calls[0] += 1
     if calls[0] == at:
         print("paused", flush=True)
-        while not gate.exists():
-            time.sleep(0.005)  # a signal's handler runs here, before the step goes on
+        deadline = time.monotonic() + 120
+        while not gate.exists():  # a signal's handler runs in this loop, before the step goes on
+            if time.monotonic() > deadline:
+                sys.exit("paused run: no gate after 120 s")
+            time.sleep(0.005)
     return real_step(*args, **kwargs)
 training.train_step = paused_step
 sys.exit(pretrain.main(sys.argv[3:]))
 """
+CHILD_LIMIT_S = 300  # a child still running then is killed: the test fails instead of hanging CI
 
 
-def stop_in_step(cmd: list[str], at: int, gate: Path, send, **popen) -> tuple[int, str, str]:
-    """Run ``cmd`` (a pretrain command), pause it in its ``at``-th step, call ``send(proc)``."""
-    proc = subprocess.Popen([sys.executable, "-c", PAUSED_RUN, str(at), str(gate), *cmd[3:]],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            **popen)
+def pretrain_flags(cmd: list[str]) -> list[str]:
+    """The flags of a ``python -m bert_tutorial.pretrain ...`` command."""
+    assert cmd[1:3] == ["-m", "bert_tutorial.pretrain"], cmd
+    return cmd[3:]
+
+
+@contextlib.contextmanager
+def children(commands: list[list[str]], logs: Path, **popen: Any) -> Iterator[list[subprocess.Popen]]:
+    """Start ``commands`` (stdout piped, stderr to ``logs/err<i>.txt`` so it cannot fill a pipe
+    while the test reads stdout); kill any that still run when the block ends, or after
+    ``CHILD_LIMIT_S`` seconds, so a child that hangs never hangs the test run."""
+    logs.mkdir(parents=True, exist_ok=True)
+    procs: list[subprocess.Popen] = []
+    watchdog = threading.Timer(CHILD_LIMIT_S, lambda: [p.kill() for p in procs if p.poll() is None])
+    watchdog.start()
     try:
-        before = []  # what the run printed before the pause (the step-0 eval, ...)
-        while (line := proc.stdout.readline()) and line.strip() != "paused":
-            before.append(line)
-        assert line, ("the run ended before the pause", proc.communicate(timeout=60))
+        for i, cmd in enumerate(commands):
+            with open(logs / f"err{i}.txt", "w") as err:
+                procs.append(subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=err,
+                                              text=True, **popen))
+        yield procs
+    finally:
+        watchdog.cancel()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+def read_until(proc: subprocess.Popen, marker: str) -> list[str]:
+    """The lines ``proc`` prints before ``marker``; fails if it ends (or is killed) first."""
+    lines = []
+    while line := proc.stdout.readline():
+        if line.strip() == marker:
+            return lines
+        lines.append(line)
+    raise AssertionError(f"the run ended (rc {proc.wait()}) before printing {marker!r}:\n{''.join(lines)}")
+
+
+def stop_in_step(cmd: list[str], at: int, logs: Path, send: Callable[[subprocess.Popen], None],
+                 **popen: Any) -> tuple[int, str, str]:
+    """Run ``cmd`` (a pretrain command), pause it in its ``at``-th step, call ``send(proc)``."""
+    gate = logs / "gate"
+    script = [sys.executable, "-c", PAUSED_RUN, str(at), str(gate), *pretrain_flags(cmd)]
+    with children([script], logs, **popen) as (proc,):
+        before = read_until(proc, "paused")  # what the run printed first (the step-0 eval, ...)
         send(proc)
         gate.touch()
-        out, err = proc.communicate(timeout=120)
-        out = "".join(before) + out
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return proc.returncode, out, err
+        out = "".join(before) + proc.stdout.read()
+        proc.wait()
+    return proc.returncode, out, (logs / "err0.txt").read_text()
 
 
 def stopped_at(out: str) -> int:
@@ -173,14 +213,14 @@ def test_fault_03_sigterm_to_the_process_group_and_sigint_save_and_resume(tmp_pa
     cmd = [*command(data, run), *short, "--num-workers", "2", "--save-every-steps", "0"]
 
     # Its own process group, as under SLURM; the group's SIGTERM reaches the workers too.
-    rc, out, err = stop_in_step(cmd, 5, tmp_path / "gate1",
+    rc, out, err = stop_in_step(cmd, 5, tmp_path / "stop1",
                                 lambda proc: os.killpg(proc.pid, signal.SIGTERM),
                                 start_new_session=True)
     assert rc == 0 and "killed by signal" not in err, err
     assert stopped_at(out) == 5  # the step under way when the signal came is finished, then saved
     assert (ckpt.checkpoint_path(run, 5) / "manifest.json").exists()
 
-    rc, out, err = stop_in_step(cmd, 6, tmp_path / "gate2",  # the 6th step of the resumed run
+    rc, out, err = stop_in_step(cmd, 6, tmp_path / "stop2",  # the 6th step of the resumed run
                                 lambda proc: proc.send_signal(signal.SIGINT))
     assert rc == 0 and "SIGINT" in err and stopped_at(out) == 11, err  # Ctrl-C saves as well
     assert ckpt.checkpoint_path(run, 11).exists()
@@ -223,7 +263,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
 
     # Checkpoints only at epoch ends (every 8 steps), so SIGTERM must save mid-epoch itself.
     cmd = [*command(data, preempted), "--save-every-steps", "0"]  # the last flag wins
-    rc, out, err = stop_in_step(cmd, 6, tmp_path / "gate", lambda proc: proc.send_signal(signal.SIGTERM))
+    rc, out, err = stop_in_step(cmd, 6, tmp_path / "stop", lambda proc: proc.send_signal(signal.SIGTERM))
     assert rc == 0, err
     assert "Stopped on request at step" in out
     stopped_at = int(out.split("Stopped on request at step ")[1].split(";")[0])
@@ -274,7 +314,10 @@ from pathlib import Path
 import bert_tutorial.training
 from bert_tutorial import pretrain
 print("ready", flush=True)
+deadline = time.monotonic() + 120
 while not Path(sys.argv[1]).exists():
+    if time.monotonic() > deadline:
+        sys.exit("gated run: no gate after 120 s")
     time.sleep(0.002)
 sys.exit(pretrain.main(sys.argv[2:]))
 """
@@ -283,13 +326,15 @@ sys.exit(pretrain.main(sys.argv[2:]))
 def test_fault_04_two_runs_started_together_one_trains_one_is_refused(tmp_path):
     data = tiny_data(tmp_path / "data")
     run, gate = tmp_path / "run", tmp_path / "gate"
-    flags = [*command(data, run)[3:], "--epochs", "4"]  # the flags after "-m bert_tutorial.pretrain"
-    procs = [subprocess.Popen([sys.executable, "-c", GATED_RUN, str(gate), *flags], cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
-    assert [p.stdout.readline().strip() for p in procs] == ["ready", "ready"]
-    gate.touch()
-    results = [(p.pid, *p.communicate(timeout=300), p.returncode) for p in procs]
+    flags = [*pretrain_flags(command(data, run)), "--epochs", "4"]
+    script = [sys.executable, "-c", GATED_RUN, str(gate), *flags]
+    with children([script, script], tmp_path / "logs") as procs:
+        for proc in procs:
+            read_until(proc, "ready")
+        gate.touch()
+        results = [(p.pid, p.stdout.read(), p.wait()) for p in procs]
+    results = [(pid, out, (tmp_path / "logs" / f"err{i}.txt").read_text(), rc)
+               for i, (pid, out, rc) in enumerate(results)]
     codes = sorted(rc for *_, rc in results)
     assert codes == [0, 1], results
     [(loser_pid, _, err, _)] = [r for r in results if r[3] == 1]
