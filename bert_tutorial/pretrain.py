@@ -23,14 +23,10 @@ from typing import Any
 from .config import ConfigError, TrainConfig
 
 
-def _field_type(f: dataclasses.Field) -> type:
-    """The concrete scalar type behind annotations like ``int | None`` or ``Literal[...]``."""
-    hint = typing.get_type_hints(TrainConfig)[f.name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if typing.get_origin(hint) is typing.Literal:
-        return str
+def _field_type(hint: Any) -> type:
+    """The concrete scalar type behind an annotation like ``int | None``."""
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return args[0]
+        return next(a for a in typing.get_args(hint) if a is not type(None))
     return hint
 
 
@@ -79,20 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
                              "(a GPU run; pass --train-data/--eval-data for real, e.g. T=512, shards)")
     parser.add_argument("--dry-run", action="store_true", default=False,
                         help="build the run (data, model, optimizer, output folder) and stop before training")
+    hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        kind = _field_type(f)
+        flag, hint = "--" + f.name.replace("_", "-"), hints[f.name]
         text = f"{helps.get(f.name, '')} (default {f.default})".lstrip()
-        if kind is bool:
+        if typing.get_origin(hint) is typing.Literal:  # a fixed set of names; never None
+            parser.add_argument(flag, help=text, choices=typing.get_args(hint))
+        elif _field_type(hint) is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
         elif f.name == "adam_betas":
             parser.add_argument(flag, type=float, nargs=2, help=text)
         else:
-            hint = typing.get_type_hints(TrainConfig)[f.name]
-            if typing.get_origin(hint) is typing.Literal:  # a fixed set of names; never None
-                parser.add_argument(flag, help=text, choices=typing.get_args(hint))
-            else:
-                parser.add_argument(flag, type=_none_or(kind), help=text)
+            parser.add_argument(flag, type=_none_or(_field_type(hint)), help=text)
     return parser
 
 
