@@ -123,34 +123,39 @@ def test_sigkill_at_random_steps_then_resume_is_bit_identical(tmp_path):
     assert len(kills) >= 2  # the run really was killed (and resumed) several times
 
 
-# The run pauses inside optimizer step ``at`` until the test has sent its signal and touched
-# the gate, so the signal always lands in that step, however fast or loaded the machine is.
-# (Polling metrics.jsonl and signalling "soon" let a tiny run race past the intended step.)
+# The run pauses until the test has done its part and touched the gate: inside optimizer step
+# ``at`` (so a signal sent then always lands in that step, however fast or loaded the machine
+# is; polling metrics.jsonl and signalling "soon" let a tiny run race past it), or with
+# ``at`` = 0 before the run starts, every import done (so two runs reach the lock together).
 PAUSED_RUN = """
 import sys, time
 from pathlib import Path
 from bert_tutorial import pretrain, training
 at, gate, real_step, calls = int(sys.argv[1]), Path(sys.argv[2]), training.train_step, [0]
+def wait_at_gate():
+    print("paused", flush=True)
+    deadline = time.monotonic() + 120
+    while not gate.exists():  # a signal's handler runs in this loop, before the run goes on
+        if time.monotonic() > deadline:
+            sys.exit("paused run: no gate after 120 s")
+        time.sleep(0.002)
 def paused_step(*args, **kwargs):
     calls[0] += 1
     if calls[0] == at:
-        print("paused", flush=True)
-        deadline = time.monotonic() + 120
-        while not gate.exists():  # a signal's handler runs in this loop, before the step goes on
-            if time.monotonic() > deadline:
-                sys.exit("paused run: no gate after 120 s")
-            time.sleep(0.005)
+        wait_at_gate()
     return real_step(*args, **kwargs)
 training.train_step = paused_step
+if at == 0:
+    wait_at_gate()
 sys.exit(pretrain.main(sys.argv[3:]))
 """
 CHILD_LIMIT_S = 300  # a child still running then is killed: the test fails instead of hanging CI
 
 
-def pretrain_flags(cmd: list[str]) -> list[str]:
-    """The flags of a ``python -m bert_tutorial.pretrain ...`` command."""
+def paused_run(cmd: list[str], at: int, gate: Path) -> list[str]:
+    """``cmd`` (``python -m bert_tutorial.pretrain ...``) as a run that pauses at ``at``."""
     assert cmd[1:3] == ["-m", "bert_tutorial.pretrain"], cmd
-    return cmd[3:]
+    return [sys.executable, "-c", PAUSED_RUN, str(at), str(gate), *cmd[3:]]
 
 
 @contextlib.contextmanager
@@ -190,8 +195,7 @@ def stop_in_step(cmd: list[str], at: int, logs: Path, send: Callable[[subprocess
                  **popen: Any) -> tuple[int, str, str]:
     """Run ``cmd`` (a pretrain command), pause it in its ``at``-th step, call ``send(proc)``."""
     gate = logs / "gate"
-    script = [sys.executable, "-c", PAUSED_RUN, str(at), str(gate), *pretrain_flags(cmd)]
-    with children([script], logs, **popen) as (proc,):
+    with children([paused_run(cmd, at, gate)], logs, **popen) as (proc,):
         before = read_until(proc, "paused")  # what the run printed first (the step-0 eval, ...)
         send(proc)
         gate.touch()
@@ -305,32 +309,16 @@ def test_fault_04_a_locked_folder_names_the_holder_and_a_crash_releases_it(finis
     assert Trainer(cfg).progress.step == 8
 
 
-# Both runs import everything first and then wait at a gate, so they reach the lock together.
-# Without the gate, one run can finish its few tiny steps before the other has imported torch;
-# the late one then finds a finished run and (correctly) resumes it, which is not this case.
-GATED_RUN = """
-import sys, time
-from pathlib import Path
-import bert_tutorial.training
-from bert_tutorial import pretrain
-print("ready", flush=True)
-deadline = time.monotonic() + 120
-while not Path(sys.argv[1]).exists():
-    if time.monotonic() > deadline:
-        sys.exit("gated run: no gate after 120 s")
-    time.sleep(0.002)
-sys.exit(pretrain.main(sys.argv[2:]))
-"""
-
-
 def test_fault_04_two_runs_started_together_one_trains_one_is_refused(tmp_path):
     data = tiny_data(tmp_path / "data")
     run, gate = tmp_path / "run", tmp_path / "gate"
-    flags = [*pretrain_flags(command(data, run)), "--epochs", "4"]
-    script = [sys.executable, "-c", GATED_RUN, str(gate), *flags]
+    # Both wait at the gate with every import done, so they reach the lock together: started
+    # plainly, one could finish its few tiny steps before the other had imported torch, and
+    # the late one would then (correctly) resume a finished run, which is not this case.
+    script = paused_run([*command(data, run), "--epochs", "4"], 0, gate)
     with children([script, script], tmp_path / "logs") as procs:
         for proc in procs:
-            read_until(proc, "ready")
+            read_until(proc, "paused")
         gate.touch()
         results = [(p.pid, p.stdout.read(), p.wait()) for p in procs]
     results = [(pid, out, (tmp_path / "logs" / f"err{i}.txt").read_text(), rc)
