@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+import transformers
 from torch import nn
 from transformers import BertConfig, BertForPreTraining
 from transformers.utils import logging as hf_logging
@@ -118,6 +119,8 @@ class PretrainingModel(nn.Module):
         masked_lm_ids: torch.Tensor,
         labels: torch.Tensor | None = None,
     ) -> PretrainingOutput:
+        if attention_mask.is_cuda:
+            attention_mask = prepared_attention_mask(attention_mask, self.bert.dtype)
         encoded = self.bert.bert(
             input_ids=input_ids,
             token_type_ids=token_type_ids,
@@ -138,6 +141,28 @@ class PretrainingModel(nn.Module):
             targets = labels
         nsp_logits = heads.seq_relationship(pooled_output)
         return pretraining_loss(logits, targets, nsp_logits, next_sentence_label)
+
+
+_TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
+
+
+def prepared_attention_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A [B, T] 1/0 padding mask in the form BERT uses as it is, without reading its values.
+
+    Given a [B, T] mask, transformers first asks ``mask.all()`` (to drop the mask and use
+    flash attention when a batch has no padding). On a GPU that answer is a device-to-host
+    copy: the CPU stops queueing kernels until the GPU has caught up, once per forward.
+    Nearly every pre-training batch has padding, so the skip almost never pays; the
+    ``PretrainingModel`` hands a prepared mask to BERT on CUDA (on a CPU the check is free
+    and the stock path is kept, so CPU results are unchanged).
+    """
+    if _TRANSFORMERS_MAJOR >= 5:
+        # 5.x takes a 4-D mask as final: the additive form (0 = attend, dtype's min = padding),
+        # broadcast over heads and query positions.
+        keep = attention_mask[:, None, None, :].to(dtype)
+        return (1.0 - keep) * torch.finfo(dtype).min
+    # 4.x turns a 3-D 1/0 mask into that same additive form itself, without any check.
+    return attention_mask[:, None, :]
 
 
 def pretraining_loss(

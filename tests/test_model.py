@@ -9,7 +9,7 @@ from transformers import BertForPreTraining
 
 from bert_tutorial.config import TrainConfig
 from bert_tutorial.data import PretrainingDataset, build_mlm_labels
-from bert_tutorial.model import PretrainingModel, build_model, unwrap
+from bert_tutorial.model import PretrainingModel, build_model, prepared_attention_mask, unwrap
 
 VOCAB = 50
 
@@ -45,6 +45,22 @@ def test_sparse_head_loss_equals_full_head_and_stock_model(batch):
                  attention_mask=batch["attention_mask"], labels=batch["labels"],
                  next_sentence_label=batch["next_sentence_label"])
     torch.testing.assert_close(sparse.loss, stock.loss)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_the_prepared_attention_mask_gives_what_the_stock_mask_gives(batch, attn):
+    """On CUDA the model hands BERT a prepared mask (no host sync); same hidden states on padded rows."""
+    bert = tiny_bert(attn_implementation=attn).eval()
+    mask = batch["attention_mask"]
+    assert (mask == 0).any(), "the batch must hold padding, or the mask changes nothing"
+    inputs = dict(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"])
+    with torch.no_grad():
+        stock = bert.bert(**inputs, attention_mask=mask).last_hidden_state
+        prepared = bert.bert(**inputs, attention_mask=prepared_attention_mask(mask, bert.dtype)).last_hidden_state
+        unmasked = bert.bert(**inputs).last_hidden_state
+    keep = mask.bool()  # padded positions' own states are never used
+    torch.testing.assert_close(prepared[keep], stock[keep])
+    assert not torch.allclose(unmasked[keep], stock[keep]), "the padding must matter in this batch"
 
 
 def test_sparse_head_gradients_equal_full_head(batch):
