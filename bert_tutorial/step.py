@@ -78,7 +78,12 @@ def step_token_counts(micro_batches: Sequence[Batch], device: torch.device) -> t
     sequences = sum(b["next_sentence_label"].numel() for b in micro_batches)
     if not is_initialized():
         return float(max(masked, 1)), float(max(sequences, 1))
-    counts = all_reduce_sum(torch.tensor([masked, sequences], dtype=torch.float32, device=device))
+    counts = torch.tensor([masked, sequences], dtype=torch.float32)
+    if device.type == "cuda":
+        # torch.tensor(..., device=cuda) copies from pageable memory, which blocks the host
+        # until the GPU has finished its queue; from pinned memory the copy is queued instead.
+        counts = counts.pin_memory().to(device, non_blocking=True)
+    counts = all_reduce_sum(counts.to(device))
     counts = counts.clamp(min=1)
     return counts[0], counts[1]
 

@@ -44,7 +44,8 @@ TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 #: A hung collective must fail the test, not the CI job.
 TIMEOUT_S = 300
-TRAIN_SAMPLES, EVAL_SAMPLES, GLOBAL_BATCH, EPOCHS = 64, 32, 16, 2
+# 33 held-out sequences: an odd count, so two ranks evaluate 17 and 16 (none dropped, none twice).
+TRAIN_SAMPLES, EVAL_SAMPLES, GLOBAL_BATCH, EPOCHS = 64, 33, 16, 2
 STEPS = TRAIN_SAMPLES // GLOBAL_BATCH * EPOCHS  # 8 optimizer steps
 ATOL = 1e-5
 
@@ -265,10 +266,10 @@ def test_ranks_read_disjoint_samples_in_a_real_job(two_nodes, data):
     # Every evaluation pass is split over the ranks too.
     passes = sum(r["kind"] == "eval" for r in read_metrics(two_nodes["run"]))
     evals = [r["eval_samples"] for r in per_rank]
-    half = EVAL_SAMPLES // 2
-    assert passes >= EPOCHS and len(evals[0]) == len(evals[1]) == passes * half
+    shares = [len(range(rank, EVAL_SAMPLES, 2)) for rank in (0, 1)]  # 17 and 16
+    assert passes >= EPOCHS and [len(e) for e in evals] == [passes * n for n in shares]
     for k in range(passes):
-        part = [set(e[k * half:(k + 1) * half]) for e in evals]
+        part = [set(e[k * n:(k + 1) * n]) for e, n in zip(evals, shares, strict=True)]
         assert not part[0] & part[1] and part[0] | part[1] == set(range(EVAL_SAMPLES))
 
 

@@ -6,6 +6,7 @@ machines (CI) every test here is skipped; their CPU equivalents are in tests/tes
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -72,24 +73,45 @@ def test_torch_compile_matches_eager(cfg_and_batch):
         one_step_losses(cfg, batch, "fp32", steps=3), rel=1e-4)
 
 
-def test_the_step_never_waits_for_the_gpu(cfg_and_batch):
-    """No host-device sync inside train_step (bf16/fp32 with fused AdamW, one process)."""
+@pytest.mark.parametrize("group", ["one process", "DDP group of one"])
+def test_the_step_never_waits_for_the_gpu(cfg_and_batch, group, monkeypatch):
+    """No host-device sync inside train_step (bf16/fp32 with fused AdamW), also under NCCL DDP.
+
+    A DDP group of one process runs the DDP-only lines of the step (the token counts'
+    all-reduce, the wrapped model) on a single GPU.
+    """
     cfg, batch = cfg_and_batch
     precision = "bf16" if torch.cuda.get_device_capability(CUDA) >= (8, 0) else "fp32"
     torch.manual_seed(0)
     module = PretrainingModel(build_model(cfg, 50)).to(CUDA)
-    optimizer = build_optimizer(module, cfg, CUDA)  # fused on CUDA
-    scheduler = build_scheduler(optimizer, 100, 0)
-    batch = {k: v.pin_memory() for k, v in batch.items()}
-    kwargs = dict(device=CUDA, autocast=autocast_context(CUDA, precision))
-    train_step(module, [batch], optimizer, scheduler, **kwargs)  # warm-up: lazy init may sync
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
+    model: torch.nn.Module = module
+    if group != "one process":
+        monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+        monkeypatch.setenv("MASTER_PORT", str(free_port()))
+        torch.distributed.init_process_group("nccl", rank=0, world_size=1, device_id=CUDA)
+        model = torch.nn.parallel.DistributedDataParallel(module, device_ids=[0])
     try:
-        result = train_step(module, [batch], optimizer, scheduler, **kwargs)
+        optimizer = build_optimizer(module, cfg, CUDA)  # fused on CUDA
+        scheduler = build_scheduler(optimizer, 100, 0)
+        batch = {k: v.pin_memory() for k, v in batch.items()}
+        kwargs = dict(device=CUDA, autocast=autocast_context(CUDA, precision))
+        train_step(model, [batch], optimizer, scheduler, **kwargs)  # warm-up: lazy init may sync
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            result = train_step(model, [batch], optimizer, scheduler, **kwargs)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        assert isinstance(result.updated, torch.Tensor) and bool(result.updated)
     finally:
-        torch.cuda.set_sync_debug_mode("default")
-    assert isinstance(result.updated, torch.Tensor) and bool(result.updated)
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def test_gpu_loaders_pin_memory(tmp_path):
