@@ -29,9 +29,8 @@ BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 TABLE_START, TABLE_END = "<!-- notebooks:start -->", "<!-- notebooks:end -->"
 
 SETUP_CELL = '''\
-# Setup, the same in every notebook. Colab or Kaggle: clone and install this repository (keeping the
-# runtime's own torch). Locally: use the checkout this notebook is in (install it as the README says).
-import os
+# Setup, the same in every notebook. Colab or Kaggle: clone and install this repository, keeping the
+# runtime's torch. Locally: the checkout this notebook is in. Then go to its root and print versions.
 import subprocess
 import sys
 from pathlib import Path
@@ -42,18 +41,10 @@ if ("google.colab" in sys.modules or Path("/kaggle/working").is_dir()) and not (
     if subprocess.run(["git", "clone", "--depth=1", REPO_URL, str(CLONE)]).returncode:
         raise RuntimeError(f"cannot clone {{REPO_URL}}: is the internet on (Kaggle: Session options)?")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", str(CLONE)], check=True)
-    if "transformers" in sys.modules:  # an older version stays loaded until a restart
-        raise RuntimeError("Installed. Restart the session (kernel), then run all again.")
-ROOT = next((p for p in [CLONE, Path.cwd(), *Path.cwd().parents] if (p / "bert_tutorial").is_dir()), None)
-if ROOT is None:
-    raise RuntimeError("Open this notebook from inside the repository checkout (see the README).")
-os.chdir(ROOT)  # data_samples/ and runs/ resolve the same from every notebook
-sys.path.insert(0, str(ROOT))
-import torch  # noqa: E402
-import transformers  # noqa: E402
+sys.path.insert(0, str(CLONE if (CLONE / "bert_tutorial").is_dir() else Path.cwd().parent))
+from bert_tutorial.runtime import enter_repository  # noqa: E402
 
-print(f"Python {{sys.version.split()[0]}}, torch {{torch.__version__}}, transformers {{transformers.__version__}}, "
-      f"device: {{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU'}}")'''
+ROOT = enter_repository()'''
 
 
 def repo_url(pyproject: Path = ROOT / "pyproject.toml") -> str:

@@ -67,7 +67,9 @@ def test_notebook_starts_with_what_it_teaches_then_the_setup(path):
     assert first.cell_type == "markdown" and first.source.startswith("# "), "start with a title"
     assert "You will" in first.source, "say what the notebook teaches"
     setup = code_cells(nb)[0]
-    assert "google.colab" in setup and "REPO_URL" in setup and "os.chdir(ROOT)" in setup
+    assert "google.colab" in setup and "REPO_URL" in setup and "enter_repository()" in setup
+    code_lines = [line for line in setup.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert len(code_lines) <= 12, f"the setup cell has grown to {len(code_lines)} lines of code"
     assert all(c.cell_type == "markdown" for c in nb.cells[: nb.cells.index(
         next(c for c in nb.cells if c.cell_type == "code"))])
     assert any(FULL_RUN_SWITCH in source for source in code_cells(nb)), "the FULL_RUN switch"
@@ -154,7 +156,7 @@ def test_readme_figures_were_drawn_by_the_current_code():
 
 
 SETUP_HARNESS = """
-import subprocess, sys, types
+import importlib.metadata, shutil, subprocess, sys, types
 from pathlib import Path
 sys.modules["google.colab"] = types.ModuleType("google.colab")  # as in a Colab kernel
 calls = []
@@ -162,8 +164,8 @@ class Done:
     def __init__(self, returncode): self.returncode = returncode
 def fake_run(cmd, check=False):
     calls.append(cmd[:3] if cmd[0] == "git" else cmd[-3:])
-    if cmd[0] == "git" and {clone_ok}:
-        (Path(cmd[-1]) / "bert_tutorial").mkdir(parents=True)  # what the clone brings
+    if cmd[0] == "git" and {clone_ok}:  # what the clone brings
+        shutil.copytree({package!r}, Path(cmd[-1]) / "bert_tutorial")
     return Done(0 if cmd[0] != "git" or {clone_ok} else 128)
 subprocess.run = fake_run
 {preimport}
@@ -175,13 +177,23 @@ print("calls:", calls)
 print("cwd:", Path.cwd())
 """
 
+#: The runtime imported transformers before the setup cell, and pip then installed another version.
+UPGRADED_UNDER_A_LOADED_TRANSFORMERS = """
+import transformers
+real_version = importlib.metadata.version
+importlib.metadata.version = lambda name: "99.0" if name == "transformers" else real_version(name)
+"""
 
-@pytest.mark.parametrize("case", ["fresh", "clone fails", "transformers imported"])
+
+@pytest.mark.parametrize("case", ["fresh", "clone fails", "transformers imported",
+                                  "transformers upgraded"])
 def test_setup_cell_in_a_hosted_runtime(tmp_path, case):
     """The setup cell in a (simulated) Colab kernel: clone, install, chdir; or a named stop."""
     setup = code_cells(read(NOTEBOOKS[0]))[0].replace("/content/repo", str(tmp_path / "repo"))
-    script = SETUP_HARNESS.format(clone_ok=case != "clone fails", cell=setup,
-                                  preimport="import transformers" if case == "transformers imported" else "")
+    preimport = {"transformers imported": "import transformers",
+                 "transformers upgraded": UPGRADED_UNDER_A_LOADED_TRANSFORMERS}.get(case, "")
+    script = SETUP_HARNESS.format(clone_ok=case != "clone fails", cell=setup, preimport=preimport,
+                                  package=str(ROOT / "bert_tutorial"))
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
                          timeout=300).stdout
     if case == "fresh":
@@ -189,5 +201,7 @@ def test_setup_cell_in_a_hosted_runtime(tmp_path, case):
         assert "['git', 'clone', '--depth=1']" in out and f"'-e', '{tmp_path / 'repo'}'" in out
     elif case == "clone fails":
         assert "RuntimeError: cannot clone" in out and "internet" in out and "pip" not in out
+    elif case == "transformers imported":  # the same version: nothing to restart
+        assert "RuntimeError" not in out and f"cwd: {tmp_path / 'repo'}" in out
     else:
-        assert "RuntimeError: Installed. Restart the session" in out
+        assert "RuntimeError: transformers" in out and "99.0 is installed now: restart the session" in out
