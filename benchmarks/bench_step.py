@@ -434,7 +434,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             project_batch, original_batch = batch_sizes(args, t, device)
             batch = original_batch if variant.original else project_batch
             print(f"  timing {variant.name} T={t} batch={batch} ...", flush=True)
-            results.append(run_variant(variant, args, t, batch, device, peak))
+            try:
+                results.append(run_variant(variant, args, t, batch, device, peak))
+            except torch.cuda.OutOfMemoryError:  # e.g. the original at T=512 on a 16 GB card
+                flag = "--original-batch-size" if variant.original else "--batch-size"
+                print(f"  {variant.name} T={t} batch={batch}: out of GPU memory, row skipped "
+                      f"(a smaller {flag} fits)", flush=True)
+                report.setdefault("skipped", []).append(
+                    {"variant": variant.name, "seq_len": t, "batch_size": batch, "why": "out of memory"})
+                release_memory()
     print()
     print(format_results(results))
     mem = ("torch.cuda.max_memory_allocated" if device.type == "cuda"

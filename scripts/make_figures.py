@@ -48,7 +48,7 @@ def notebooks_with_figures() -> list[Path]:
 
 
 def inputs_hash() -> dict[str, str]:
-    """sha256 of every input of the figures: notebook code cells and drawing modules."""
+    """sha256 of every input of the figures: notebook code cells, the package, the sample data."""
     hashes = {}
     for path in notebooks_with_figures():
         nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
@@ -57,6 +57,10 @@ def inputs_hash() -> dict[str, str]:
         hashes[f"notebooks/{path.name}"] = hashlib.sha256((code + tags).encode()).hexdigest()
     for path in sorted((ROOT / "bert_tutorial").glob("*.py")):
         hashes[f"bert_tutorial/{path.name}"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    data = ROOT / "data_samples"  # what the runs read: shards, vocabulary, the starting model
+    for path in sorted([*data.rglob("*.hdf5"), data / "vocab.txt", *(data / "base-model").glob("*.*json"),
+                        *(data / "base-model").glob("*.safetensors")]):
+        hashes[path.relative_to(ROOT).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
     script = Path(__file__).resolve()
     hashes["scripts/make_figures.py"] = hashlib.sha256(script.read_bytes()).hexdigest()
     return hashes

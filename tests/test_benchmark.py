@@ -299,3 +299,23 @@ def test_a_script_runs_as_a_file():
     done = subprocess.run([sys.executable, str(BENCHMARKS / "bench_step.py"), "--help"],
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0 and "--quick" in done.stdout, done.stderr
+
+
+def test_a_row_that_runs_out_of_gpu_memory_is_skipped_and_recorded(tmp_path, capsys, one_thread, monkeypatch):
+    """The original at T=512 needs ~14 GB: on a 16 GB card its row is skipped, not the whole table."""
+    real = bench_step.run_variant
+
+    def original_runs_out(variant, *args, **kwargs):
+        if variant.original:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(variant, *args, **kwargs)
+
+    monkeypatch.setattr(bench_step, "run_variant", original_runs_out)
+    out = tmp_path / "step.json"
+    assert bench_step.main(["--quick", "--device", "cpu", "--threads", "1", "--variants", "original,project",
+                            "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "original T=32 batch=4: out of GPU memory, row skipped (a smaller --original-batch-size fits)" in text
+    report = json.loads(out.read_text())
+    assert [r["variant"] for r in report["model"]] == ["project"]
+    assert report["skipped"] == [{"variant": "original", "seq_len": 32, "batch_size": 4, "why": "out of memory"}]
