@@ -35,7 +35,7 @@ import torch
 from transformers import BertForPreTraining
 from transformers.utils import logging as hf_logging
 
-from .safe_io import DiskFullError, fsync_dir, is_disk_full
+from .safe_io import DiskFullError, fsync_dir, is_disk_full, no_room
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "training_state.pt"
@@ -205,9 +205,10 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)  # a hard kill skips this; prune() catches that
         if full:
             previous = latest_checkpoint(output_dir)
+            what, remedy = no_room(exc)
             raise DiskFullError(
-                f"no space left while writing {final}; the previous checkpoint "
-                f"{previous or '(none yet)'} is intact: free some space and run the same "
+                f"{what} while writing {final}; the previous checkpoint "
+                f"{previous or '(none yet)'} is intact: {remedy} and run the same "
                 "command again to resume from it"
             ) from exc
         raise

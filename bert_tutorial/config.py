@@ -11,6 +11,7 @@ import json
 import math
 import numbers
 import os
+import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_SAMPLES = REPO_ROOT / "data_samples"
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Attention = Literal["sdpa", "eager"]
+#: What ``--device`` takes (torch device names), checked before torch is imported.
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
 #: Largest seed every consumer accepts (torch seeds are 64-bit, numpy's any size).
 MAX_SEED = 2**63 - 1
 
@@ -59,7 +63,7 @@ class TrainConfig:
     #: Hidden and attention dropout of a fresh model (a pretrained one keeps its own).
     dropout: float = 0.1
     #: "sdpa" (fused attention kernels) or "eager" (the reference implementation).
-    attn_implementation: str = "sdpa"
+    attn_implementation: Attention = "sdpa"
 
     # --- optimisation -----------------------------------------------------------------------
     epochs: int = 3
@@ -243,10 +247,16 @@ def _float_problems(cfg: TrainConfig) -> list[str]:
 
 def _other_problems(cfg: TrainConfig) -> list[str]:
     problems = []
-    precisions = typing.get_args(Precision)
-    if cfg.precision not in precisions:
-        problems.append(f"{_flag('precision')} must be one of {', '.join(precisions)}, "
-                        f"got {cfg.precision!r}")
+    for name, allowed in (("precision", Precision), ("attn_implementation", Attention)):
+        choices = typing.get_args(allowed)
+        if getattr(cfg, name) not in choices:
+            problems.append(f"{_flag(name)} must be one of {', '.join(choices)}, "
+                            f"got {getattr(cfg, name)!r}")
+    if isinstance(cfg.device, str) and not DEVICE_PATTERN.fullmatch(cfg.device.strip()):
+        problems.append(f"{_flag('device')} must be auto, cpu, cuda or cuda:N (a torch device), "
+                        f"got {cfg.device!r}")
+    if isinstance(cfg.vocab_file, str | os.PathLike) and not Path(cfg.vocab_file).is_file():
+        problems.append(f"{_flag('vocab_file')}: no such file: {cfg.vocab_file}")
     for name in ("train_data", "vocab_file", "output_dir", "device"):
         value = getattr(cfg, name)
         if not isinstance(value, str | os.PathLike) or not str(value).strip():

@@ -109,6 +109,21 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     return (ConfigError, RunDirError, CheckpointError, DiskFullError, ShardError, NonFiniteLossError)
 
 
+def error_message(exc: BaseException) -> str:
+    """The message of an expected error, also when a DataLoader worker raised it.
+
+    A worker's error reaches the main process re-raised with "Caught ShardError in
+    DataLoader worker process 0. Original Traceback ..." and the worker's traceback as
+    its message; the last line holds what the error itself said.
+    """
+    text = str(exc)
+    if not text.startswith("Caught "):
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    name = type(exc).__name__
+    return last.split(f"{name}: ", 1)[-1] if f"{name}: " in last else last
+
+
 def main(argv: Sequence[str] | None = None, do_train: bool = True) -> int:
     """Train; exit 0 when done or stopped on request, 2 for a bad value, 1 for other errors.
 
@@ -133,7 +148,7 @@ def main(argv: Sequence[str] | None = None, do_train: bool = True) -> int:
         print(f"\n{exc}", file=sys.stderr)
         return 128 + exc.signum
     except _expected_errors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {error_message(exc)}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
     finally:
         cleanup_distributed()

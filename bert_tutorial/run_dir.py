@@ -245,8 +245,8 @@ class RunDir:
     def _open(self, cfg: TrainConfig, data: dict[str, Any]) -> Path | None:
         self._make_folder_and_lock()
         existing = self._read_config()
-        if existing is None:
-            return None
+        if existing is None or not self._holds_a_run():
+            return None  # nothing trained here yet (a --dry-run, or a start that failed before step 1)
         differ = config_differences(existing, cfg.to_dict())
         if differ:
             raise RunDirError(f"{self.config_file}: output folder holds a different run (fields "
@@ -315,7 +315,16 @@ class RunDir:
 
     def _check_data(self, data: dict[str, Any], allowed: bool) -> None:
         if not self.data_file.exists():
-            return  # a run from before data records: nothing to compare with
+            # Every checkpoint that verifies was written with a data record beside it, so a
+            # missing one was lost; resuming without it would skip the check silently.
+            if not allowed:
+                raise DataChangedError(
+                    f"{self.data_file}: missing, so the shards cannot be checked against those the "
+                    "run started with; restore the file, or pass --allow-data-change "
+                    "(allow_data_change=True) to resume with the current data")
+            warnings.warn(f"{self.data_file}: missing; resuming with the current data unchecked",
+                          stacklevel=4)
+            return
         try:
             recorded = json.loads(self.data_file.read_text())
         except (OSError, ValueError) as exc:

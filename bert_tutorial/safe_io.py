@@ -6,7 +6,7 @@ delivering the new. :func:`write_text_atomic` writes a temporary file beside the
 target, flushes it to disk and renames it over the target: rename is atomic, so a
 reader sees the old file or the new one, never a mixture.
 
-A full disk shows up in many disguises: ``OSError(ENOSPC)`` from Python,
+A full disk (or a file size limit, ``ulimit -f``: EFBIG) shows up in many disguises: ``OSError(ENOSPC)`` from Python,
 "No space left on device (os error 28)" from safetensors, or torch's C++ writer's
 "unexpected pos ... / basic_ios::clear: iostream error", which carries no errno at
 all. :func:`is_disk_full` recognises all of them so the user reads
@@ -23,7 +23,7 @@ from pathlib import Path
 #: Free space below which a failed write is blamed on a full disk (a write that fills a
 #: disk leaves ~0 bytes; ext4's reserved blocks are not counted in ``disk_usage().free``).
 FULL_BELOW_BYTES = 16 * 2**20
-_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
 _FULL_TEXTS = ("no space left", "os error 28", "disk quota exceeded")
 
 
@@ -74,6 +74,18 @@ def is_disk_full(exc: BaseException, folder: str | Path) -> bool:
     return free is not None and free < FULL_BELOW_BYTES
 
 
+def no_room(exc: BaseException) -> tuple[str, str]:
+    """(what happened, what to do) for a write that found no room: a full disk or a size limit."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.errno == errno.EFBIG:
+            return "the file size limit (ulimit -f) was reached", "raise the limit"
+        seen = seen.__cause__ or seen.__context__
+    return "no space left", "free some space"
+
+
 def fsync_dir(folder: str | Path) -> None:
     """Make a rename or a new file in ``folder`` durable (the directory entry itself)."""
     try:
@@ -105,9 +117,10 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
         full = is_disk_full(exc, path.parent)
         tmp.unlink(missing_ok=True)
         if full:
+            what, remedy = no_room(exc)
             raise DiskFullError(
-                f"no space left while writing {path}; its previous version is intact: "
-                "free some space and run the same command again"
+                f"{what} while writing {path}; its previous version is intact: "
+                f"{remedy} and run the same command again"
             ) from exc
         raise
     fsync_dir(path.parent)

@@ -30,7 +30,7 @@ from bert_tutorial import safe_io, training
 from bert_tutorial.config import ConfigError, TrainConfig
 from bert_tutorial.data import PretrainingDataset
 from bert_tutorial.hdf5_format import ShardError
-from bert_tutorial.pretrain import main
+from bert_tutorial.pretrain import error_message, main
 from bert_tutorial.safe_io import DiskFullError
 from bert_tutorial.training import Trainer
 
@@ -173,6 +173,48 @@ def test_fault_07_disk_full_is_recognised_in_each_disguise(tmp_path, monkeypatch
                             lambda p, free=free: types.SimpleNamespace(free=free))
         assert safe_io.is_disk_full(torch_says, tmp_path) == full
         assert not safe_io.is_disk_full(ValueError("a bug, not a disk"), tmp_path)
+
+
+FILE_SIZE_LIMIT = """
+import pathlib, resource, sys
+from bert_tutorial.safe_io import DiskFullError, write_text_atomic
+target = pathlib.Path(sys.argv[1])
+target.write_text("old")
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # ulimit -f: writes past 4 KB fail (EFBIG)
+try:
+    write_text_atomic(target, "x" * 100_000)
+except DiskFullError as err:
+    print("DiskFullError:", err)
+print("kept:", target.read_text())
+"""
+
+
+def test_fault_07_a_file_size_limit_is_named_and_the_old_file_kept(tmp_path):
+    target = tmp_path / "metrics.jsonl"
+    out = subprocess.run([sys.executable, "-c", FILE_SIZE_LIMIT, str(target)], capture_output=True,
+                         text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr
+    assert (f"DiskFullError: the file size limit (ulimit -f) was reached while writing {target}; its "
+            "previous version is intact: raise the limit and run the same command again") in out.stdout
+    assert "kept: old" in out.stdout and not list(tmp_path.glob(".*.tmp-*"))
+
+
+class _BrokenShard(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int):
+        raise ShardError("shard_0.hdf5: masked_lm_positions[3] points at padding (field masked_lm_positions)")
+
+
+def test_fault_08_an_error_raised_in_a_loader_worker_prints_as_its_own_message():
+    """torch re-raises a worker's error with the worker's traceback as its message."""
+    with pytest.raises(ShardError) as raised:
+        next(iter(torch.utils.data.DataLoader(_BrokenShard(), num_workers=1)))
+    assert str(raised.value).startswith("Caught ShardError in DataLoader worker process 0")
+    assert error_message(raised.value) == (
+        "shard_0.hdf5: masked_lm_positions[3] points at padding (field masked_lm_positions)")
+    assert error_message(ShardError("plain message")) == "plain message"
 
 
 # --- 7, for real: a full and a read-only file system in a private mount namespace -------------

@@ -34,7 +34,9 @@ from bert_tutorial import checkpoint as ckpt
 from bert_tutorial import training
 from bert_tutorial.config import TrainConfig
 from bert_tutorial.metrics import read_metrics
+from bert_tutorial.multi_gpu import config_args
 from bert_tutorial.preemption import GRACE_S, StopNow, stop_signals
+from bert_tutorial.pretrain import main
 from bert_tutorial.run_dir import DataChangedError, RunDirError, RunLockedError
 from bert_tutorial.safe_io import DiskFullError
 from bert_tutorial.training import Trainer
@@ -372,6 +374,29 @@ def test_fault_09_resume_on_changed_data_is_refused_unless_allowed(finished, tmp
     assert trainer.progress.step == 8 and trainer.total_steps == 12  # 96 samples / 8 per step
     recorded = json.loads((Path(cfg.output_dir) / "data.json").read_text())
     assert [s[0] for s in recorded["train"]["shards"]] == ["train_0.hdf5", "train_1.hdf5", "train_2.hdf5"]
+
+
+def test_fault_09_a_lost_data_record_is_not_a_free_pass(finished, tmp_path):
+    """Without data.json the shards cannot be compared: refused unless --allow-data-change."""
+    cfg = copy_of(finished, tmp_path / "run")
+    (Path(cfg.output_dir) / "data.json").unlink()
+    before = snapshot(Path(cfg.output_dir))
+    with pytest.raises(DataChangedError, match=r"data.json: missing, so the shards cannot be checked.*--allow-data-change"):
+        Trainer(cfg)
+    assert snapshot(Path(cfg.output_dir)) == before
+    cfg.allow_data_change = True
+    with pytest.warns(UserWarning, match="data.json: missing; resuming with the current data unchecked"):
+        assert Trainer(cfg).progress.step == 8
+    assert (Path(cfg.output_dir) / "data.json").is_file()  # recorded again
+
+
+def test_fault_05_a_dry_run_does_not_tie_the_folder_to_its_config(tmp_path, capsys):
+    """Nothing was trained in a folder a --dry-run made: another config may start there."""
+    cfg = tiny_config(tmp_path)
+    assert main([*config_args(cfg), "--dry-run"]) == 0
+    assert (Path(cfg.output_dir) / "train_config.json").is_file()
+    Trainer(tiny_config(tmp_path, seed=7))  # not refused as "a different run"
+    assert json.loads((Path(cfg.output_dir) / "train_config.json").read_text())["seed"] == 7
 
 
 # --- 10. checkpoints that prove themselves ---------------------------------------------------
