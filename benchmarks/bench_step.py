@@ -436,13 +436,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  timing {variant.name} T={t} batch={batch} ...", flush=True)
             try:
                 results.append(run_variant(variant, args, t, batch, device, peak))
+                continue
             except torch.cuda.OutOfMemoryError:  # e.g. the original at T=512 on a 16 GB card
-                flag = "--original-batch-size" if variant.original else "--batch-size"
-                print(f"  {variant.name} T={t} batch={batch}: out of GPU memory, row skipped "
-                      f"(a smaller {flag} fits)", flush=True)
-                report.setdefault("skipped", []).append(
-                    {"variant": variant.name, "seq_len": t, "batch_size": batch, "why": "out of memory"})
-                release_memory()
+                pass
+            release_memory()  # here, not in the except block, whose traceback holds the tensors
+            flag = "--original-batch-size" if variant.original else "--batch-size"
+            print(f"  {variant.name} T={t} batch={batch}: out of GPU memory, row skipped "
+                  f"(try a smaller {flag})", flush=True)
+            report.setdefault("skipped", []).append(
+                {"variant": variant.name, "seq_len": t, "batch_size": batch, "why": "out of memory"})
     print()
     print(format_results(results))
     mem = ("torch.cuda.max_memory_allocated" if device.type == "cuda"

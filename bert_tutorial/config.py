@@ -24,7 +24,7 @@ DATA_SAMPLES = REPO_ROOT / "data_samples"
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Attention = Literal["sdpa", "eager"]
 #: What ``--device`` takes (torch device names), checked before torch is imported.
-DEVICE_PATTERN = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
+DEVICE_PATTERN = re.compile(r"auto|cpu|(cuda|mps|xpu)(:\d+)?")
 #: Largest seed every consumer accepts (torch seeds are 64-bit, numpy's any size).
 MAX_SEED = 2**63 - 1
 
@@ -252,10 +252,11 @@ def _other_problems(cfg: TrainConfig) -> list[str]:
         if getattr(cfg, name) not in choices:
             problems.append(f"{_flag(name)} must be one of {', '.join(choices)}, "
                             f"got {getattr(cfg, name)!r}")
-    if isinstance(cfg.device, str) and not DEVICE_PATTERN.fullmatch(cfg.device.strip()):
-        problems.append(f"{_flag('device')} must be auto, cpu, cuda or cuda:N (a torch device), "
-                        f"got {cfg.device!r}")
-    if isinstance(cfg.vocab_file, str | os.PathLike) and not Path(cfg.vocab_file).is_file():
+    if isinstance(cfg.device, str) and cfg.device.strip() and not DEVICE_PATTERN.fullmatch(cfg.device):
+        problems.append(f"{_flag('device')} must be auto, cpu, cuda, cuda:N, mps or xpu[:N] "
+                        f"(a torch device), got {cfg.device!r}")
+    if (isinstance(cfg.vocab_file, str | os.PathLike) and str(cfg.vocab_file).strip()
+            and not Path(cfg.vocab_file).is_file()):
         problems.append(f"{_flag('vocab_file')}: no such file: {cfg.vocab_file}")
     for name in ("train_data", "vocab_file", "output_dir", "device"):
         value = getattr(cfg, name)

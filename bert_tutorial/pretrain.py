@@ -98,6 +98,10 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
     return TrainConfig.full(**overrides) if full else TrainConfig(**overrides)
 
 
+#: How torch re-raises an error from a DataLoader worker in the main process.
+WORKER_ERROR = re.compile(r"Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback")
+
+
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message says all there is to say: printed without a traceback."""
     from .checkpoint import CheckpointError
@@ -114,14 +118,13 @@ def error_message(exc: BaseException) -> str:
 
     A worker's error reaches the main process re-raised with "Caught ShardError in
     DataLoader worker process 0. Original Traceback ..." and the worker's traceback as
-    its message; the last line holds what the error itself said.
+    its message; what the error itself said follows its qualified name at the end.
     """
     text = str(exc)
-    if not text.startswith("Caught "):
+    if not WORKER_ERROR.match(text):
         return text
-    last = [line for line in text.splitlines() if line.strip()][-1]
-    name = type(exc).__name__
-    return last.split(f"{name}: ", 1)[-1] if f"{name}: " in last else last
+    name = f"{type(exc).__module__}.{type(exc).__qualname__}: "
+    return text.rpartition(name)[2].rstrip() if name in text else text
 
 
 def main(argv: Sequence[str] | None = None, do_train: bool = True) -> int:

@@ -25,6 +25,8 @@ from pathlib import Path
 FULL_BELOW_BYTES = 16 * 2**20
 _FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
 _FULL_TEXTS = ("no space left", "os error 28", "disk quota exceeded")
+#: A file size limit (``ulimit -f``, or FAT32's 4 GiB): EFBIG, "File too large (os error 27)".
+_LIMIT_TEXTS = ("file too large", "os error 27")
 
 
 class DiskFullError(OSError):
@@ -65,13 +67,23 @@ def is_disk_full(exc: BaseException, folder: str | Path) -> bool:
             break
         if isinstance(seen, OSError) and seen.errno in _FULL_ERRNOS:
             return True
-        if any(text in str(seen).lower() for text in _FULL_TEXTS):
+        if any(text in str(seen).lower() for text in _FULL_TEXTS + _LIMIT_TEXTS):
             return True
         seen = seen.__cause__ or seen.__context__
     if not isinstance(exc, OSError | RuntimeError):
         return False
     free = _free_bytes(Path(folder))
-    return free is not None and free < FULL_BELOW_BYTES
+    return (free is not None and free < FULL_BELOW_BYTES) or _file_size_limited()
+
+
+def _file_size_limited() -> bool:
+    """True when this process may not write files of any size (``ulimit -f``)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return False
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return soft != resource.RLIM_INFINITY
 
 
 def no_room(exc: BaseException) -> tuple[str, str]:
@@ -80,10 +92,20 @@ def no_room(exc: BaseException) -> tuple[str, str]:
     for _ in range(8):
         if seen is None:
             break
-        if isinstance(seen, OSError) and seen.errno == errno.EFBIG:
-            return "the file size limit (ulimit -f) was reached", "raise the limit"
+        if (isinstance(seen, OSError) and seen.errno == errno.EFBIG) or any(
+                text in str(seen).lower() for text in _LIMIT_TEXTS):
+            return LIMIT_REACHED
+        if (isinstance(seen, OSError) and seen.errno in _FULL_ERRNOS) or any(
+                text in str(seen).lower() for text in _FULL_TEXTS):
+            return NO_SPACE
         seen = seen.__cause__ or seen.__context__
-    return "no space left", "free some space"
+    # torch's writer says only "unexpected pos": blame the limit if there is one.
+    return LIMIT_REACHED if _file_size_limited() else NO_SPACE
+
+
+NO_SPACE = ("no space left", "free some space")
+LIMIT_REACHED = ("the file size limit was reached",
+                 "raise the limit (ulimit -f), or write to a file system that allows larger files,")
 
 
 def fsync_dir(folder: str | Path) -> None:

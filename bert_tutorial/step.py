@@ -82,8 +82,8 @@ def step_token_counts(micro_batches: Sequence[Batch], device: torch.device) -> t
     if device.type == "cuda":
         # torch.tensor(..., device=cuda) copies from pageable memory, which blocks the host
         # until the GPU has finished its queue; from pinned memory the copy is queued instead.
-        counts = counts.pin_memory().to(device, non_blocking=True)
-    counts = all_reduce_sum(counts.to(device))
+        counts = counts.pin_memory()
+    counts = all_reduce_sum(counts.to(device, non_blocking=True))
     counts = counts.clamp(min=1)
     return counts[0], counts[1]
 

@@ -41,7 +41,7 @@ if ("google.colab" in sys.modules or Path("/kaggle/working").is_dir()) and not (
     if subprocess.run(["git", "clone", "--depth=1", REPO_URL, str(CLONE)]).returncode:
         raise RuntimeError(f"cannot clone {{REPO_URL}}: is the internet on (Kaggle: Session options)?")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", str(CLONE)], check=True)
-sys.path.insert(0, str(CLONE if (CLONE / "bert_tutorial").is_dir() else Path.cwd().parent))
+sys.path.insert(0, str(next((p for p in [CLONE, Path.cwd(), *Path.cwd().parents] if (p / "bert_tutorial").is_dir()), ".")))
 from bert_tutorial.runtime import enter_repository  # noqa: E402
 
 ROOT = enter_repository()'''

@@ -315,7 +315,7 @@ def test_a_row_that_runs_out_of_gpu_memory_is_skipped_and_recorded(tmp_path, cap
     assert bench_step.main(["--quick", "--device", "cpu", "--threads", "1", "--variants", "original,project",
                             "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "original T=32 batch=4: out of GPU memory, row skipped (a smaller --original-batch-size fits)" in text
+    assert "original T=32 batch=4: out of GPU memory, row skipped (try a smaller --original-batch-size)" in text
     report = json.loads(out.read_text())
     assert [r["variant"] for r in report["model"]] == ["project"]
     assert report["skipped"] == [{"variant": "original", "seq_len": 32, "batch_size": 4, "why": "out of memory"}]

@@ -30,6 +30,7 @@ from bert_tutorial import safe_io, training
 from bert_tutorial.config import ConfigError, TrainConfig
 from bert_tutorial.data import PretrainingDataset
 from bert_tutorial.hdf5_format import ShardError
+from bert_tutorial.multi_gpu import config_args
 from bert_tutorial.pretrain import error_message, main
 from bert_tutorial.safe_io import DiskFullError
 from bert_tutorial.training import Trainer
@@ -194,9 +195,23 @@ def test_fault_07_a_file_size_limit_is_named_and_the_old_file_kept(tmp_path):
     out = subprocess.run([sys.executable, "-c", FILE_SIZE_LIMIT, str(target)], capture_output=True,
                          text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
     assert out.returncode == 0, out.stderr
-    assert (f"DiskFullError: the file size limit (ulimit -f) was reached while writing {target}; its "
-            "previous version is intact: raise the limit and run the same command again") in out.stdout
+    assert (f"DiskFullError: the file size limit was reached while writing {target}; its previous "
+            "version is intact: raise the limit (ulimit -f), or write to a file system that allows "
+            "larger files, and run the same command again") in out.stdout
     assert "kept: old" in out.stdout and not list(tmp_path.glob(".*.tmp-*"))
+
+
+def test_fault_07_a_file_size_limit_while_saving_a_checkpoint_is_named(tmp_path):
+    """safetensors says "File too large (os error 27)", torch.save only "unexpected pos"."""
+    cfg = tiny_config(tmp_path, save_every_steps=2, max_steps=4)
+    limit = "import resource; resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000)); "
+    run = f"{limit}from bert_tutorial.pretrain import main; raise SystemExit(main({config_args(cfg)!r}))"
+    out = subprocess.run([sys.executable, "-c", run], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 1, out.stderr
+    assert "error: the file size limit was reached while writing" in out.stderr, out.stderr
+    assert "checkpoint-00000002" in out.stderr and "Traceback" not in out.stderr
+    assert not list((Path(cfg.output_dir) / "checkpoints").glob(".*"))  # no temporary folder left
 
 
 class _BrokenShard(torch.utils.data.Dataset):
@@ -215,6 +230,18 @@ def test_fault_08_an_error_raised_in_a_loader_worker_prints_as_its_own_message()
     assert error_message(raised.value) == (
         "shard_0.hdf5: masked_lm_positions[3] points at padding (field masked_lm_positions)")
     assert error_message(ShardError("plain message")) == "plain message"
+    assert error_message(ShardError("Caught you: not from a worker")) == "Caught you: not from a worker"
+
+
+class _BrokenShardManyLines(_BrokenShard):
+    def __getitem__(self, index: int):
+        raise ShardError("shard_0.hdf5: 2 rows are wrong:\n  row 3\n  row 9")
+
+
+def test_fault_08_a_multi_line_error_from_a_worker_keeps_all_its_lines():
+    with pytest.raises(ShardError) as raised:
+        next(iter(torch.utils.data.DataLoader(_BrokenShardManyLines(), num_workers=1)))
+    assert error_message(raised.value) == "shard_0.hdf5: 2 rows are wrong:\n  row 3\n  row 9"
 
 
 # --- 7, for real: a full and a read-only file system in a private mount namespace -------------

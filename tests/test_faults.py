@@ -390,6 +390,20 @@ def test_fault_09_a_lost_data_record_is_not_a_free_pass(finished, tmp_path):
     assert (Path(cfg.output_dir) / "data.json").is_file()  # recorded again
 
 
+@pytest.mark.parametrize("left", ["checkpoints, empty metrics", "metrics, no checkpoints"])
+def test_fault_05_a_folder_that_holds_a_run_stays_tied_to_its_config(finished, tmp_path, left):
+    cfg = copy_of(finished, tmp_path, seed=7)
+    run = Path(cfg.output_dir)
+    if left == "checkpoints, empty metrics":
+        (run / "metrics.jsonl").write_text("")
+    else:
+        shutil.rmtree(run / "checkpoints")
+    before = snapshot(run)
+    with pytest.raises(RunDirError, match=r"output folder holds a different run \(fields \['seed'\] differ\)"):
+        Trainer(cfg)
+    assert snapshot(run) == before
+
+
 def test_fault_05_a_dry_run_does_not_tie_the_folder_to_its_config(tmp_path, capsys):
     """Nothing was trained in a folder a --dry-run made: another config may start there."""
     cfg = tiny_config(tmp_path)

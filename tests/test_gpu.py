@@ -85,12 +85,14 @@ def test_the_step_never_waits_for_the_gpu(cfg_and_batch, group, monkeypatch):
     torch.manual_seed(0)
     module = PretrainingModel(build_model(cfg, 50)).to(CUDA)
     model: torch.nn.Module = module
-    if group != "one process":
-        monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-        monkeypatch.setenv("MASTER_PORT", str(free_port()))
-        torch.distributed.init_process_group("nccl", rank=0, world_size=1, device_id=CUDA)
-        model = torch.nn.parallel.DistributedDataParallel(module, device_ids=[0])
+    if group != "one process" and not torch.distributed.is_nccl_available():
+        pytest.skip("this torch has no NCCL")
     try:
+        if group != "one process":
+            monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+            monkeypatch.setenv("MASTER_PORT", str(free_port()))
+            torch.distributed.init_process_group("nccl", rank=0, world_size=1, device_id=CUDA)
+            model = torch.nn.parallel.DistributedDataParallel(module, device_ids=[0])
         optimizer = build_optimizer(module, cfg, CUDA)  # fused on CUDA
         scheduler = build_scheduler(optimizer, 100, 0)
         batch = {k: v.pin_memory() for k, v in batch.items()}

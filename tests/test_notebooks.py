@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -205,3 +206,18 @@ def test_setup_cell_in_a_hosted_runtime(tmp_path, case):
         assert "RuntimeError" not in out and f"cwd: {tmp_path / 'repo'}" in out
     else:
         assert "RuntimeError: transformers" in out and "99.0 is installed now: restart the session" in out
+
+
+@pytest.mark.parametrize("start", ["notebooks", "."])
+def test_setup_cell_in_a_local_checkout_uses_that_checkout(tmp_path, start):
+    """Locally the cell finds the checkout it runs in (not another one installed with -e)."""
+    checkout = tmp_path / "checkout"
+    shutil.copytree(ROOT / "bert_tutorial", checkout / "bert_tutorial")
+    (checkout / "notebooks").mkdir()
+    setup = code_cells(read(NOTEBOOKS[0]))[0]
+    script = f"exec({setup!r})\nprint('package:', sys.modules['bert_tutorial'].__file__)\nprint('cwd:', Path.cwd())"
+    safe_path = ["-P"] if sys.version_info >= (3, 11) else []  # the cell, not `python -c`, finds it
+    out = subprocess.run([sys.executable, *safe_path, "-c", script], capture_output=True, text=True,
+                         timeout=300, cwd=checkout / start)
+    assert out.returncode == 0, out.stderr
+    assert f"cwd: {checkout}" in out.stdout and f"package: {checkout / 'bert_tutorial'}" in out.stdout
