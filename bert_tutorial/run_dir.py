@@ -314,9 +314,13 @@ class RunDir:
         return found
 
     def _check_data(self, data: dict[str, Any], allowed: bool) -> None:
-        if not self.data_file.exists():
-            # Every checkpoint that verifies was written with a data record beside it, so a
-            # missing one was lost; resuming without it would skip the check silently.
+        record = self.data_file
+        latest = ckpt.latest_checkpoint(self.folder)
+        if not record.exists() and latest is not None and (latest / DATA_FILE).is_file():
+            record = latest / DATA_FILE  # every checkpoint keeps a copy, as of train_config.json
+        if not record.exists():
+            # Runs record their data beside the checkpoints and in them, so both were lost;
+            # resuming without a record would skip the check silently.
             if not allowed:
                 raise DataChangedError(
                     f"{self.data_file}: missing, so the shards cannot be checked against those the "
@@ -326,9 +330,9 @@ class RunDir:
                           stacklevel=4)
             return
         try:
-            recorded = json.loads(self.data_file.read_text())
+            recorded = json.loads(record.read_text())
         except (OSError, ValueError) as exc:
-            raise RunDirError(f"{self.data_file}: unreadable ({exc}); restore it, or pass "
+            raise RunDirError(f"{record}: unreadable ({exc}); restore it, or pass "
                               "--allow-data-change to resume with the current data") from exc
         changes = data_differences(recorded, data)
         if not changes:

@@ -239,6 +239,7 @@ def test_fault_03_sigterm_to_the_process_group_and_sigint_save_and_resume(tmp_pa
 
 def test_fault_03_a_repeated_signal_counts_once_and_a_second_request_stops_at_once():
     requests = []
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}  # SIG_IGN in a background job
     with pytest.raises(StopNow) as stopped, stop_signals(requests.append):
         os.kill(os.getpid(), signal.SIGTERM)
         os.kill(os.getpid(), signal.SIGTERM)  # delivered twice (process group + torchrun)
@@ -248,7 +249,7 @@ def test_fault_03_a_repeated_signal_counts_once_and_a_second_request_stops_at_on
         os.kill(os.getpid(), signal.SIGINT)  # a second request: stop now
         time.sleep(1)
     assert stopped.value.signum == signal.SIGINT and "stopped at once" in str(stopped.value)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert {sig: signal.getsignal(sig) for sig in before} == before  # handlers restored
 
 
 def test_fault_03_second_signal_exits_with_the_signal_status(monkeypatch, tmp_path, capsys):
@@ -377,17 +378,30 @@ def test_fault_09_resume_on_changed_data_is_refused_unless_allowed(finished, tmp
 
 
 def test_fault_09_a_lost_data_record_is_not_a_free_pass(finished, tmp_path):
-    """Without data.json the shards cannot be compared: refused unless --allow-data-change."""
-    cfg = copy_of(finished, tmp_path / "run")
-    (Path(cfg.output_dir) / "data.json").unlink()
-    before = snapshot(Path(cfg.output_dir))
+    """Without data.json the checkpoint's copy is compared; without both, refused unless allowed."""
+    cfg = copy_of(finished, tmp_path)
+    run = Path(cfg.output_dir)
+    (run / "data.json").unlink()
+    shutil.copy(Path(finished.train_data) / "train_0.hdf5", tmp_path / "extra.hdf5")
+    moved = tmp_path / "moved"
+    shutil.copytree(Path(finished.train_data), moved)
+    shutil.copy(tmp_path / "extra.hdf5", moved / "train_9.hdf5")  # a shard added
+    with pytest.raises(DataChangedError, match=r"train shards added: train_9.hdf5"):
+        Trainer(TrainConfig.from_dict(cfg.to_dict() | {"train_data": str(moved)}))  # the copy caught it
+    assert Trainer(cfg).progress.step == 8 and (run / "data.json").is_file()  # same data: resumes
+
+    (run / "data.json").unlink()
+    for checkpoint in ckpt.list_checkpoints(run):  # as if no checkpoint kept a copy either
+        (checkpoint / "data.json").unlink()
+        ckpt.write_manifest(checkpoint)
+    before = snapshot(run)
     with pytest.raises(DataChangedError, match=r"data.json: missing, so the shards cannot be checked.*--allow-data-change"):
         Trainer(cfg)
-    assert snapshot(Path(cfg.output_dir)) == before
+    assert snapshot(run) == before
     cfg.allow_data_change = True
     with pytest.warns(UserWarning, match="data.json: missing; resuming with the current data unchecked"):
         assert Trainer(cfg).progress.step == 8
-    assert (Path(cfg.output_dir) / "data.json").is_file()  # recorded again
+    assert (run / "data.json").is_file()  # recorded again
 
 
 @pytest.mark.parametrize("left", ["checkpoints, empty metrics", "metrics, no checkpoints"])
