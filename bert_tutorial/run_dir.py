@@ -159,6 +159,11 @@ class RunLock:
 # --- what the run was started with -------------------------------------------------------
 
 
+def data_text(data: dict[str, Any]) -> str:
+    """``data.json``'s contents, the same beside the checkpoints and inside each one."""
+    return json.dumps(data, indent=1) + "\n"
+
+
 def data_record(datasets: dict[str, Any]) -> dict[str, Any]:
     """Names, sizes and rows of each split's shards (``{"train": dataset, "eval": ...}``)."""
     record: dict[str, Any] = {}
@@ -246,7 +251,7 @@ class RunDir:
         self._make_folder_and_lock()
         existing = self._read_config()
         if existing is None or not self._holds_a_run():
-            return None  # nothing trained here yet (a --dry-run, or a start that failed before step 1)
+            return None  # no checkpoint and no metrics yet: only a --dry-run wrote here
         differ = config_differences(existing, cfg.to_dict())
         if differ:
             raise RunDirError(f"{self.config_file}: output folder holds a different run (fields "
@@ -351,7 +356,7 @@ class RunDir:
         """Record the run's config and data (rank 0), once the Trainer is fully built."""
         if self.is_main:
             cfg.to_json(self.config_file)
-            write_text_atomic(self.data_file, json.dumps(data, indent=1) + "\n")
+            write_text_atomic(self.data_file, data_text(data))
             if fresh:
                 (self.folder / METRICS_FILE).unlink(missing_ok=True)
         barrier()

@@ -6,10 +6,10 @@ delivering the new. :func:`write_text_atomic` writes a temporary file beside the
 target, flushes it to disk and renames it over the target: rename is atomic, so a
 reader sees the old file or the new one, never a mixture.
 
-A full disk (or a file size limit, ``ulimit -f``: EFBIG) shows up in many disguises: ``OSError(ENOSPC)`` from Python,
-"No space left on device (os error 28)" from safetensors, or torch's C++ writer's
-"unexpected pos ... / basic_ios::clear: iostream error", which carries no errno at
-all. :func:`is_disk_full` recognises all of them so the user reads
+A full disk (or a file size limit, ``ulimit -f``: EFBIG) shows up in many disguises:
+``OSError(ENOSPC)`` from Python, "No space left on device (os error 28)" from
+safetensors, or torch's C++ writer's "unexpected pos ... / basic_ios::clear: iostream
+error", which carries no errno at all. :func:`is_disk_full` recognises all of them so the user reads
 :class:`DiskFullError` instead of a stream error.
 """
 
@@ -61,15 +61,8 @@ def is_disk_full(exc: BaseException, folder: str | Path) -> bool:
     Call it *before* deleting what the failed write left behind: torch's stream errors
     carry no errno, and for those the only evidence is a file system with no room left.
     """
-    seen: BaseException | None = exc
-    for _ in range(8):  # the chain of causes is short; a bound guards against cycles
-        if seen is None:
-            break
-        if isinstance(seen, OSError) and seen.errno in _FULL_ERRNOS:
-            return True
-        if any(text in str(seen).lower() for text in _FULL_TEXTS + _LIMIT_TEXTS):
-            return True
-        seen = seen.__cause__ or seen.__context__
+    if any(_says(seen, _FULL_ERRNOS, _FULL_TEXTS + _LIMIT_TEXTS) for seen in _causes(exc)):
+        return True
     if not isinstance(exc, OSError | RuntimeError):
         return False
     free = _free_bytes(Path(folder))
@@ -86,26 +79,37 @@ def _file_size_limited() -> bool:
     return soft != resource.RLIM_INFINITY
 
 
+NO_SPACE = ("no space left", "free some space")
+LIMIT_REACHED = ("the file size limit was reached",
+                 "raise the limit (ulimit -f), or write to a file system that allows larger files,")
+
+
 def no_room(exc: BaseException) -> tuple[str, str]:
     """(what happened, what to do) for a write that found no room: a full disk or a size limit."""
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            break
-        if (isinstance(seen, OSError) and seen.errno == errno.EFBIG) or any(
-                text in str(seen).lower() for text in _LIMIT_TEXTS):
+    for seen in _causes(exc):
+        if _says(seen, {errno.EFBIG}, _LIMIT_TEXTS):
             return LIMIT_REACHED
-        if (isinstance(seen, OSError) and seen.errno in _FULL_ERRNOS) or any(
-                text in str(seen).lower() for text in _FULL_TEXTS):
+        if _says(seen, _FULL_ERRNOS, _FULL_TEXTS):
             return NO_SPACE
-        seen = seen.__cause__ or seen.__context__
     # torch's writer says only "unexpected pos": blame the limit if there is one.
     return LIMIT_REACHED if _file_size_limited() else NO_SPACE
 
 
-NO_SPACE = ("no space left", "free some space")
-LIMIT_REACHED = ("the file size limit was reached",
-                 "raise the limit (ulimit -f), or write to a file system that allows larger files,")
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it chains to (the chain is short; a bound guards against cycles)."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    return chain
+
+
+def _says(exc: BaseException, errnos: set[int], texts: tuple[str, ...]) -> bool:
+    """True if ``exc`` carries one of ``errnos`` or its message holds one of ``texts``."""
+    if isinstance(exc, OSError) and exc.errno in errnos:
+        return True
+    return any(text in str(exc).lower() for text in texts)
 
 
 def fsync_dir(folder: str | Path) -> None:

@@ -50,7 +50,7 @@ from .metrics import METRICS_FILE, MetricsLog
 from .model import PretrainingModel, build_model, check_vocab, load_pretrained, unwrap
 from .optim import build_optimizer, build_scheduler, warmup_steps
 from .preemption import stop_signals
-from .run_dir import CONFIG_FILE, DATA_FILE, RESUMABLE_CHANGES, RunDir, data_record
+from .run_dir import CONFIG_FILE, DATA_FILE, RESUMABLE_CHANGES, RunDir, data_record, data_text
 from .step import StepResult, train_step
 from .tokenization import read_vocab
 
@@ -95,7 +95,7 @@ class Trainer:
         self.vocab_size = len(read_vocab(cfg.vocab_file))
         self._open_data()
         data = data_record({"train": self.train_data, "eval": self.eval_data})
-        self.data_json = json.dumps(data, indent=1) + "\n"  # also kept in every checkpoint
+        self.data_json = data_text(data)  # also kept in every checkpoint
         self.run_dir = RunDir(self.output_dir, is_main=self.dist.is_main)
         resume_from = self.run_dir.open(cfg, data)  # locks the folder (rank 0)
         try:

@@ -58,7 +58,7 @@ def inputs_hash() -> dict[str, str]:
     for path in sorted((ROOT / "bert_tutorial").glob("*.py")):
         hashes[f"bert_tutorial/{path.name}"] = hashlib.sha256(path.read_bytes()).hexdigest()
     data = ROOT / "data_samples"  # what the runs read: shards, vocabulary, the starting model
-    for path in sorted([*data.rglob("*.hdf5"), data / "vocab.txt", *(data / "base-model").glob("*.*json"),
+    for path in sorted([*data.rglob("*.hdf5"), data / "vocab.txt", *(data / "base-model").glob("*.json"),
                         *(data / "base-model").glob("*.safetensors")]):
         hashes[path.relative_to(ROOT).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
     script = Path(__file__).resolve()
