@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -87,11 +86,6 @@ def torchrun(*launches: list[str], timeout: float = TIMEOUT_S) -> list[str]:
     return outputs
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def weights(run_dir: Path, step: int | None = None) -> dict[str, torch.Tensor]:
     path = ckpt.latest_checkpoint(run_dir) if step is None else ckpt.checkpoint_path(run_dir, step)
@@ -150,6 +144,8 @@ def two_proc(data, tmp_path_factory) -> tuple[Path, str]:
 @pytest.fixture(scope="module")
 def two_nodes(data, tmp_path_factory) -> dict[str, Any]:
     """Two one-process "nodes" at a c10d rendezvous; batch 4 x accumulation 2 per rank, resumed."""
+    from tiny import free_port
+
     root = tmp_path_factory.mktemp("two_nodes")
     no_plots = {"plots": False} if "plots" in TrainConfig.__dataclass_fields__ else {}  # saves seconds
     cfg = run_config(data, root / "run", batch_size=GLOBAL_BATCH // 4, grad_accum_steps=2, **no_plots)

@@ -6,14 +6,13 @@ machines (CI) every test here is skipped; their CPU equivalents are in tests/tes
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from tiny import dies_at_step, tiny_config
+from tiny import dies_at_step, free_port, tiny_config
 
 from bert_tutorial import training
 from bert_tutorial.device import autocast_context, make_grad_scaler
@@ -109,11 +108,6 @@ def test_the_step_never_waits_for_the_gpu(cfg_and_batch, group, monkeypatch):
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_gpu_loaders_pin_memory(tmp_path):

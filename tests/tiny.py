@@ -1,7 +1,8 @@
-"""A tiny data set and model config for training tests: seconds on a 2-core CPU."""
+"""A tiny data set and model config for training tests: seconds on a 2-core CPU (and a free port)."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -75,3 +76,10 @@ def dies_at_step(n: int, step: Callable[..., Any]) -> Callable[..., Any]:
         return step(*args, **kwargs)
 
     return wrapped
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, for a process group's rendezvous."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
