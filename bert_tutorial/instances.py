@@ -16,6 +16,8 @@ The steps, as in the original BERT code:
 4. **Masking** (:func:`mask_tokens`): 15 % of the tokens become prediction targets;
    of those 80 % are replaced by ``[MASK]``, 10 % by a random word piece and 10 %
    stay unchanged, so the model must keep a representation of every token.
+   (``create_data``'s default skips this step, ``mask=False``, and masks whole shards
+   at once with numpy instead: :mod:`bert_tutorial.masking`.)
 5. **Padding** (:func:`bert_tutorial.shard_writer.instances_to_arrays`) into the
    fixed-shape arrays of the shard format.
 
@@ -368,10 +370,14 @@ def _build_instance(
     options: InstanceOptions,
     vocab: VocabInfo,
     rng: random.Random,
+    mask: bool = True,
 ) -> Instance:
-    """Truncate the pair, add [CLS]/[SEP] and mask."""
+    """Truncate the pair, add [CLS]/[SEP] and (unless ``mask`` is False) mask."""
     truncated = truncate_seq_pair(tokens_a, tokens_b, options.max_seq_length - 3, rng)
     tokens = [vocab.cls_id, *tokens_a, vocab.sep_id, *tokens_b, vocab.sep_id]
+    if not mask:  # masked later, a shard at a time (bert_tutorial.masking)
+        return Instance(array(INT32, tokens), len(tokens_a) + 2, array(INT32), array(INT32),
+                        is_random_next, truncated)
     masked, positions, labels = mask_tokens(
         tokens,
         vocab,
@@ -390,6 +396,7 @@ def create_instances_from_document(
     options: InstanceOptions,
     vocab: VocabInfo,
     rng: random.Random,
+    mask: bool = True,
 ) -> list[Instance]:
     """All instances of one document: the original's packing of segments into A/B pairs.
 
@@ -427,7 +434,7 @@ def create_instances_from_document(
             else:
                 tokens_b = list(chain.from_iterable(chunk[a_end:]))
                 is_random_next = same_document = False
-            instance = _build_instance(tokens_a, tokens_b, is_random_next, options, vocab, rng)
+            instance = _build_instance(tokens_a, tokens_b, is_random_next, options, vocab, rng, mask)
             instance.same_document_b = same_document
             instances.append(instance)
             chunk, chunk_length = [], 0
@@ -441,15 +448,18 @@ def create_instances(
     vocab: VocabInfo,
     rng: random.Random,
     dupe_factor: int = 1,
+    mask: bool = True,
 ) -> Iterator[Instance]:
     """Instances of ``dupe_factor`` passes over the documents (each a list of token-id segments).
 
     Each pass visits the documents in a fresh random order and draws new A/B splits
     and masks, so duplicates of the text are different training examples. Documents
-    must be non-empty lists of non-empty segments.
+    must be non-empty lists of non-empty segments. With ``mask=False`` the instances
+    are left unmasked (no masking draws) for :mod:`bert_tutorial.masking` to mask.
     """
     for _ in range(dupe_factor):
         order = list(range(len(documents_tokens)))
         shuffle(order, rng)
         for index in order:
-            yield from create_instances_from_document(documents_tokens, index, options, vocab, rng)
+            yield from create_instances_from_document(
+                documents_tokens, index, options, vocab, rng, mask)

@@ -51,7 +51,8 @@ def make_sample_shards(
         folder = root / split
         if (folder / _DONE).is_file():
             continue
-        options = CreationOptions(instances, dupe_factor=dupe_factor, seed=seed, shard_size=2500)
+        options = CreationOptions(instances, dupe_factor=dupe_factor, seed=seed, shard_size=2500,
+                                  masking="google")
         corpus = CorpusOptions(input_format="gutenberg", documents=documents)
         create_pretraining_data(
             [SAMPLE_CORPUS], vocab_file, folder, options, corpus,

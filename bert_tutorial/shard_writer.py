@@ -162,6 +162,8 @@ class ShardWriter:
     rng: random.Random
     write: WriteFunction | None = None
     name: str | None = None
+    #: Masks a full shard's arrays (``bert_tutorial.masking``) when the instances come unmasked.
+    masker: Callable[[dict[str, np.ndarray], int], None] | None = None
     buffer: list[Instance] = field(default_factory=list)
     written: list[tuple[Path, int]] = field(default_factory=list)
 
@@ -177,7 +179,10 @@ class ShardWriter:
             return
         shuffle(self.buffer, self.rng)
         path = shard_path(self.output_dir, self.prefix, len(self.written), self.name)
-        (self.write or write_arrays)(path, instances_to_arrays(self.buffer, *self.shape))
+        arrays = instances_to_arrays(self.buffer, *self.shape)
+        if self.masker is not None:
+            self.masker(arrays, len(self.written))
+        (self.write or write_arrays)(path, arrays)
         self.written.append((path, len(self.buffer)))
         self.buffer = []
 

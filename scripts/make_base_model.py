@@ -52,7 +52,9 @@ if str(ROOT) not in sys.path:  # use this checkout's package, as the CLIs run fr
     sys.path.insert(0, str(ROOT))
 
 #: Shard options shared with data_samples/README.md's regenerating commands.
-SHARD_OPTIONS = ["--max-seq-length", "128", "--seed", "12345", "--shard-size", "2500"]
+#: Google's masking draws, as data_samples/train and eval (data_samples/README.md).
+SHARD_OPTIONS = ["--max-seq-length", "128", "--seed", "12345", "--masking", "google",
+                 "--shard-size", "2500"]
 BASE_DOCUMENTS, BASE_DUPE_FACTOR = "0:40", 10  # chapters 1-40, ten passes (distinct masks)
 CONTINUE_DOCUMENTS, CONTINUE_DUPE_FACTOR = "40:55", 5  # chapters 41-55
 #: The base model's recipe: TrainConfig fields (the model size is TrainConfig's default).
