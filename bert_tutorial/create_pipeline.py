@@ -76,8 +76,10 @@ class CreationOptions:
     docs_per_block: int = 10_000
     #: Each input file on its own: own random stream and shards named after the file.
     per_file: bool = False
-    #: "vectorized": whole shards masked with numpy (``bert_tutorial.masking``), ~2x faster;
-    #: "google": each instance masked from the one random stream, Google's draws exactly.
+    #: "vectorized": whole shards masked with numpy (``bert_tutorial.masking``), ~1.6x faster
+    #: in all; "google": each instance masked from the one random stream, Google's draws
+    #: exactly, and the only choice with whole-word masking (the CLI picks it for
+    #: ``--whole-word-masking``; here it must be asked for).
     masking: Literal["vectorized", "google"] = "vectorized"
 
     def validate(self) -> None:

@@ -91,11 +91,17 @@ def test_fewer_candidates_than_targets_masks_them_all(book):
     assert arrays["masked_lm_ids"].tolist() == [[2000, 2001, 2002, 0, 0, 0, 0, 0]] * 2
 
 
-def test_each_shard_and_file_has_its_own_generator():
-    """Same (seed, shard, file name) -> same draws; any of the three changed -> other draws."""
+def test_each_shard_file_and_text_has_its_own_generator(tmp_path):
+    """Same key -> same draws; any part changed -> other draws; any integer seed works."""
+    text = np.arange(12, dtype=np.int32).reshape(3, 4)
     draw = lambda *key: shard_generator(*key).random(4).tolist()  # noqa: E731
-    assert draw(7, 0) == draw(7, 0) and draw(7, 2, "a") == draw(7, 2, "a")
-    assert len({str(draw(*key)) for key in [(7, 0), (8, 0), (7, 1), (7, 0, "a"), (7, 0, "b")]}) == 5
+    assert draw(7, 0) == draw(7, 0) and draw(7, 2, "a", text) == draw(7, 2, "a", text.copy())
+    keys = [(7, 0), (8, 0), (7, 1), (7, 0, "a"), (7, 0, "b"), (7, 0, "a", text), (7, 0, "a", text + 1),
+            (-1, 0), (2**32, 0), (0, 1), (2**70, 3)]  # 2**32 and (0, 1) would collide as raw entropy
+    assert len({str(draw(*key)) for key in keys}) == len(keys)
+    args = ["--input", str(BOOK), "--gutenberg", "--documents", "0:3", "--vocab-file", str(VOCAB),
+            "--quiet", "--output-dir", str(tmp_path / "negative"), "--seed", "-1"]
+    assert main(args) == 0 and len(list((tmp_path / "negative").glob("*.hdf5"))) == 1
 
 
 def shard_statistics(folder: Path, vocab: VocabInfo) -> dict[str, float | np.ndarray]:
