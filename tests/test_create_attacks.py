@@ -161,9 +161,11 @@ def test_max_predictions_default_follows_masked_lm_prob(tmp_path, capsys):
 
 
 def _imported_modules(code: str) -> set[str]:
-    out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print(' '.join(sys.modules))"],
-                         capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent)
-    return set(out.stdout.split())
+    """The modules ``code`` leaves imported (read from a marked last line, not from its output)."""
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys; print('MODULES:', ' '.join(sys.modules))"],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent)
+    return set(out.stdout.rsplit("MODULES:", 1)[1].split())
 
 
 def test_help_and_small_runs_do_not_import_transformers(tmp_path):
