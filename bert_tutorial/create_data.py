@@ -34,11 +34,11 @@ block and behaves as in the original.
 Reproducibility
 ---------------
 Every random choice of the packing is drawn from one ``random.Random(seed)`` in a
-fixed order, each shard's masks from a numpy generator seeded by the seed, the
-shard's index, its text and (``--per-file``) its file's name (:mod:`bert_tutorial.masking`; ``--masking google`` draws them from the
-one stream instead, as Google's tool does), and HDF5 datasets are written without
-timestamps, so the same input, arguments and library versions give byte-identical
-shards, for any ``--workers``. With
+fixed order; each shard's masks come from a numpy generator keyed by the seed, the
+shard's index, its text and (``--per-file``) its file's name (:mod:`bert_tutorial.masking`),
+or with ``--masking google`` from the one stream, as Google's tool draws them. HDF5
+datasets are written without timestamps, so the same input, arguments and library
+versions give byte-identical shards, for any ``--workers``. With
 ``--per-file`` each input file has its own generator and its own shards (see
 ``create_pipeline``), for corpora split over several machines (``docs/large_corpus.md``).
 """

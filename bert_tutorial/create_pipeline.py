@@ -221,7 +221,7 @@ def fill_shards(
             summary.single_document_blocks.append(f"{where}block {index}")
         for instance in create_instances(
             block, options.instances, vocab, writer.rng, options.dupe_factor,
-            mask=options.masking == "google",
+            mask=writer.masker is None,  # else the writer masks whole shards
         ):
             summary.count(instance)
             writer.add(instance)

@@ -94,8 +94,8 @@ def _mask_rows(
     else:
         smallest = np.broadcast_to(np.arange(width), (n, width))
     by_key = np.take_along_axis(smallest, np.argsort(np.take_along_axis(keys, smallest, 1), 1), 1)
-    chosen = (np.arange(predictions) < wanted[:, None]) & (np.take_along_axis(keys, by_key, 1) < 2.0)
-    positions = np.sort(np.where(chosen, by_key, width), axis=1)  # not chosen -> width, at the end
+    take = (np.arange(predictions) < wanted[:, None]) & (np.take_along_axis(keys, by_key, 1) < 2.0)
+    positions = np.sort(np.where(take, by_key, width), axis=1)  # not taken -> width, at the end
     chosen = positions < width
     positions = np.where(chosen, positions, 0)
     rows = np.broadcast_to(np.arange(n)[:, None], positions.shape)

@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny import free_port
 
 from bert_tutorial import checkpoint as ckpt
 from bert_tutorial import distributed as bdist
@@ -84,7 +85,6 @@ def torchrun(*launches: list[str], timeout: float = TIMEOUT_S) -> list[str]:
     for proc, out in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, f"torchrun failed ({proc.returncode}):\n{out[-6000:]}"
     return outputs
-
 
 
 def weights(run_dir: Path, step: int | None = None) -> dict[str, torch.Tensor]:
@@ -144,8 +144,6 @@ def two_proc(data, tmp_path_factory) -> tuple[Path, str]:
 @pytest.fixture(scope="module")
 def two_nodes(data, tmp_path_factory) -> dict[str, Any]:
     """Two one-process "nodes" at a c10d rendezvous; batch 4 x accumulation 2 per rank, resumed."""
-    from tiny import free_port
-
     root = tmp_path_factory.mktemp("two_nodes")
     no_plots = {"plots": False} if "plots" in TrainConfig.__dataclass_fields__ else {}  # saves seconds
     cfg = run_config(data, root / "run", batch_size=GLOBAL_BATCH // 4, grad_accum_steps=2, **no_plots)
