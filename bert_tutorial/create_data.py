@@ -396,6 +396,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         except (OSError, ValueError, re.error) as exc:
             parser.exit(2, f"{parser.prog}: error: {exc}\n")
+        except KeyboardInterrupt:  # shards are renamed into place only when complete
+            parser.exit(130, f"{parser.prog}: interrupted; the shards already in "
+                        f"{args.output_dir} are complete, the run is not: run it again with "
+                        "--overwrite\n")
     if not args.quiet:
         _report(summary)
     return 0

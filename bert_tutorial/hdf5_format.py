@@ -60,21 +60,25 @@ def write_shard(path: str | Path, arrays: dict[str, np.ndarray], compression: st
     """Write one shard with exactly the dtypes of the format table.
 
     The file is written under a temporary name and renamed, so a crash never
-    leaves a half-written shard that looks complete.
+    leaves a half-written shard that looks complete; an error or Ctrl-C while
+    writing removes the temporary file.
     """
     path = Path(path)
     missing = set(FIELDS) - set(arrays)
     if missing:
         raise ShardError(f"{path}: cannot write shard, missing field(s) {sorted(missing)}")
     tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
-        for name, (dtype, _) in FIELDS.items():
-            # track_times=False (h5py's default, stated so it cannot change under us): no
-            # timestamps in the file, so the same data gives byte-identical shards.
-            f.create_dataset(
-                name, data=np.asarray(arrays[name], dtype=dtype), compression=compression, track_times=False
-            )
-    tmp.replace(path)
+    try:
+        with h5py.File(tmp, "w") as f:
+            for name, (dtype, _) in FIELDS.items():
+                # track_times=False (h5py's default, stated so it cannot change under us): no
+                # timestamps in the file, so the same data gives byte-identical shards.
+                f.create_dataset(name, data=np.asarray(arrays[name], dtype=dtype),
+                                 compression=compression, track_times=False)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -181,3 +181,30 @@ def test_help_and_small_runs_do_not_import_transformers(tmp_path):
         f"main(['--input', {str(corpus)!r}, '--vocab-file', {str(VOCAB)!r}, '--output-dir', "
         f"{str(tmp_path / 'o')!r}, '--max-seq-length', '16', '--quiet'])")
     assert "h5py" in run_modules and not {"transformers", "torch"} & run_modules
+
+
+def test_ctrl_c_while_writing_a_shard_leaves_complete_shards_and_a_message(tmp_path, monkeypatch, capsys):
+    """Ctrl-C in the second shard's write: exit 130, one line, shard 0 intact, no temporary file."""
+    import h5py
+
+    from bert_tutorial.hdf5_format import FIELDS, inspect_shard, read_shard
+
+    real = h5py.Group.create_dataset
+    calls = []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == len(FIELDS) + 2:  # the second field of the second shard
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", interrupted)
+    book = VOCAB.parent / "corpus" / "pride-and-prejudice.txt"
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as stop:
+        main(["--input", str(book), "--gutenberg", "--documents", "0:3", "--vocab-file", str(VOCAB),
+              "--output-dir", str(out), "--shard-size", "40", "--quiet"])
+    assert stop.value.code == 130
+    assert f"interrupted; the shards already in {out} are complete" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["pretrain_shard_00000.hdf5"]
+    assert len(read_shard(inspect_shard(out / "pretrain_shard_00000.hdf5"))["input_ids"]) == 40
