@@ -349,7 +349,7 @@ class CorpusCounts:
     documents: int = 0
     sentences: int = 0
     tokens: int = 0
-    #: Segments longer than two sequences, cut into pieces (see ``instances.segment_limits``).
+    #: Segments longer than two sequences, cut into pieces (see ``instances.split_long_segments``).
     split_segments: int = 0
 
 

@@ -38,7 +38,6 @@ from .instances import (
     InstanceOptions,
     VocabInfo,
     create_instances,
-    segment_limits,
     split_long_segments,
 )
 from .shard_writer import ShardWriter, WriteFunction, shard_name
@@ -162,15 +161,14 @@ def text_chunks(documents: Iterable[list[str]]) -> Iterator[list[list[str]]]:
 def tokenize_chunk(
     chunk: list[list[str]], tokenizer: Callable[[list[str]], list[list[int]]], max_seq_length: int
 ) -> tuple[list[list[list[int]]], CorpusCounts]:
-    """Token ids of a chunk of documents, over-long segments cut (``segment_limits``), and counts.
+    """Token ids of a chunk of documents, over-long segments cut (``split_long_segments``), and counts.
 
     Draws nothing, so it may run in any process in any order.
     """
     counts = CorpusCounts()
-    longest, piece = segment_limits(max_seq_length)
     documents = []
     for document in tokenize_documents(chunk, tokenizer, counts):
-        document, cut = split_long_segments(document, longest, piece)
+        document, cut = split_long_segments(document, max_seq_length)
         counts.split_segments += cut
         documents.append(document)
     return documents, counts

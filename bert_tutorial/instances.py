@@ -43,7 +43,7 @@ from typing import Any
 
 #: The ``array`` type code of a 32-bit signed integer (``int32`` in the shards).
 INT32 = next(code for code in "ilh" if array(code).itemsize == 4)
-#: Segments up to this many tokens stay whole at any sequence length (see :func:`segment_limits`).
+#: Segments up to this many tokens stay whole at any sequence length (see :func:`split_long_segments`).
 LONG_SEGMENT_TOKENS = 256
 
 
@@ -115,8 +115,8 @@ def max_predictions_for(max_seq_length: int, masked_lm_prob: float) -> int:
     return min(max_seq_length, max(default_max_predictions(max_seq_length), needed))
 
 
-def segment_limits(max_seq_length: int) -> tuple[int, int]:
-    """(longest segment kept whole, length of the pieces a longer one is cut into).
+def split_long_segments(document: list[list[int]], max_seq_length: int) -> tuple[list[list[int]], int]:
+    """``document`` with every over-long segment cut into pieces, and the number of segments cut.
 
     A segment longer than a sequence loses its excess to truncation, as in the
     original. Sentences of a few hundred tokens are real (the sample book has ten of
@@ -124,20 +124,11 @@ def segment_limits(max_seq_length: int) -> tuple[int, int]:
     committed shards are unchanged. Anything longer than two sequences (at least
     :data:`LONG_SEGMENT_TOKENS`) is a line of running text, not a sentence: truncation
     would throw most of it away, so it is cut into pieces of half a sequence, which
-    pack two to an instance with at most one token to spare.
+    pack two to an instance with at most one token to spare. Returns the same list if
+    nothing was cut.
     """
     max_num_tokens = max_seq_length - 3
-    return max(2 * max_num_tokens, LONG_SEGMENT_TOKENS), (max_num_tokens + 1) // 2
-
-
-def split_long_segments(
-    document: list[list[int]], longest: int, piece: int
-) -> tuple[list[list[int]], int]:
-    """``document`` with every segment longer than ``longest`` cut into ``piece``-token pieces.
-
-    Returns the document (the same list if nothing was cut) and the number of
-    segments cut, for the run's summary.
-    """
+    longest, piece = max(2 * max_num_tokens, LONG_SEGMENT_TOKENS), (max_num_tokens + 1) // 2
     if all(len(segment) <= longest for segment in document):
         return document, 0
     out: list[list[int]] = []
@@ -206,26 +197,16 @@ def truncate_seq_pair(
     slice per end, so a segment of a million tokens costs a million draws, not a
     million list deletions from the front. Returns the number of tokens removed.
     """
-    len_a, len_b = len(tokens_a), len(tokens_b)
-    excess = len_a + len_b - max_num_tokens
+    lengths = [len(tokens_a), len(tokens_b)]
+    excess = sum(lengths) - max_num_tokens
     if excess <= 0:
         return 0
-    draw = rng.random
-    front_a = back_a = front_b = back_b = 0
-    while len_a + len_b > max_num_tokens:
-        if len_a > len_b:
-            if draw() < 0.5:
-                front_a += 1
-            else:
-                back_a += 1
-            len_a -= 1
-        else:
-            if draw() < 0.5:
-                front_b += 1
-            else:
-                back_b += 1
-            len_b -= 1
-    for tokens, front, back in ((tokens_a, front_a, back_a), (tokens_b, front_b, back_b)):
+    cuts = [[0, 0], [0, 0]]  # tokens cut from the [front, back] of A and of B
+    for _ in range(excess):
+        longer = 0 if lengths[0] > lengths[1] else 1
+        cuts[longer][rng.random() >= 0.5] += 1
+        lengths[longer] -= 1
+    for tokens, (front, back) in zip((tokens_a, tokens_b), cuts, strict=True):
         del tokens[len(tokens) - back :]
         del tokens[:front]
     return excess
@@ -335,16 +316,6 @@ def mask_tokens(
     return output, chosen, [token_ids[i] for i in chosen]
 
 
-def _pick_random_document(num_documents: int, document_index: int, rng: random.Random) -> int:
-    """Another document's index (10 tries, as the original; with one document it is the same one)."""
-    random_index = document_index
-    for _ in range(10):
-        random_index = rng.randint(0, num_documents - 1)
-        if random_index != document_index:
-            break
-    return random_index
-
-
 def _random_segment_b(
     documents: Sequence[Sequence[Sequence[int]]],
     document_index: int,
@@ -352,8 +323,16 @@ def _random_segment_b(
     rng: random.Random,
 ) -> tuple[list[int], bool]:
     """Tokens from a random place of another document (at least ``target_length`` if available),
-    and whether the draw fell back on this same document."""
-    other = _pick_random_document(len(documents), document_index, rng)
+    and whether the draw fell back on this same document.
+
+    Another document is drawn up to 10 times, as in the original; with one document
+    it is the same one.
+    """
+    other = document_index
+    for _ in range(10):
+        other = rng.randint(0, len(documents) - 1)
+        if other != document_index:
+            break
     document = documents[other]
     tokens_b: list[int] = []
     for k in range(rng.randint(0, len(document) - 1), len(document)):
@@ -370,23 +349,18 @@ def _build_instance(
     options: InstanceOptions,
     vocab: VocabInfo,
     rng: random.Random,
-    mask: bool = True,
+    mask: bool,
 ) -> Instance:
     """Truncate the pair, add [CLS]/[SEP] and (unless ``mask`` is False) mask."""
     truncated = truncate_seq_pair(tokens_a, tokens_b, options.max_seq_length - 3, rng)
     tokens = [vocab.cls_id, *tokens_a, vocab.sep_id, *tokens_b, vocab.sep_id]
-    if not mask:  # masked later, a shard at a time (bert_tutorial.masking)
-        return Instance(array(INT32, tokens), len(tokens_a) + 2, array(INT32), array(INT32),
-                        is_random_next, truncated)
-    masked, positions, labels = mask_tokens(
-        tokens,
-        vocab,
-        options.masked_lm_prob,
-        options.max_predictions_per_seq,
-        rng,
-        options.whole_word_masking,
-    )
-    return Instance(array(INT32, masked), len(tokens_a) + 2, array(INT32, positions),
+    positions: list[int] = []
+    labels: list[int] = []
+    if mask:  # else masked later, a shard at a time (bert_tutorial.masking)
+        tokens, positions, labels = mask_tokens(tokens, vocab, options.masked_lm_prob,
+                                                options.max_predictions_per_seq, rng,
+                                                options.whole_word_masking)
+    return Instance(array(INT32, tokens), len(tokens_a) + 2, array(INT32, positions),
                     array(INT32, labels), is_random_next, truncated)
 
 
@@ -424,6 +398,7 @@ def create_instances_from_document(
         if i == len(document) - 1 or chunk_length >= target_length:
             a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
             tokens_a = list(chain.from_iterable(chunk[:a_end]))
+            is_random_next = same_document = False
             if len(chunk) == 1 or rng.random() < 0.5:
                 tokens_b, same_document = _random_segment_b(
                     documents, document_index, target_length - len(tokens_a), rng
@@ -433,7 +408,6 @@ def create_instances_from_document(
                 is_random_next = not same_document
             else:
                 tokens_b = list(chain.from_iterable(chunk[a_end:]))
-                is_random_next = same_document = False
             instance = _build_instance(tokens_a, tokens_b, is_random_next, options, vocab, rng, mask)
             instance.same_document_b = same_document
             instances.append(instance)
