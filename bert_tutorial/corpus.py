@@ -29,9 +29,8 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
 #: A line or sentence longer than this is not a sentence (the sample book's longest is 1,062
 #: characters): it is split into sentences, or cut into chunks at spaces, so the tokenizer never
@@ -133,10 +132,8 @@ def split_long_text(text: str, limit: int = LONG_LINE_CHARS) -> list[str]:
 
 def _paragraph_sentences(paragraph: list[str]) -> list[str]:
     """The sentences of a paragraph (its lines), any over :data:`LONG_LINE_CHARS` cut into chunks."""
-    sentences = split_sentences(" ".join(paragraph))
-    if all(len(sentence) <= LONG_LINE_CHARS for sentence in sentences):
-        return sentences
-    return [piece for sentence in sentences for piece in _chunks(sentence, LONG_LINE_CHARS)]
+    return [piece for sentence in split_sentences(" ".join(paragraph))
+            for piece in _chunks(sentence, LONG_LINE_CHARS)]
 
 
 def strip_gutenberg(lines: Sequence[str]) -> list[str]:
@@ -194,10 +191,8 @@ def line_documents(lines: Iterable[str]) -> Iterator[list[str]]:
     document: list[str] = []
     for raw in lines:
         line = raw.strip()
-        if len(line) > LONG_LINE_CHARS:
+        if line:
             document.extend(split_long_text(line))
-        elif line:
-            document.append(line)
         elif document:
             yield document
             document = []
@@ -233,42 +228,33 @@ def find_input_files(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def _documents_of(
-    lines: Iterator[str], input_format: str, pattern: re.Pattern[str] | None
-) -> Iterator[list[str]]:
+def _documents_of(lines: Iterator[str], corpus: CorpusOptions) -> Iterator[list[str]]:
     """The documents of one open file in one of the three input formats."""
-    if input_format == "lines":
+    if corpus.input_format == "lines":
         yield from line_documents(lines)
-    elif input_format == "paragraphs":
+    elif corpus.input_format == "paragraphs":
+        pattern = re.compile(corpus.document_regex) if corpus.document_regex else None
         yield from paragraph_documents(lines, pattern)
-    elif input_format == "gutenberg":
+    elif corpus.input_format == "gutenberg":
         yield from gutenberg_to_documents("".join(lines))
     else:
-        raise ValueError(f"unknown input format {input_format!r}")
+        raise ValueError(f"unknown input format {corpus.input_format!r}")
 
 
-def read_documents(
-    files: Iterable[Path],
-    input_format: str = "lines",
-    document_regex: str | None = None,
-    encoding: str = "utf-8-sig",
-    errors: str = "strict",
-) -> Iterator[list[str]]:
-    """Stream the documents of all files, in order; ``input_format`` is lines/paragraphs/gutenberg.
+def read_documents(files: Iterable[Path], corpus: CorpusOptions) -> Iterator[list[str]]:
+    """Stream the documents of all files, in order, read as ``corpus`` says (all but ``documents``).
 
     Line-based formats are read lazily; a Gutenberg book is read whole, since its
-    footer can only be found by looking at the end. ``encoding`` and ``errors`` are
-    :func:`open`'s (the default ``utf-8-sig`` also reads UTF-8 with a byte-order
-    mark). Any problem with a file is a ``ValueError`` that names it: a decoding
-    error also says where the bad byte is and which options get past it.
+    footer can only be found by looking at the end. Any problem with a file is a
+    ``ValueError`` that names it: a decoding error also says where the bad byte is
+    and which options get past it.
     """
-    pattern = re.compile(document_regex) if document_regex else None
     for path in files:
         try:
-            with path.open(encoding=encoding, errors=errors) as f:
-                yield from _documents_of(f, input_format, pattern)
+            with path.open(encoding=corpus.encoding, errors=corpus.errors) as f:
+                yield from _documents_of(f, corpus)
         except UnicodeDecodeError as exc:
-            raise ValueError(_decode_error_message(path, encoding, exc)) from exc
+            raise ValueError(_decode_error_message(path, corpus.encoding, exc)) from exc
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from exc
 
@@ -352,31 +338,26 @@ class CorpusCounts:
     #: Segments longer than two sequences, cut into pieces (see ``instances.split_long_segments``).
     split_segments: int = 0
 
+    def add(self, other: CorpusCounts) -> None:
+        """Add every figure of ``other`` (all fields of its class, lists too) to this one's."""
+        for name in (f.name for f in fields(other)):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
 
 def tokenize_documents(
     documents: Iterable[list[str]],
-    tokenizer: Callable[[list[str]], Any],
+    tokenizer: Callable[[list[str]], list[list[int]]],
     counts: CorpusCounts | None = None,
 ) -> Iterator[list[list[int]]]:
     """Token ids per sentence, dropping sentences and documents that tokenise to nothing.
 
-    ``tokenizer`` is a :class:`~bert_tutorial.wordpiece.WordPieceTokenizer` or a
-    transformers tokenizer. Empty segments would make empty A or B segments later; an
-    empty document would be picked as a "random" document with nothing to give.
-    ``counts``, if given, is updated as documents stream through.
+    ``tokenizer`` is a :class:`~bert_tutorial.wordpiece.WordPieceTokenizer`. Empty
+    segments would make empty A or B segments later; an empty document would be picked
+    as a "random" document with nothing to give. ``counts``, if given, is updated as
+    documents stream through.
     """
-    from .wordpiece import WordPieceTokenizer
-
-    if isinstance(tokenizer, WordPieceTokenizer):
-        encode = tokenizer
-    else:  # a transformers tokenizer
-        def encode(sentences: list[str]) -> list[list[int]]:
-            """The transformers tokenizer's ids, without [CLS]/[SEP]."""
-            return tokenizer(sentences, add_special_tokens=False)["input_ids"]
-
     for sentences in documents:
-        ids = encode(sentences) if sentences else []
-        document = [segment for segment in ids if segment]
+        document = [segment for segment in tokenizer(sentences) if segment]
         if document:
             if counts is not None:
                 counts.documents += 1

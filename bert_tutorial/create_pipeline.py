@@ -28,6 +28,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -44,7 +45,6 @@ from .shard_writer import ShardWriter, WriteFunction, shard_name
 
 if TYPE_CHECKING:
     from .create_workers import WorkerPool
-    from .masking import ShardMasker
     from .wordpiece import WordPieceTokenizer
 
 #: A chunk of text handed to a tokenizer process holds about this many characters (or
@@ -120,14 +120,6 @@ class Summary(CorpusCounts):
         self.truncated_tokens += instance.truncated
         self.same_document_b += instance.same_document_b
 
-    def merge(self, other: Summary) -> None:
-        """Add another run's (another file's) figures to this one."""
-        for name in ("documents", "sentences", "tokens", "split_segments", "instance_tokens",
-                     "truncated_tokens", "same_document_b"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.shards += other.shards
-        self.single_document_blocks += other.single_document_blocks
-
 
 @dataclass(frozen=True)
 class Job:
@@ -142,6 +134,19 @@ class Job:
     def shape(self) -> tuple[int, int]:
         """(T, P) of the shards."""
         return self.options.instances.max_seq_length, self.options.instances.max_predictions_per_seq
+
+    def writer(self, vocab: VocabInfo, rng: random.Random, write: WriteFunction | None = None,
+               name: str | None = None) -> ShardWriter:
+        """A shard writer drawing from ``rng``; it masks whole shards with ``masking="vectorized"``."""
+        options = self.options
+        masker = None
+        if options.masking == "vectorized":
+            from .masking import mask_shard  # numpy: not needed for --help
+
+            masker = partial(mask_shard, vocab=vocab, masked_lm_prob=options.instances.masked_lm_prob,
+                             seed=options.seed, name=name)
+        return ShardWriter(self.output_dir, self.prefix, options.shard_size, self.shape, rng, write,
+                           name, masker)
 
 
 def text_chunks(documents: Iterable[list[str]]) -> Iterator[list[list[str]]]:
@@ -179,8 +184,7 @@ def collect(
 ) -> Iterator[list[list[int]]]:
     """The documents of tokenised chunks, in order, adding each chunk's counts to ``summary``."""
     for documents, counts in tokenized:
-        for name in ("documents", "sentences", "tokens", "split_segments"):
-            setattr(summary, name, getattr(summary, name) + getattr(counts, name))
+        summary.add(counts)
         yield from documents
 
 
@@ -205,14 +209,13 @@ def blocks(documents: Iterable[list[list[int]]], size: int) -> Iterator[list[lis
 
 def fill_shards(
     documents: Iterable[list[list[int]]],
-    job: Job,
+    options: CreationOptions,
     vocab: VocabInfo,
     writer: ShardWriter,
     summary: Summary,
     on_block: Callable[[], None] = lambda: None,
 ) -> None:
     """Instances of every block of ``documents`` into ``writer``, drawing from ``writer.rng``."""
-    options = job.options
     for index, block in enumerate(blocks(documents, options.docs_per_block)):
         if len(block) == 1:
             where = f"{writer.name}.txt:" if writer.name is not None else ""
@@ -225,46 +228,21 @@ def fill_shards(
             writer.add(instance)
         on_block()
     writer.flush()
-
-
-def shard_masker(job: Job, vocab: VocabInfo, name: str | None = None) -> ShardMasker | None:
-    """The writer's masking of whole shards with ``masking="vectorized"``, else None."""
-    options = job.options
-    if options.masking != "vectorized":
-        return None
-    from .masking import ShardMasker  # numpy: not needed for --help
-
-    return ShardMasker(vocab, options.instances.masked_lm_prob, options.seed, name)
-
-
-def file_rng(seed: int, name: str) -> random.Random:
-    """The generator of one file in ``--per-file`` mode: from the seed and the file's name only.
-
-    A string seed is hashed with SHA-512 (not Python's per-process ``hash``), so it is
-    the same in every process, on every machine.
-    """
-    return random.Random(f"{seed}:{name}")
+    summary.shards = writer.written
 
 
 def create_file_shards(
-    path: Path,
-    job: Job,
-    tokenizer: Callable[[list[str]], list[list[int]]],
-    vocab: VocabInfo,
-    write: WriteFunction | None = None,
+    path: Path, job: Job, tokenizer: Callable[[list[str]], list[list[int]]], vocab: VocabInfo
 ) -> Summary:
     """``--per-file``: the shards of one input file, independent of every other file."""
     name = shard_name(path)
-    options, corpus = job.options, job.corpus
-    rng = file_rng(options.seed, name)
-    writer = ShardWriter(job.output_dir, job.prefix, options.shard_size, job.shape, rng, write, name,
-                         shard_masker(job, vocab, name))
+    # From the seed and the file's name only. A string seed is hashed with SHA-512 (not
+    # Python's per-process ``hash``), so it is the same in every process, on every machine.
+    writer = job.writer(vocab, random.Random(f"{job.options.seed}:{name}"), name=name)
     summary = Summary()
-    text = read_documents([path], corpus.input_format, corpus.document_regex,
-                          corpus.encoding, corpus.errors)
+    text = read_documents([path], job.corpus)
     chunks = (tokenize_chunk(c, tokenizer, job.shape[0]) for c in text_chunks(text))
-    fill_shards(collect(chunks, summary), job, vocab, writer, summary)
-    summary.shards = writer.written
+    fill_shards(collect(chunks, summary), job.options, vocab, writer, summary)
     return summary
 
 
@@ -279,30 +257,22 @@ def run_one_stream(
     """The default: one random stream over all files, instances made in this process."""
     from tqdm.auto import tqdm
 
-    corpus, options = job.corpus, job.options
-    rng = random.Random(options.seed)  # the one source of randomness, drawn in a fixed order
-    write = pool.writer() if pool is not None else None
-    writer = ShardWriter(job.output_dir, job.prefix, options.shard_size, job.shape, rng, write,
-                         masker=shard_masker(job, vocab))
+    rng = random.Random(job.options.seed)  # the one source of randomness, drawn in a fixed order
+    writer = job.writer(vocab, rng, pool.writer() if pool is not None else None)
     summary = Summary()
-    text = islice(
-        read_documents(files, corpus.input_format, corpus.document_regex, corpus.encoding,
-                       corpus.errors),
-        corpus.documents.start,
-        corpus.documents.stop,
-    )
+    documents = job.corpus.documents
+    text = islice(read_documents(files, job.corpus), documents.start, documents.stop)
     with tqdm(text, unit="doc", desc="documents", disable=not progress) as bar:
         chunks = text_chunks(bar)
         max_seq_length = job.shape[0]
         if pool is None:
             tokenized = (tokenize_chunk(chunk, tokenizer, max_seq_length) for chunk in chunks)
         else:
-            tokenized = pool.tokenized(chunks, max_seq_length, options.docs_per_block)
-        fill_shards(collect(tokenized, summary), job, vocab, writer, summary,
+            tokenized = pool.tokenized(chunks, max_seq_length, job.options.docs_per_block)
+        fill_shards(collect(tokenized, summary), job.options, vocab, writer, summary,
                     lambda: bar.set_postfix(instances=writer.instances))
         if pool is not None:
             pool.wait_writes()
-    summary.shards = writer.written
     return summary
 
 
@@ -323,5 +293,5 @@ def run_per_file(
         summaries = pool.per_file(files, job)
     summary = Summary()
     for one in tqdm(summaries, total=len(files), unit="file", desc="files", disable=not progress):
-        summary.merge(one)
+        summary.add(one)
     return summary

@@ -17,7 +17,6 @@ same bytes for every number of workers. ``--masking google`` keeps Google's draw
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -111,17 +110,9 @@ def _mask_rows(
     arrays["masked_lm_ids"][...] = labels
 
 
-@dataclass(frozen=True)
-class ShardMasker:
-    """What a :class:`~bert_tutorial.shard_writer.ShardWriter` calls to mask shard ``k``'s arrays."""
-
-    vocab: VocabInfo
-    masked_lm_prob: float
-    seed: int
-    #: The input file's name in ``--per-file`` mode, else None.
-    name: str | None = None
-
-    def __call__(self, arrays: dict[str, np.ndarray], shard_index: int) -> None:
-        """Mask one shard with its own generator."""
-        rng = shard_generator(self.seed, shard_index, self.name, arrays["input_ids"])
-        mask_arrays(arrays, self.vocab, self.masked_lm_prob, rng)
+def mask_shard(arrays: dict[str, np.ndarray], shard_index: int, vocab: VocabInfo,
+               masked_lm_prob: float, seed: int, name: str | None) -> None:
+    """Mask shard ``shard_index``'s arrays with its own generator (``name``: its file's, with
+    ``--per-file``); what a :class:`~bert_tutorial.shard_writer.ShardWriter` calls."""
+    rng = shard_generator(seed, shard_index, name, arrays["input_ids"])
+    mask_arrays(arrays, vocab, masked_lm_prob, rng)
