@@ -39,24 +39,15 @@ _VOCAB: VocabInfo | None = None
 
 
 def _init_worker(tokenizer: WordPieceTokenizer, vocab: VocabInfo) -> None:
-    """Keep the tokenizer for this worker's tasks; one tokenizer thread per worker."""
+    """Keep the tokenizer for this worker's tasks."""
     global _TOKENIZER, _VOCAB
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     _TOKENIZER, _VOCAB = tokenizer, vocab
 
 
-def _tokenize(
-    task: tuple[list[list[str]], int],
-) -> tuple[list[list[list[int]]], CorpusCounts]:
+def _tokenize(chunk: list[list[str]], max_seq_length: int) -> tuple[list[list[list[int]]], CorpusCounts]:
     """A worker's task: :func:`tokenize_chunk` with this worker's tokenizer."""
-    chunk, max_seq_length = task
     assert _TOKENIZER is not None
     return tokenize_chunk(chunk, _TOKENIZER, max_seq_length)
-
-
-def _write(task: tuple[Path, dict[str, np.ndarray]]) -> Path:
-    """A worker's task: compress and write one shard."""
-    return write_arrays(*task)
 
 
 def _per_file(task: tuple[Path, Job]) -> Summary:
@@ -78,7 +69,7 @@ class WorkerPool:
         """Start ``workers`` processes, each with its own copy of ``tokenizer`` and ``vocab``."""
         self.workers = workers
         context = multiprocessing.get_context(start_method())
-        # Forked children inherit the environment: with the variable set, tokenizers neither
+        # Workers inherit the environment: with the variable set, tokenizers neither
         # warns about the fork nor starts a thread pool in them. The parent's value is restored.
         previous = os.environ.get("TOKENIZERS_PARALLELISM")
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -110,8 +101,7 @@ class WorkerPool:
         pending: deque[tuple[AsyncResult[Any], int]] = deque()
         in_flight = 0
         for chunk in chunks:
-            pending.append((self.pool.apply_async(_tokenize, ((chunk, max_seq_length),)),
-                            len(chunk)))
+            pending.append((self.pool.apply_async(_tokenize, (chunk, max_seq_length)), len(chunk)))
             in_flight += len(chunk)
             while pending and in_flight >= ahead_documents and len(pending) >= 2 * self.workers:
                 result, size = pending.popleft()
@@ -127,7 +117,7 @@ class WorkerPool:
             """Hand the shard to a worker, first waiting while N others are still pending."""
             while len(self.pending_writes) >= self.workers:
                 self.pending_writes.popleft().get()  # also raises a worker's error here
-            self.pending_writes.append(self.pool.apply_async(_write, ((path, arrays),)))
+            self.pending_writes.append(self.pool.apply_async(write_arrays, (path, arrays)))
 
         return write
 

@@ -43,13 +43,10 @@ def shard_name(path: Path) -> str:
 
 def existing_shards(output_dir: Path, prefix: str, names: Iterable[str] | None = None) -> list[Path]:
     """Shards of this prefix (and, if given, of these per-file names) already in ``output_dir``."""
-    if names is None:
-        middles = [re.escape(prefix)]
-    else:
-        middles = [re.escape(f"{prefix}_{name}") for name in names]
+    middles = [prefix] if names is None else [f"{prefix}_{name}" for name in names]
     if not middles or not output_dir.is_dir():
         return []
-    pattern = re.compile(rf"^(?:{'|'.join(middles)})_shard_\d{{5,}}\.hdf5$")
+    pattern = re.compile(rf"^(?:{'|'.join(map(re.escape, middles))})_shard_\d{{5,}}\.hdf5$")
     return sorted(p for p in output_dir.iterdir() if pattern.match(p.name))
 
 
@@ -70,12 +67,12 @@ def check_output_dir(output_dir: Path) -> None:
 def prepare_output(
     output_dir: Path, prefix: str, overwrite: bool, names: Iterable[str] | None = None
 ) -> None:
-    """Create the folder; refuse (or with ``overwrite`` remove) old shards of the same names.
+    """Create the folder (checked by :func:`check_output_dir`); refuse (or with ``overwrite``
+    remove) old shards of the same names.
 
     With per-file ``names`` only those files' shards count, so machines writing the
     shards of other files into a shared folder are left alone.
     """
-    check_output_dir(output_dir)
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -93,21 +90,17 @@ def prepare_output(
 def _padded(rows: Sequence[Sequence[int]], width: int) -> np.ndarray:
     """``rows`` as an int32 ``(len(rows), width)`` array, each padded with zeros on the right.
 
-    Rows that are 32-bit ``array``s (as :func:`~bert_tutorial.instances.create_instances`
-    makes them) are joined with their padding bytes in one C call; other rows are
-    copied element by element.
+    Rows are joined with their padding bytes in one C call; rows that are not yet
+    32-bit ``array``s (as :func:`~bert_tutorial.instances.create_instances` makes them)
+    are converted first.
     """
     import numpy as np
 
-    if all(isinstance(row, array) and row.typecode == INT32 for row in rows):
-        padding = [bytes(4 * k) for k in range(width + 1)]
-        joined = bytearray().join(
-            chain.from_iterable((row, padding[width - len(row)]) for row in rows))
-        return np.frombuffer(joined, np.int32).reshape(len(rows), width)
-    out = np.zeros((len(rows), width), np.int32)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = row
-    return out
+    padding = [bytes(4 * k) for k in range(width + 1)]
+    rows = [row if isinstance(row, array) and row.typecode == INT32 else array(INT32, row)
+            for row in rows]
+    joined = bytearray().join(chain.from_iterable((row, padding[width - len(row)]) for row in rows))
+    return np.frombuffer(joined, np.int32).reshape(len(rows), width)
 
 
 def instances_to_arrays(

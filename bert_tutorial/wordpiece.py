@@ -41,21 +41,15 @@ CACHE_WORDS = 200_000
 
 
 def _build(vocab: dict[str, int], do_lower_case: bool) -> Any:
-    """The ``tokenizers.Tokenizer`` that transformers' ``BertTokenizer`` wraps."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
-    from tokenizers.processors import TemplateProcessing
+    """The ``tokenizers.Tokenizer`` that transformers' ``BertTokenizer`` wraps, less the parts
+    encoding without special tokens never uses (post-processor, decoder)."""
+    from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers
 
     tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
     tokenizer.normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=do_lower_case
     )
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.post_processor = TemplateProcessing(  # unused here; as transformers sets it
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
-    )
-    tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=True)
     tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
     return tokenizer
 
@@ -69,7 +63,8 @@ class WordPieceTokenizer:
         self.do_lower_case = do_lower_case
         #: The full tokenizer, normalizer included (what transformers builds).
         self.tokenizer = _build(vocab, do_lower_case)
-        self._encode = _batch_encoder(self.tokenizer)
+        #: ``encode_batch_fast`` skips the offsets (tokenizers >= 0.21).
+        self._encode_batch = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
         self._unk = vocab["[UNK]"]
         self._cache: dict[str, list[int]] = {}
 
@@ -89,8 +84,9 @@ class WordPieceTokenizer:
     def __call__(self, sentences: list[str]) -> list[list[int]]:
         """The ids of each sentence (no [CLS]/[SEP] added)."""
         plain = [s.isascii() and "[" not in s for s in sentences]
-        others = iter(self._encode([s for s, ok in zip(sentences, plain, strict=True) if not ok]))
-        return [self._encode_ascii(s) if ok else next(others)
+        others = [s for s, ok in zip(sentences, plain, strict=True) if not ok]
+        encoded = iter(self._encode_batch(others, add_special_tokens=False) if others else [])
+        return [self._encode_ascii(s) if ok else next(encoded).ids
                 for s, ok in zip(sentences, plain, strict=True)]
 
     def _encode_ascii(self, sentence: str) -> list[int]:
@@ -132,15 +128,3 @@ class WordPieceTokenizer:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["vocab"], state["do_lower_case"])  # type: ignore[misc]
 
-
-def _batch_encoder(tokenizer: Any) -> Any:
-    """``sentences -> ids`` with ``encode_batch_fast`` (no offsets; tokenizers >= 0.21) if there is one."""
-    encode = getattr(tokenizer, "encode_batch_fast", None) or tokenizer.encode_batch
-
-    def encode_ids(sentences: list[str]) -> list[list[int]]:
-        """The ids of each sentence, without [CLS]/[SEP]."""
-        if not sentences:
-            return []
-        return [e.ids for e in encode(sentences, add_special_tokens=False)]
-
-    return encode_ids
