@@ -1,18 +1,10 @@
 """Turn plain text into MLM + NSP pre-training shards (``python -m bert_tutorial.create_data``).
 
-This module is the command line and :func:`create_pretraining_data`; the parts live elsewhere:
-
-* :mod:`bert_tutorial.corpus` reads the input files into documents of sentences (input
-  formats: one sentence per line, raw prose with ``--split-sentences``, a Project
-  Gutenberg book with ``--gutenberg``), and :mod:`bert_tutorial.wordpiece` tokenises
-  them (BERT's WordPiece, without importing transformers);
-* :mod:`bert_tutorial.instances` is Google's ``create_pretraining_data`` algorithm:
-  A/B packing, random-next segments, truncation and 80/10/10 masking;
-* :mod:`bert_tutorial.create_pipeline` chains them block by block,
-  :mod:`bert_tutorial.create_workers` runs the parts that draw nothing in ``--workers``
-  processes, and :mod:`bert_tutorial.shard_writer` names and writes the shards with
-  :func:`bert_tutorial.hdf5_format.write_shard` (the format the reader validates, and
-  NVIDIA's).
+This module is the command line and :func:`create_pretraining_data`. Input formats: one
+sentence per line with a blank line between documents (Google's), raw prose with
+``--split-sentences``, a Project Gutenberg book with ``--gutenberg``
+(:mod:`bert_tutorial.corpus`). The algorithm is Google's (:mod:`bert_tutorial.instances`),
+run block by block by :mod:`bert_tutorial.create_pipeline`.
 
 ``--documents START:END`` keeps only documents ``START`` to ``END - 1`` (0-based,
 counted across all input files in sorted order, like a Python slice); it is how the
@@ -34,13 +26,12 @@ block and behaves as in the original.
 Reproducibility
 ---------------
 Every random choice of the packing is drawn from one ``random.Random(seed)`` in a
-fixed order; each shard's masks come from a numpy generator keyed by the seed, the
-shard's index, its text and (``--per-file``) its file's name (:mod:`bert_tutorial.masking`),
-or with ``--masking google`` from the one stream, as Google's tool draws them. HDF5
-datasets are written without timestamps, so the same input, arguments and library
-versions give byte-identical shards, for any ``--workers``. With
-``--per-file`` each input file has its own generator and its own shards (see
-``create_pipeline``), for corpora split over several machines (``docs/large_corpus.md``).
+fixed order; each shard's masks come from a numpy generator of its own
+(:mod:`bert_tutorial.masking`), or with ``--masking google`` from the one stream, as
+Google's tool draws them. HDF5 datasets are written without timestamps, so the same
+input, arguments and library versions give byte-identical shards, for any
+``--workers``. With ``--per-file`` each input file has its own generator and its own
+shards, for corpora split over several machines (``docs/large_corpus.md``).
 """
 
 from __future__ import annotations
@@ -57,21 +48,13 @@ from typing import Any
 
 from .corpus import CorpusOptions, find_input_files, format_document_range, parse_document_range
 from .create_pipeline import CreationOptions, Job, Summary, run_one_stream, run_per_file
-from .instances import InstanceOptions, max_predictions_for
+from .instances import InstanceOptions, VocabInfo, max_predictions_for
 
 __all__ = ["CreationOptions", "CreationWarning", "Summary", "create_pretraining_data", "main"]
 
 
 class CreationWarning(UserWarning):
     """Something in the input or the options that makes weaker training data, but not an error."""
-
-
-def _no_text_error(files: Sequence[Path], documents: slice) -> ValueError:
-    """The error for a run that wrote nothing, naming the files (and the range, if one was set)."""
-    where = ", ".join(map(str, files))
-    if documents != slice(None):
-        where += f" (document range {format_document_range(documents)})"
-    return ValueError(f"no text found in {where}")
 
 
 def _check_options(options: CreationOptions, corpus: CorpusOptions) -> None:
@@ -159,8 +142,6 @@ def create_pretraining_data(
     output_dir = Path(output_dir)
     check_output_dir(output_dir)
     tokenizer = WordPieceTokenizer.from_file(vocab_file, do_lower_case=corpus.do_lower_case)
-    from .instances import VocabInfo
-
     vocab = VocabInfo.from_vocab(tokenizer.get_vocab())
     files = find_input_files(inputs)
     names = _per_file_names(files) if options.per_file else None
@@ -174,8 +155,11 @@ def create_pretraining_data(
     with pool_context as pool:
         run = run_per_file if options.per_file else run_one_stream
         summary = run(files, job, tokenizer, vocab, pool, progress)
-    if not summary.shards:
-        raise _no_text_error(files, corpus.documents)
+    if not summary.shards:  # name the files (and the range, if one was set)
+        where = ", ".join(map(str, files))
+        if corpus.documents != slice(None):
+            where += f" (document range {format_document_range(corpus.documents)})"
+        raise ValueError(f"no text found in {where}")
     _warn_single_document_blocks(summary)
     return summary
 
@@ -188,55 +172,31 @@ def create_pretraining_data(
 def _add_io_arguments(parser: argparse.ArgumentParser) -> None:
     """Input files, their format, the document range, and where the shards go."""
     io = parser.add_argument_group("input and output")
-    io.add_argument(
-        "--input", nargs="+", required=True, help="text files and/or folders (every *.txt below)"
-    )
+    io.add_argument("--input", nargs="+", required=True,
+                    help="text files and/or folders (every *.txt below)")
     io.add_argument("--vocab-file", required=True, help="WordPiece vocab.txt")
     io.add_argument("--output-dir", required=True)
-    io.add_argument(
-        "--prefix",
-        default="pretrain",
-        help="shards are named <prefix>_shard_00000.hdf5 (default: %(default)s)",
-    )
-    io.add_argument(
-        "--overwrite", action="store_true", help="replace existing shards of the same prefix"
-    )
+    io.add_argument("--prefix", default="pretrain",
+                    help="shards are named <prefix>_shard_00000.hdf5 (default: %(default)s)")
+    io.add_argument("--overwrite", action="store_true",
+                    help="replace existing shards of the same prefix")
     fmt = io.add_mutually_exclusive_group()
-    fmt.add_argument(
-        "--split-sentences",
-        action="store_true",
-        help="input is raw prose: split paragraphs into sentences",
-    )
-    fmt.add_argument(
-        "--gutenberg",
-        action="store_true",
-        help="input is a Project Gutenberg book: strip licence, chapters = documents",
-    )
-    io.add_argument(
-        "--document-regex",
-        help="with --split-sentences: a line matching this starts a new document",
-    )
-    io.add_argument(
-        "--documents",
-        type=parse_document_range,
-        default=slice(None),
-        metavar="START:END",
-        help="keep documents START..END-1 (0-based, across all inputs)",
-    )
-    io.add_argument(
-        "--no-lower-case", dest="do_lower_case", action="store_false", help="for cased vocabularies"
-    )
-    io.add_argument(
-        "--encoding",
-        default="utf-8-sig",
-        help="of the input files (default: %(default)s, i.e. UTF-8 with or without a BOM)",
-    )
-    io.add_argument(
-        "--errors",
-        default="strict",
-        help="what to do with undecodable bytes: strict (an error naming the file and byte), "
-        "replace, ignore... as Python's open() (default: %(default)s)",
-    )
+    fmt.add_argument("--split-sentences", action="store_true",
+                     help="input is raw prose: split paragraphs into sentences")
+    fmt.add_argument("--gutenberg", action="store_true",
+                     help="input is a Project Gutenberg book: strip licence, chapters = documents")
+    io.add_argument("--document-regex",
+                    help="with --split-sentences: a line matching this starts a new document")
+    io.add_argument("--documents", type=parse_document_range, default=slice(None),
+                    metavar="START:END",
+                    help="keep documents START..END-1 (0-based, across all inputs)")
+    io.add_argument("--no-lower-case", dest="do_lower_case", action="store_false",
+                    help="for cased vocabularies")
+    io.add_argument("--encoding", default="utf-8-sig",
+                    help="of the input files (default: %(default)s, i.e. UTF-8 with or without a BOM)")
+    io.add_argument("--errors", default="strict",
+                    help="what to do with undecodable bytes: strict (an error naming the file and "
+                    "byte), replace, ignore... as Python's open() (default: %(default)s)")
 
 
 def _add_instance_arguments(parser: argparse.ArgumentParser) -> None:
@@ -244,61 +204,40 @@ def _add_instance_arguments(parser: argparse.ArgumentParser) -> None:
     inst = parser.add_argument_group("instances")
     inst.add_argument("--max-seq-length", type=int, default=128,
                       help="tokens per sequence, T (default: %(default)s)")
-    inst.add_argument(
-        "--max-predictions-per-seq",
-        type=int,
-        default=None,
-        help="default: 20 at T=128, 80 at T=512, else ceil(0.15 T); "
-        "more if --masked-lm-prob needs it (round(T * prob))",
-    )
+    inst.add_argument("--max-predictions-per-seq", type=int,
+                      help="default: 20 at T=128, 80 at T=512, else ceil(0.15 T); "
+                      "more if --masked-lm-prob needs it (round(T * prob))")
     inst.add_argument("--masked-lm-prob", type=float, default=0.15,
                       help="share of tokens that become MLM targets (default: %(default)s)")
     inst.add_argument("--short-seq-prob", type=float, default=0.1,
                       help="share of sequences given a shorter random length (default: %(default)s)")
-    inst.add_argument(
-        "--whole-word-masking", action="store_true", help="mask all pieces of a word together"
-    )
-    inst.add_argument(
-        "--masking",
-        choices=("vectorized", "google"),
-        default=None,
-        help="vectorized: each shard masked at once with numpy (about 1.6x faster in all); "
-        "google: each sequence masked from the one random stream, Google's draws exactly "
-        "(how data_samples/ is made). Same distributions. Default: vectorized, or google "
-        "with --whole-word-masking",
-    )
-    inst.add_argument(
-        "--dupe-factor", type=int, default=5, help="passes over the text, each with new masks (default: %(default)s)"
-    )
+    inst.add_argument("--whole-word-masking", action="store_true",
+                      help="mask all pieces of a word together")
+    inst.add_argument("--masking", choices=("vectorized", "google"),
+                      help="vectorized: each shard masked at once with numpy (about 1.6x faster in "
+                      "all); google: each sequence masked from the one random stream, Google's "
+                      "draws exactly (how data_samples/ is made). Same distributions. Default: "
+                      "vectorized, or google with --whole-word-masking")
+    inst.add_argument("--dupe-factor", type=int, default=5,
+                      help="passes over the text, each with new masks (default: %(default)s)")
     inst.add_argument("--seed", type=int, default=12345, help="(default: %(default)s)")
 
 
 def _add_streaming_arguments(parser: argparse.ArgumentParser) -> None:
     """Shard size and memory use, which do not change the algorithm for a small corpus."""
     run = parser.add_argument_group("streaming")
-    run.add_argument(
-        "--shard-size", type=int, default=100_000, help="instances per shard (default: %(default)s)"
-    )
-    run.add_argument(
-        "--docs-per-block",
-        type=int,
-        default=10_000,
-        help="documents tokenised and held in memory at once (default: %(default)s)",
-    )
-    run.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="processes; the shards are the same bytes for any number; 0 = one per core "
-        "(default: %(default)s)",
-    )
-    run.add_argument(
-        "--per-file",
-        action="store_true",
-        help="each input file on its own: its own random stream (from --seed and its name) and "
-        "shards <prefix>_<file name>_shard_00000.hdf5, the same whichever other files are in "
-        "the run (for a corpus split over machines, see docs/large_corpus.md)",
-    )
+    run.add_argument("--shard-size", type=int, default=100_000,
+                     help="instances per shard (default: %(default)s)")
+    run.add_argument("--docs-per-block", type=int, default=10_000,
+                     help="documents tokenised and held in memory at once (default: %(default)s)")
+    run.add_argument("--workers", type=int, default=1,
+                     help="processes; the shards are the same bytes for any number; 0 = one per "
+                     "core (default: %(default)s)")
+    run.add_argument("--per-file", action="store_true",
+                     help="each input file on its own: its own random stream (from --seed and its "
+                     "name) and shards <prefix>_<file name>_shard_00000.hdf5, the same whichever "
+                     "other files are in the run (for a corpus split over machines, see "
+                     "docs/large_corpus.md)")
     run.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
 
