@@ -18,8 +18,8 @@ the masks come from a numpy generator per shard, ``bert_tutorial.masking``, unle
   files are in the run, so disjoint sets of files can be processed on different
   machines, and ``--workers N`` processes N files at once.
 
-:func:`run_one_stream` and :func:`run_per_file` are the two modes; :func:`tokenize_chunk`,
-:func:`fill_shards` and :func:`create_file_shards` their steps, which
+:func:`run_one_stream` and :func:`run_per_file` are the two modes; :func:`tokenize_chunk`
+and :func:`create_file_shards` are the steps that
 :class:`~bert_tutorial.create_workers.WorkerPool` runs in worker processes.
 """
 
@@ -34,13 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from .corpus import CorpusCounts, CorpusOptions, read_documents, tokenize_documents
-from .instances import (
-    Instance,
-    InstanceOptions,
-    VocabInfo,
-    create_instances,
-    split_long_segments,
-)
+from .instances import Instance, InstanceOptions, VocabInfo, create_instances, split_long_segments
 from .shard_writer import ShardWriter, WriteFunction, shard_name
 
 if TYPE_CHECKING:
@@ -207,73 +201,58 @@ def blocks(documents: Iterable[list[list[int]]], size: int) -> Iterator[list[lis
         block = following
 
 
-def fill_shards(
-    documents: Iterable[list[list[int]]],
-    options: CreationOptions,
+def run_one_stream(
+    files: Sequence[Path],
+    job: Job,
+    tokenizer: Callable[[list[str]], list[list[int]]],
     vocab: VocabInfo,
-    writer: ShardWriter,
-    summary: Summary,
-    on_block: Callable[[], None] = lambda: None,
-) -> None:
-    """Instances of every block of ``documents`` into ``writer``, drawing from ``writer.rng``."""
-    for index, block in enumerate(blocks(documents, options.docs_per_block)):
-        if len(block) == 1:
-            where = f"{writer.name}.txt:" if writer.name is not None else ""
-            summary.single_document_blocks.append(f"{where}block {index}")
-        for instance in create_instances(
-            block, options.instances, vocab, writer.rng, options.dupe_factor,
-            mask=writer.masker is None,  # else the writer masks whole shards
-        ):
-            summary.count(instance)
-            writer.add(instance)
-        on_block()
-    writer.flush()
+    pool: WorkerPool | None = None,
+    progress: bool = False,
+    name: str | None = None,
+) -> Summary:
+    """The shards of one random stream over ``files``, instances made in this process.
+
+    The default mode's stream covers all files; with ``--per-file`` each file has its
+    own, named ``name``, seeded from the seed and that name only. A string seed is
+    hashed with SHA-512 (not Python's per-process ``hash``), so it is the same in
+    every process, on every machine.
+    """
+    from tqdm.auto import tqdm
+
+    options, max_seq_length = job.options, job.shape[0]
+    rng = random.Random(options.seed if name is None else f"{options.seed}:{name}")
+    writer = job.writer(vocab, rng, pool.writer() if pool is not None else None, name)
+    mask = writer.masker is None  # else the writer masks whole shards
+    summary = Summary()
+    documents = job.corpus.documents
+    text = islice(read_documents(files, job.corpus), documents.start, documents.stop)
+    with tqdm(text, unit="doc", desc="documents", disable=not progress) as bar:
+        chunks = text_chunks(bar)
+        if pool is None:
+            tokenized = (tokenize_chunk(chunk, tokenizer, max_seq_length) for chunk in chunks)
+        else:
+            tokenized = pool.tokenized(chunks, max_seq_length, options.docs_per_block)
+        for index, block in enumerate(blocks(collect(tokenized, summary), options.docs_per_block)):
+            if len(block) == 1:
+                where = f"{name}.txt:" if name is not None else ""
+                summary.single_document_blocks.append(f"{where}block {index}")
+            for instance in create_instances(block, options.instances, vocab, rng,
+                                             options.dupe_factor, mask):
+                summary.count(instance)
+                writer.add(instance)
+            bar.set_postfix(instances=writer.instances)
+        writer.flush()
+        if pool is not None:
+            pool.wait_writes()
     summary.shards = writer.written
+    return summary
 
 
 def create_file_shards(
     path: Path, job: Job, tokenizer: Callable[[list[str]], list[list[int]]], vocab: VocabInfo
 ) -> Summary:
     """``--per-file``: the shards of one input file, independent of every other file."""
-    name = shard_name(path)
-    # From the seed and the file's name only. A string seed is hashed with SHA-512 (not
-    # Python's per-process ``hash``), so it is the same in every process, on every machine.
-    writer = job.writer(vocab, random.Random(f"{job.options.seed}:{name}"), name=name)
-    summary = Summary()
-    text = read_documents([path], job.corpus)
-    chunks = (tokenize_chunk(c, tokenizer, job.shape[0]) for c in text_chunks(text))
-    fill_shards(collect(chunks, summary), job.options, vocab, writer, summary)
-    return summary
-
-
-def run_one_stream(
-    files: Sequence[Path],
-    job: Job,
-    tokenizer: WordPieceTokenizer,
-    vocab: VocabInfo,
-    pool: WorkerPool | None,
-    progress: bool,
-) -> Summary:
-    """The default: one random stream over all files, instances made in this process."""
-    from tqdm.auto import tqdm
-
-    rng = random.Random(job.options.seed)  # the one source of randomness, drawn in a fixed order
-    writer = job.writer(vocab, rng, pool.writer() if pool is not None else None)
-    summary = Summary()
-    documents = job.corpus.documents
-    text = islice(read_documents(files, job.corpus), documents.start, documents.stop)
-    with tqdm(text, unit="doc", desc="documents", disable=not progress) as bar:
-        chunks = text_chunks(bar)
-        max_seq_length = job.shape[0]
-        if pool is None:
-            tokenized = (tokenize_chunk(chunk, tokenizer, max_seq_length) for chunk in chunks)
-        else:
-            tokenized = pool.tokenized(chunks, max_seq_length, job.options.docs_per_block)
-        fill_shards(collect(tokenized, summary), job.options, vocab, writer, summary,
-                    lambda: bar.set_postfix(instances=writer.instances))
-        if pool is not None:
-            pool.wait_writes()
-    return summary
+    return run_one_stream([path], job, tokenizer, vocab, name=shard_name(path))
 
 
 def run_per_file(
