@@ -260,32 +260,27 @@ def read_documents(files: Iterable[Path], corpus: CorpusOptions) -> Iterator[lis
 
 
 def _decode_error_message(path: Path, encoding: str, exc: UnicodeDecodeError) -> str:
-    """Where in ``path`` decoding fails (byte offset and line), and what to pass instead."""
-    offset, line = _first_undecodable_byte(path, encoding)
-    where = f"byte {offset} (line {line})" if offset is not None else "somewhere"
-    return (
-        f"{path}: not valid {encoding} text at {where}: {exc.reason}; "
-        "pass --encoding for another encoding (e.g. --encoding latin-1 or cp1252) "
-        "or --errors replace to replace undecodable bytes with U+FFFD"
-    )
-
-
-def _first_undecodable_byte(path: Path, encoding: str) -> tuple[int | None, int]:
-    """Byte offset and 1-based line of the first byte ``encoding`` cannot decode (read in 1 MB steps)."""
+    """Where in ``path`` decoding fails (byte offset and line, found reading 1 MB at a time),
+    and what to pass instead."""
     decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
-    offset, lines = 0, 0
+    offset, lines, where = 0, 0, "somewhere"
     with path.open("rb") as f:
         while data := f.read(1 << 20):
             pending = len(decoder.getstate()[0])
             try:
                 decoder.decode(data)
-            except UnicodeDecodeError as exc:
-                position = offset - pending + exc.start
-                head = data[: max(0, position - offset)]
-                return position, lines + head.count(b"\n") + 1
+            except UnicodeDecodeError as error:
+                position = offset - pending + error.start
+                line = lines + data[: max(0, position - offset)].count(b"\n") + 1
+                where = f"byte {position} (line {line})"
+                break
             offset += len(data)
             lines += data.count(b"\n")
-    return None, lines + 1
+    return (
+        f"{path}: not valid {encoding} text at {where}: {exc.reason}; "
+        "pass --encoding for another encoding (e.g. --encoding latin-1 or cp1252) "
+        "or --errors replace to replace undecodable bytes with U+FFFD"
+    )
 
 
 @dataclass(frozen=True)
@@ -319,12 +314,6 @@ def parse_document_range(text: str) -> slice:
     if start is not None and end is not None and end <= start:
         raise ValueError(f"document range {text!r} is empty")
     return slice(start, end)
-
-
-def format_document_range(documents: slice) -> str:
-    """``slice(55, None)`` -> ``"55:"``, the inverse of :func:`parse_document_range` (for messages)."""
-    start, stop = ("" if end is None else end for end in (documents.start, documents.stop))
-    return f"{start}:{stop}"
 
 
 @dataclass

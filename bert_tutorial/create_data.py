@@ -46,7 +46,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from .corpus import CorpusOptions, find_input_files, format_document_range, parse_document_range
+from .corpus import CorpusOptions, find_input_files, parse_document_range
 from .create_pipeline import CreationOptions, Job, Summary, run_one_stream, run_per_file
 from .instances import InstanceOptions, VocabInfo, max_predictions_for
 
@@ -158,7 +158,9 @@ def create_pretraining_data(
     if not summary.shards:  # name the files (and the range, if one was set)
         where = ", ".join(map(str, files))
         if corpus.documents != slice(None):
-            where += f" (document range {format_document_range(corpus.documents)})"
+            start, stop = ("" if end is None else end
+                           for end in (corpus.documents.start, corpus.documents.stop))
+            where += f" (document range {start}:{stop})"
         raise ValueError(f"no text found in {where}")
     _warn_single_document_blocks(summary)
     return summary
@@ -348,10 +350,9 @@ def _cores() -> int:
     """The cores this process may run on (``--workers 0``)."""
     import os
 
-    try:
+    if hasattr(os, "sched_getaffinity"):  # Linux
         return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    return os.cpu_count() or 1
 
 
 if __name__ == "__main__":

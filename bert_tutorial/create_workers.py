@@ -128,4 +128,4 @@ class WorkerPool:
 
     def per_file(self, files: Iterable[Path], job: Job) -> Iterator[Summary]:
         """:func:`create_file_shards` of every file, N at a time, summaries in input order."""
-        yield from self.pool.imap(_per_file, ((path, job) for path in files))
+        return self.pool.imap(_per_file, ((path, job) for path in files))
