@@ -48,7 +48,7 @@ from typing import Any
 
 from .corpus import CorpusOptions, find_input_files, parse_document_range
 from .create_pipeline import CreationOptions, Job, Summary, run_one_stream, run_per_file
-from .instances import InstanceOptions, VocabInfo, max_predictions_for
+from .instances import InstanceOptions, VocabInfo
 
 __all__ = ["CreationOptions", "CreationWarning", "Summary", "create_pretraining_data", "main"]
 
@@ -256,6 +256,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _max_predictions_for(max_seq_length: int, masked_lm_prob: float) -> int:
+    """P large enough for ``masked_lm_prob``: the usual 20 / 80 / ceil(0.15 T), or more if needed.
+
+    Each sequence gets ``round(length * masked_lm_prob)`` targets, at most P; with a
+    fixed P=20 a probability of 0.3 at T=128 would silently be capped at 15.6 %.
+    """
+    from .hdf5_format import default_max_predictions  # h5py: not needed to parse arguments
+
+    needed = int(round(max_seq_length * masked_lm_prob))
+    return min(max_seq_length, max(default_max_predictions(max_seq_length), needed))
+
+
 def _options_from_args(args: argparse.Namespace) -> tuple[CreationOptions, CorpusOptions]:
     """The parsed command line as the two option groups of :func:`create_pretraining_data`."""
     instances = InstanceOptions(
@@ -263,7 +275,7 @@ def _options_from_args(args: argparse.Namespace) -> tuple[CreationOptions, Corpu
         short_seq_prob=args.short_seq_prob,
         masked_lm_prob=args.masked_lm_prob,
         max_predictions_per_seq=args.max_predictions_per_seq
-        or max_predictions_for(args.max_seq_length, args.masked_lm_prob),
+        or _max_predictions_for(args.max_seq_length, args.masked_lm_prob),
         whole_word_masking=args.whole_word_masking,
     )
     creation = CreationOptions(

@@ -103,18 +103,6 @@ class InstanceOptions:
             )
 
 
-def max_predictions_for(max_seq_length: int, masked_lm_prob: float) -> int:
-    """P large enough for ``masked_lm_prob``: the usual 20 / 80 / ceil(0.15 T), or more if needed.
-
-    :func:`mask_tokens` chooses ``round(length * masked_lm_prob)`` targets, at most P;
-    with a fixed P=20 a probability of 0.3 at T=128 would silently be capped at 15.6 %.
-    """
-    from .hdf5_format import default_max_predictions  # h5py: not needed to parse arguments
-
-    needed = int(round(max_seq_length * masked_lm_prob))
-    return min(max_seq_length, max(default_max_predictions(max_seq_length), needed))
-
-
 def split_long_segments(document: list[list[int]], max_seq_length: int) -> tuple[list[list[int]], int]:
     """``document`` with every over-long segment cut into pieces, and the number of segments cut.
 
