@@ -30,24 +30,9 @@ if TYPE_CHECKING:  # numpy and h5py are imported by the process that writes
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
-def shard_path(output_dir: Path, prefix: str, index: int, name: str | None = None) -> Path:
-    """``<output_dir>/<prefix>_shard_00000.hdf5``, or ``<prefix>_<name>_shard_00000.hdf5``."""
-    middle = f"{prefix}_{name}" if name is not None else prefix
-    return output_dir / f"{middle}_shard_{index:05d}.hdf5"
-
-
 def shard_name(path: Path) -> str:
     """The part of a shard name that stands for an input file: its stem, made file-name safe."""
     return _UNSAFE.sub("_", path.stem)
-
-
-def existing_shards(output_dir: Path, prefix: str, names: Iterable[str] | None = None) -> list[Path]:
-    """Shards of this prefix (and, if given, of these per-file names) already in ``output_dir``."""
-    middles = [prefix] if names is None else [f"{prefix}_{name}" for name in names]
-    if not middles or not output_dir.is_dir():
-        return []
-    pattern = re.compile(rf"^(?:{'|'.join(map(re.escape, middles))})_shard_\d{{5,}}\.hdf5$")
-    return sorted(p for p in output_dir.iterdir() if pattern.match(p.name))
 
 
 def check_output_dir(output_dir: Path) -> None:
@@ -55,8 +40,6 @@ def check_output_dir(output_dir: Path) -> None:
 
     Called before any text is read, so a typo in ``--output-dir`` costs nothing.
     """
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"--output-dir {output_dir}: exists and is a file, not a folder")
     existing = next((p for p in (output_dir, *output_dir.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
         raise ValueError(f"--output-dir {output_dir}: {existing} is a file, not a folder")
@@ -77,7 +60,9 @@ def prepare_output(
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ValueError(f"--output-dir {output_dir}: cannot create it ({exc.strerror})") from exc
-    old = existing_shards(output_dir, prefix, names)
+    middles = [prefix] if names is None else [f"{prefix}_{name}" for name in names]
+    pattern = re.compile(rf"^(?:{'|'.join(map(re.escape, middles))})_shard_\d{{5,}}\.hdf5$")
+    old = sorted(p for p in output_dir.iterdir() if pattern.match(p.name))
     if old and not overwrite:
         raise ValueError(
             f"{output_dir}: already holds {len(old)} '{prefix}' shard(s) (e.g. {old[0].name}); "
@@ -171,7 +156,8 @@ class ShardWriter:
         if not self.buffer:
             return
         shuffle(self.buffer, self.rng)
-        path = shard_path(self.output_dir, self.prefix, len(self.written), self.name)
+        middle = self.prefix if self.name is None else f"{self.prefix}_{self.name}"
+        path = self.output_dir / f"{middle}_shard_{len(self.written):05d}.hdf5"
         arrays = instances_to_arrays(self.buffer, *self.shape)
         if self.masker is not None:
             self.masker(arrays, len(self.written))
