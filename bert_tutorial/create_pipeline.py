@@ -221,7 +221,7 @@ def run_one_stream(
 
     options, max_seq_length = job.options, job.shape[0]
     rng = random.Random(options.seed if name is None else f"{options.seed}:{name}")
-    writer = job.writer(vocab, rng, pool.writer() if pool is not None else None, name)
+    writer = job.writer(vocab, rng, pool.write if pool is not None else None, name)
     mask = writer.masker is None  # else the writer masks whole shards
     summary = Summary()
     documents = job.corpus.documents

@@ -5,7 +5,7 @@ Only work that draws nothing from the random stream is sent out (see
 
 * tokenising chunks of documents ahead of the main process (:meth:`WorkerPool.tokenized`),
   up to about one block ahead, results taken back in input order;
-* compressing and writing full shards (:meth:`WorkerPool.writer`), at most N waiting
+* compressing and writing full shards (:meth:`WorkerPool.write`), at most N waiting
   at a time, so memory stays bounded when the writers fall behind;
 * with ``--per-file``, whole files (:meth:`WorkerPool.per_file`).
 
@@ -21,6 +21,7 @@ import os
 import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
+from functools import partial
 from multiprocessing.pool import AsyncResult
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from .corpus import CorpusCounts
 from .create_pipeline import Job, Summary, create_file_shards, tokenize_chunk
 from .instances import VocabInfo
-from .shard_writer import WriteFunction, write_arrays
+from .shard_writer import write_arrays
 from .wordpiece import WordPieceTokenizer
 
 if TYPE_CHECKING:
@@ -50,10 +51,9 @@ def _tokenize(chunk: list[list[str]], max_seq_length: int) -> tuple[list[list[li
     return tokenize_chunk(chunk, _TOKENIZER, max_seq_length)
 
 
-def _per_file(task: tuple[Path, Job]) -> Summary:
+def _per_file(path: Path, job: Job) -> Summary:
     """A worker's task: every shard of one input file (``--per-file``)."""
     assert _TOKENIZER is not None and _VOCAB is not None
-    path, job = task
     return create_file_shards(path, job, _TOKENIZER, _VOCAB)
 
 
@@ -110,22 +110,18 @@ class WorkerPool:
         while pending:
             yield pending.popleft()[0].get()
 
-    def writer(self) -> WriteFunction:
-        """A :class:`~bert_tutorial.shard_writer.ShardWriter` write function that writes in a worker."""
-
-        def write(path: Path, arrays: dict[str, np.ndarray]) -> None:
-            """Hand the shard to a worker, first waiting while N others are still pending."""
-            while len(self.pending_writes) >= self.workers:
-                self.pending_writes.popleft().get()  # also raises a worker's error here
-            self.pending_writes.append(self.pool.apply_async(write_arrays, (path, arrays)))
-
-        return write
+    def write(self, path: Path, arrays: dict[str, np.ndarray]) -> None:
+        """A shard writer's write function: hand the shard to a worker, first waiting while N
+        others are still pending."""
+        while len(self.pending_writes) >= self.workers:
+            self.pending_writes.popleft().get()  # also raises a worker's error here
+        self.pending_writes.append(self.pool.apply_async(write_arrays, (path, arrays)))
 
     def wait_writes(self) -> None:
-        """Wait for every shard handed to :meth:`writer` (raising the first error)."""
+        """Wait for every shard handed to :meth:`write` (raising the first error)."""
         while self.pending_writes:
             self.pending_writes.popleft().get()
 
     def per_file(self, files: Iterable[Path], job: Job) -> Iterator[Summary]:
         """:func:`create_file_shards` of every file, N at a time, summaries in input order."""
-        return self.pool.imap(_per_file, ((path, job) for path in files))
+        return self.pool.imap(partial(_per_file, job=job), files)
