@@ -117,23 +117,21 @@ def _chunks(text: str, limit: int) -> list[str]:
     return [piece for piece in pieces if piece.strip()]
 
 
-def split_long_text(text: str, limit: int = LONG_LINE_CHARS) -> list[str]:
-    """``text`` as segments of at most ``limit`` characters: unchanged if it is short enough, else
-    its sentences, with any sentence still too long cut into chunks at spaces.
+def _paragraph_sentences(paragraph: list[str]) -> list[str]:
+    """The sentences of a paragraph (its lines), any over :data:`LONG_LINE_CHARS` cut into chunks."""
+    return [piece for sentence in split_sentences(" ".join(paragraph))
+            for piece in _chunks(sentence, LONG_LINE_CHARS)]
+
+
+def split_long_text(text: str) -> list[str]:
+    """``text`` as segments of at most :data:`LONG_LINE_CHARS` characters: unchanged if it is
+    short enough, else its sentences, with any sentence still too long cut into chunks at spaces.
 
     Linear in the length of the text. A sentence cut into chunks is rejoined by the
     tokenizer exactly (it splits words at spaces anyway); instance creation then
     sees ordinary segments instead of one that truncation would throw away.
     """
-    if len(text) <= limit:
-        return [text]
-    return [piece for sentence in split_sentences(text) for piece in _chunks(sentence, limit)]
-
-
-def _paragraph_sentences(paragraph: list[str]) -> list[str]:
-    """The sentences of a paragraph (its lines), any over :data:`LONG_LINE_CHARS` cut into chunks."""
-    return [piece for sentence in split_sentences(" ".join(paragraph))
-            for piece in _chunks(sentence, LONG_LINE_CHARS)]
+    return [text] if len(text) <= LONG_LINE_CHARS else _paragraph_sentences([text])
 
 
 def strip_gutenberg(lines: Sequence[str]) -> list[str]:
