@@ -200,28 +200,6 @@ def truncate_seq_pair(
     return excess
 
 
-def _candidate_positions(token_ids: list[int], vocab: VocabInfo) -> list[int]:
-    """Every position but those of [CLS] and [SEP], ascending (the groups without whole words).
-
-    The special tokens are found with ``list.count`` and ``list.index`` (C loops); the
-    usual sequence ``[CLS] A [SEP] B [SEP]`` has three.
-    """
-    specials: list[int] = []
-    for value in (vocab.cls_id, vocab.sep_id):
-        start = 0
-        for _ in range(token_ids.count(value)):
-            start = token_ids.index(value, start) + 1
-            specials.append(start - 1)
-    specials.sort()
-    candidates: list[int] = []
-    start = 0
-    for special in specials:
-        candidates += range(start, special)
-        start = special + 1
-    candidates += range(start, len(token_ids))
-    return candidates
-
-
 def _candidate_groups(token_ids: Sequence[int], vocab: VocabInfo) -> list[list[int]]:
     """Positions that may be masked, grouped per word (whole-word masking).
 
@@ -284,8 +262,9 @@ def mask_tokens(
     """
     output = list(token_ids)
     num_to_predict = min(max_predictions, max(1, int(round(len(output) * masked_lm_prob))))
-    if not whole_word:
-        candidates = _candidate_positions(output, vocab)
+    if not whole_word:  # every position but those of [CLS] and [SEP]
+        cls_id, sep_id = vocab.cls_id, vocab.sep_id
+        candidates = [i for i, token in enumerate(output) if token != cls_id and token != sep_id]
         shuffle(candidates, rng)
         chosen = candidates[:num_to_predict]
         _corrupt(output, chosen, vocab, rng)
