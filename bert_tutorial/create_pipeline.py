@@ -1,8 +1,6 @@
 """The engine of ``create_data``: text -> token ids -> blocks -> instances -> shards, in one or N processes.
 
-Two ways to draw the random stream, both reproducible byte for byte (and with either,
-the masks come from a numpy generator per shard, ``bert_tutorial.masking``, unless
-``masking="google"`` draws them from the stream too):
+Two ways to draw the random stream, both reproducible byte for byte:
 
 * **One stream** (the default, the original's): one ``random.Random(seed)`` draws every
   choice of the run in a fixed order, blocks and shard shuffles included. The draws

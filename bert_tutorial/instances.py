@@ -112,13 +112,10 @@ def split_long_segments(document: list[list[int]], max_seq_length: int) -> tuple
     committed shards are unchanged. Anything longer than two sequences (at least
     :data:`LONG_SEGMENT_TOKENS`) is a line of running text, not a sentence: truncation
     would throw most of it away, so it is cut into pieces of half a sequence, which
-    pack two to an instance with at most one token to spare. Returns the same list if
-    nothing was cut.
+    pack two to an instance with at most one token to spare.
     """
     max_num_tokens = max_seq_length - 3
     longest, piece = max(2 * max_num_tokens, LONG_SEGMENT_TOKENS), (max_num_tokens + 1) // 2
-    if all(len(segment) <= longest for segment in document):
-        return document, 0
     out: list[list[int]] = []
     cut = 0
     for segment in document:
