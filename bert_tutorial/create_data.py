@@ -49,6 +49,8 @@ from typing import Any
 from .corpus import CorpusOptions, find_input_files, parse_document_range
 from .create_pipeline import CreationOptions, Job, Summary, run_one_stream, run_per_file
 from .instances import InstanceOptions, VocabInfo
+from .shard_writer import check_output_dir, prepare_output, shard_name
+from .wordpiece import WordPieceTokenizer
 
 __all__ = ["CreationOptions", "CreationWarning", "Summary", "create_pretraining_data", "main"]
 
@@ -82,8 +84,6 @@ def _check_options(options: CreationOptions, corpus: CorpusOptions) -> None:
 
 def _per_file_names(files: Sequence[Path]) -> list[str]:
     """The shard names of ``--per-file`` (file stems); two files with one name are an error."""
-    from .shard_writer import shard_name
-
     seen: dict[str, Path] = {}
     for path in files:
         name = shard_name(path)
@@ -131,9 +131,6 @@ def create_pretraining_data(
     runs the work that draws no random numbers in that many processes; the shards
     are the same bytes for any number.
     """
-    from .shard_writer import check_output_dir, prepare_output
-    from .wordpiece import WordPieceTokenizer
-
     options = options or CreationOptions()
     corpus = corpus or CorpusOptions()
     _check_options(options, corpus)
