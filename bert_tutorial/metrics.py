@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .safe_io import DiskFullError, is_disk_full, no_room, write_text_atomic
+from .safe_io import disk_full_error, is_disk_full, write_text_atomic
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -50,11 +50,8 @@ class MetricsLog:
                 f.write(json.dumps(record) + "\n")
         except OSError as exc:
             if is_disk_full(exc, self.path.parent):
-                what, remedy = no_room(exc)
-                raise DiskFullError(
-                    f"{what} while writing {self.path}; the checkpoints are intact: {remedy} "
-                    "and run the same command again to resume from the newest one"
-                ) from exc
+                raise disk_full_error(exc, self.path, "the checkpoints are intact",
+                                      " to resume from the newest one") from exc
             raise
 
     def truncate_after(self, step: int) -> None:
