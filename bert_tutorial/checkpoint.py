@@ -99,7 +99,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_manifest(folder: str | Path) -> Path:
+def write_manifest(folder: str | Path) -> None:
     """List every file of ``folder`` with its size and SHA-256 in ``manifest.json``.
 
     Written last: a folder whose manifest matches its files is complete and unaltered.
@@ -110,9 +110,8 @@ def write_manifest(folder: str | Path) -> Path:
         p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
         for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST
     }
-    path = folder / MANIFEST
-    path.write_text(json.dumps({"format": 1, "files": files}, indent=1, sort_keys=True) + "\n")
-    return path
+    manifest = json.dumps({"format": 1, "files": files}, indent=1, sort_keys=True)
+    (folder / MANIFEST).write_text(manifest + "\n")
 
 
 def verify_checkpoint(checkpoint: str | Path) -> None:
@@ -225,7 +224,7 @@ def prune_checkpoints(output_dir: str | Path, keep_last: int) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def load_training_state(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_training_state(checkpoint: str | Path) -> dict[str, Any]:
     """The optimizer/scheduler/RNG state of a checkpoint, loaded without unpickling code.
 
     A file that holds anything but tensors and plain types is refused, and the message
@@ -234,7 +233,7 @@ def load_training_state(checkpoint: str | Path, map_location: str | torch.device
     """
     path = Path(checkpoint) / STATE_FILE
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:  # torch's text advises weights_only=False: not quoted
         found = re.search(r"GLOBAL (\S+)", str(exc))
         if found is not None:

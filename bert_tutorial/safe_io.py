@@ -96,7 +96,7 @@ def _no_room(exc: BaseException) -> tuple[str, str]:
     return LIMIT_REACHED if _file_size_limited() else NO_SPACE
 
 
-def disk_full_error(exc: BaseException, target: str | Path, intact: str, then: str = "") -> DiskFullError:
+def disk_full_error(exc: BaseException, target: Path, intact: str, then: str = "") -> DiskFullError:
     """The error for a write of ``target`` that found no room: what happened, what is still
     intact (``intact``), what to do, and what running the same command again does (``then``)."""
     what, remedy = _no_room(exc)

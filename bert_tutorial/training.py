@@ -18,7 +18,7 @@ import math
 import signal
 import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ from .distributed import (
 )
 from .evaluation import evaluate
 from .loss_window import LossWindow
-from .metrics import METRICS_FILE, MetricsLog
+from .metrics import METRICS_FILE, append_record, truncate_after
 from .model import PretrainingModel, build_model, check_vocab, load_pretrained, unwrap
 from .optim import build_optimizer, build_scheduler, warmup_steps
 from .preemption import stop_signals
@@ -69,11 +69,11 @@ class Progress:
 
 @dataclass
 class TrainResult:
-    final_eval: dict[str, float] | None
-    eval_history: list[dict[str, Any]] = field(default_factory=list)
-    steps: int = 0
-    stopped_early: bool = False
-    output_dir: Path | None = None
+    final_eval: dict[str, Any] | None
+    eval_history: list[dict[str, Any]]
+    steps: int
+    stopped_early: bool
+    output_dir: Path
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -166,7 +166,7 @@ class Trainer:
         )
         self.scaler = make_grad_scaler(self.device, self.precision)
         self.progress = Progress()
-        self.metrics = MetricsLog(self.output_dir / METRICS_FILE)
+        self.metrics_file = self.output_dir / METRICS_FILE
         self._stop_requested = False
         #: Steps whose skip verdict is still on the device (fused optimizers), oldest first.
         self._unchecked: list[tuple[int, StepResult]] = []
@@ -198,7 +198,7 @@ class Trainer:
             ckpt.set_rng_state(rngs[self.dist.rank], self.device)
         # else: a rank the checkpoint did not have keeps its seed + rank stream
         if self.dist.is_main:
-            self.metrics.truncate_after(self.progress.step)
+            truncate_after(self.metrics_file, self.progress.step)
             print(f"Resumed from {checkpoint} at step {self.progress.step}")
 
     # --- the loop --------------------------------------------------------------------------
@@ -342,7 +342,7 @@ class Trainer:
         self._check_updates()
         record = window.flush(self.progress.step, self.progress.epoch, self.samples_per_step)
         if self.dist.is_main:
-            self.metrics.write(record)
+            append_record(self.metrics_file, record)
             bar.set_postfix(mlm=f"{record['mlm_loss']:.3f}", nsp=f"{record['nsp_loss']:.3f}",
                             lr=f"{record['lr']:.2e}")
 
@@ -358,7 +358,8 @@ class Trainer:
         from .plotting import References
 
         base = frequency_baseline(self.train_data.paths[:4], self.eval_data.paths, self.vocab_size)
-        self.metrics.write(References(self.vocab_size, base["mlm_loss"], base["mlm_accuracy"]).to_record())
+        references = References(self.vocab_size, base["mlm_loss"], base["mlm_accuracy"])
+        append_record(self.metrics_file, references.to_record())
 
     def _evaluate_and_log(self) -> dict[str, Any] | None:
         if self.eval_data is None:
@@ -367,7 +368,7 @@ class Trainer:
         record = {"kind": "eval", "step": self.progress.step, "epoch": self.progress.epoch, **result}
         self.eval_history.append(record)
         if self.dist.is_main:
-            self.metrics.write(record)
+            append_record(self.metrics_file, record)
             tqdm.write(
                 f"eval @ step {record['step']}: mlm_loss {result['mlm_loss']:.4f} "
                 f"mlm_acc {result['mlm_accuracy']:.4f} nsp_acc {result['nsp_accuracy']:.4f}"
