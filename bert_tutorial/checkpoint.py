@@ -35,7 +35,7 @@ import torch
 from transformers import BertForPreTraining
 from transformers.utils import logging as hf_logging
 
-from .safe_io import DiskFullError, fsync_dir, is_disk_full, no_room
+from .safe_io import disk_full_error, fsync_dir, is_disk_full
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "training_state.pt"
@@ -99,7 +99,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_manifest(folder: str | Path) -> Path:
+def write_manifest(folder: str | Path) -> None:
     """List every file of ``folder`` with its size and SHA-256 in ``manifest.json``.
 
     Written last: a folder whose manifest matches its files is complete and unaltered.
@@ -110,9 +110,8 @@ def write_manifest(folder: str | Path) -> Path:
         p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
         for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST
     }
-    path = folder / MANIFEST
-    path.write_text(json.dumps({"format": 1, "files": files}, indent=1, sort_keys=True) + "\n")
-    return path
+    manifest = json.dumps({"format": 1, "files": files}, indent=1, sort_keys=True)
+    (folder / MANIFEST).write_text(manifest + "\n")
 
 
 def verify_checkpoint(checkpoint: str | Path) -> None:
@@ -204,13 +203,9 @@ def save_checkpoint(
         full = is_disk_full(exc, tmp)  # before the cleanup frees the space again
         shutil.rmtree(tmp, ignore_errors=True)  # a hard kill skips this; prune() catches that
         if full:
-            previous = latest_checkpoint(output_dir)
-            what, remedy = no_room(exc)
-            raise DiskFullError(
-                f"{what} while writing {final}; the previous checkpoint "
-                f"{previous or '(none yet)'} is intact: {remedy} and run the same "
-                "command again to resume from it"
-            ) from exc
+            previous = latest_checkpoint(output_dir) or "(none yet)"
+            raise disk_full_error(exc, final, f"the previous checkpoint {previous} is intact",
+                                  " to resume from it") from exc
         raise
     shutil.rmtree(final, ignore_errors=True)  # an incomplete folder left without a manifest
     tmp.rename(final)
@@ -229,7 +224,7 @@ def prune_checkpoints(output_dir: str | Path, keep_last: int) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def load_training_state(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_training_state(checkpoint: str | Path) -> dict[str, Any]:
     """The optimizer/scheduler/RNG state of a checkpoint, loaded without unpickling code.
 
     A file that holds anything but tensors and plain types is refused, and the message
@@ -238,28 +233,24 @@ def load_training_state(checkpoint: str | Path, map_location: str | torch.device
     """
     path = Path(checkpoint) / STATE_FILE
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise _refusal(path, str(exc)) from None  # torch's text advises weights_only=False
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # torch's text advises weights_only=False: not quoted
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        if found is not None:
+            raise CheckpointError(
+                f"{path}: refused: this training state holds a Python object other than tensors, "
+                f"numbers, strings, lists and dicts (it references {found.group(1)}). Unpickling "
+                "such an object can run code stored in the file, and this package's checkpoints "
+                "never contain one, so the file was not written by bert_tutorial or was altered "
+                "since. Resume from a checkpoint this package saved."
+            ) from None
+        # Not an object the unpickler refused: the bytes themselves are wrong.
+        detail = re.search(r"WeightsUnpickler error:\s*(.+?)\n", str(exc))
+        reason, cause = (detail.group(1) if detail else "unreadable"), None
     except Exception as exc:
-        raise CheckpointError(f"{path}: cannot load training state: the file is damaged or not "
-                              f"a torch.save file ({type(exc).__name__}: {exc})") from exc
-
-
-def _refusal(path: Path, torch_message: str) -> CheckpointError:
-    """Say what a training state that ``weights_only`` loading rejected is, and why."""
-    found = re.search(r"GLOBAL (\S+)", torch_message)
-    if found is None:  # not an object the unpickler refused: the bytes themselves are wrong
-        detail = re.search(r"WeightsUnpickler error:\s*(.+?)\n", torch_message)
-        return CheckpointError(f"{path}: cannot load training state: the file is damaged or not "
-                               f"a torch.save file ({detail.group(1) if detail else 'unreadable'})")
-    return CheckpointError(
-        f"{path}: refused: this training state holds a Python object other than tensors, "
-        f"numbers, strings, lists and dicts (it references {found.group(1)}). Unpickling such an "
-        "object can run code stored in the file, and this package's checkpoints never contain "
-        "one, so the file was not written by bert_tutorial or was altered since. Resume from a "
-        "checkpoint this package saved."
-    )
+        reason, cause = f"{type(exc).__name__}: {exc}", exc
+    raise CheckpointError(f"{path}: cannot load training state: the file is damaged or not "
+                          f"a torch.save file ({reason})") from cause
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:

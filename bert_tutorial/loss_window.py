@@ -39,17 +39,18 @@ class LossWindow:
         finally:
             self.start += time.perf_counter() - start
 
-    def add(self, step_losses: torch.Tensor) -> None:
-        """This rank's share of one step's (MLM, NSP) loss; shares add up over ranks."""
+    def add(self, step_losses: torch.Tensor, lr: float) -> None:
+        """This rank's share of one step's (MLM, NSP) loss (shares add up over ranks), its LR."""
         self.sums += step_losses
         self.steps += 1
+        self.lr = lr
 
-    def flush(self, step: int, epoch: int, lr: float, samples_per_step: int) -> dict[str, Any]:
-        """Mean per-step losses of the window (a collective under DDP: call on every rank)."""
+    def flush(self, step: int, epoch: int, samples_per_step: int) -> dict[str, Any]:
+        """Mean per-step losses and the last LR (a collective under DDP: call on every rank)."""
         mlm, nsp = (all_reduce_sum(self.sums.clone()) / max(1, self.steps)).tolist()
         elapsed = time.perf_counter() - self.start
         record = {
-            "kind": "train", "step": step, "epoch": epoch, "lr": lr,
+            "kind": "train", "step": step, "epoch": epoch, "lr": self.lr,
             "mlm_loss": mlm, "nsp_loss": nsp, "loss": mlm + nsp,
             "seq_per_s": self.steps * samples_per_step / elapsed if elapsed > 0 else math.nan,
         }

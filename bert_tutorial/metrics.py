@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .safe_io import DiskFullError, is_disk_full, no_room, write_text_atomic
+from .safe_io import disk_full_error, is_disk_full, write_text_atomic
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -36,30 +36,21 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-class MetricsLog:
-    """Append-only JSONL writer that can rewind to a checkpoint's step on resume."""
+def append_record(path: Path, record: dict[str, Any]) -> None:
+    """Append one line; a full disk raises :class:`DiskFullError` (a partial line is skipped
+    by :func:`read_metrics` and dropped on resume)."""
+    try:
+        with path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as exc:
+        if is_disk_full(exc, path.parent):
+            raise disk_full_error(exc, path, "the checkpoints are intact",
+                                  " to resume from the newest one") from exc
+        raise
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
 
-    def write(self, record: dict[str, Any]) -> None:
-        """Append one line; a full disk raises :class:`DiskFullError` (a partial line is
-        skipped by :func:`read_metrics` and dropped on resume)."""
-        try:
-            with self.path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-        except OSError as exc:
-            if is_disk_full(exc, self.path.parent):
-                what, remedy = no_room(exc)
-                raise DiskFullError(
-                    f"{what} while writing {self.path}; the checkpoints are intact: {remedy} "
-                    "and run the same command again to resume from the newest one"
-                ) from exc
-            raise
-
-    def truncate_after(self, step: int) -> None:
-        """Drop records logged after ``step``: a resumed run will log those steps again."""
-        if not self.path.exists():
-            return
-        kept = [r for r in read_metrics(self.path) if r["step"] <= step]
-        write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+def truncate_after(path: Path, step: int) -> None:
+    """Drop records logged after ``step``: a resumed run will log those steps again."""
+    if path.exists():
+        kept = [r for r in read_metrics(path) if r["step"] <= step]
+        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))

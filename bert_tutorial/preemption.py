@@ -54,14 +54,9 @@ def stop_signals(on_request: Callable[[int], None]) -> Iterator[None]:
             raise StopNow(signum)
 
     previous = {}
-    try:
+    with contextlib.suppress(ValueError):  # not the main thread: no handler is installed
         for sig in STOP_SIGNALS:
             previous[sig] = signal.signal(sig, handle)
-    except ValueError:  # not the main thread
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        yield
-        return
     try:
         yield
     finally:

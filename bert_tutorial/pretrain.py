@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None, do_train: bool = True) -> int:
     return 0
 
 
-def _train(cfg: TrainConfig, do_train: bool = True) -> None:
+def _train(cfg: TrainConfig, do_train: bool) -> None:
     from .training import Trainer
 
     trainer = Trainer(cfg)

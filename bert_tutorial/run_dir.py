@@ -371,7 +371,4 @@ class RunDir:
             yield
         finally:
             self.lock.training = False
-            self.release()
-
-    def release(self) -> None:
-        self.lock.release()
+            self.lock.release()

@@ -7,6 +7,7 @@ lives here, so the cell stays short and the same in every notebook.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import sys
@@ -15,34 +16,24 @@ from pathlib import Path
 from .config import REPO_ROOT
 
 
-def stale_transformers() -> tuple[str, str] | None:
-    """(loaded, installed) versions when the kernel still runs an older transformers, else None.
-
-    A hosted runtime may have imported its own transformers before the setup cell
-    installed this package's requirements; Python keeps the loaded modules until
-    the kernel restarts, so the two versions would be mixed.
-    """
-    loaded = sys.modules.get("transformers")
-    if loaded is None:
-        return None
-    try:
-        installed = importlib.metadata.version("transformers")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    version = getattr(loaded, "__version__", installed)
-    return (version, installed) if version != installed else None
-
-
 def enter_repository() -> Path:
     """Change to the repository's root, refuse a stale transformers, print what runs here.
 
     Relative paths in the notebooks (``data_samples/``, ``runs/``) then resolve the
-    same from every notebook, wherever Jupyter was started.
+    same from every notebook, wherever Jupyter was started. A hosted runtime may have
+    imported its own transformers before the setup cell installed this package's
+    requirements; Python keeps the loaded modules until the kernel restarts, so the
+    two versions would be mixed.
     """
-    stale = stale_transformers()
-    if stale is not None:
-        raise RuntimeError(f"transformers {stale[0]} is loaded but {stale[1]} is installed now: restart "
-                           "the session (Colab: Runtime > Restart session), then run all cells again.")
+    loaded = sys.modules.get("transformers")
+    if loaded is not None:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            installed = importlib.metadata.version("transformers")
+            version = getattr(loaded, "__version__", installed)
+            if version != installed:
+                raise RuntimeError(f"transformers {version} is loaded but {installed} is installed now: "
+                                   "restart the session (Colab: Runtime > Restart session), then run "
+                                   "all cells again.")
     os.chdir(REPO_ROOT)
     import torch
     import transformers

@@ -15,6 +15,7 @@ error", which carries no errno at all. :func:`is_disk_full` recognises all of th
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -84,7 +85,7 @@ LIMIT_REACHED = ("the file size limit was reached",
                  "raise the limit (ulimit -f), or write to a file system that allows larger files,")
 
 
-def no_room(exc: BaseException) -> tuple[str, str]:
+def _no_room(exc: BaseException) -> tuple[str, str]:
     """(what happened, what to do) for a write that found no room: a full disk or a size limit."""
     for seen in _causes(exc):
         if _says(seen, {errno.EFBIG}, _LIMIT_TEXTS):
@@ -93,6 +94,14 @@ def no_room(exc: BaseException) -> tuple[str, str]:
             return NO_SPACE
     # torch's writer says only "unexpected pos": blame the limit if there is one.
     return LIMIT_REACHED if _file_size_limited() else NO_SPACE
+
+
+def disk_full_error(exc: BaseException, target: Path, intact: str, then: str = "") -> DiskFullError:
+    """The error for a write of ``target`` that found no room: what happened, what is still
+    intact (``intact``), what to do, and what running the same command again does (``then``)."""
+    what, remedy = _no_room(exc)
+    return DiskFullError(f"{what} while writing {target}; {intact}: {remedy} "
+                         f"and run the same command again{then}")
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -114,16 +123,12 @@ def _says(exc: BaseException, errnos: set[int], texts: tuple[str, ...]) -> bool:
 
 def fsync_dir(folder: str | Path) -> None:
     """Make a rename or a new file in ``folder`` durable (the directory entry itself)."""
-    try:
+    with contextlib.suppress(OSError):  # e.g. a platform without directory handles: best effort
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. a platform without directory handles: best effort
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
@@ -143,11 +148,7 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
         full = is_disk_full(exc, path.parent)
         tmp.unlink(missing_ok=True)
         if full:
-            what, remedy = no_room(exc)
-            raise DiskFullError(
-                f"{what} while writing {path}; its previous version is intact: "
-                f"{remedy} and run the same command again"
-            ) from exc
+            raise disk_full_error(exc, path, "its previous version is intact") from exc
         raise
     fsync_dir(path.parent)
     return path

@@ -1,10 +1,8 @@
 """One optimizer step of MLM + NSP pre-training, with every ingredient passed in explicitly.
 
-``train_step`` is the heart of training. The ``Trainer`` calls it once per optimizer
-step, the benchmark scripts time it, the tests check it, and notebook 05 writes the same
-step as a plain loop and asserts that both give the same losses. It owns no state: the
-model, optimizer, scheduler and grad scaler are arguments, so what it does is visible at
-the call site.
+``train_step`` owns no state: the model, optimizer, scheduler and grad scaler are
+arguments, so what it does is visible at the call site, and the ``Trainer``, the
+benchmarks and notebook 05's plain loop all run the same step.
 
 What a step does beyond ``loss.backward(); optimizer.step()``:
 
@@ -62,11 +60,6 @@ class StepResult:
         return float(self.losses[1])
 
 
-def world_size() -> int:
-    """Processes in the job (1 outside ``torchrun``)."""
-    return torch.distributed.get_world_size() if is_initialized() else 1
-
-
 def step_token_counts(micro_batches: Sequence[Batch], device: torch.device) -> tuple[Any, Any]:
     """(masked tokens, sequences) in this optimizer step over all ranks, each at least 1.
 
@@ -107,7 +100,7 @@ def train_step(
     for fp32 and bf16).
     """
     masked, sequences = step_token_counts(micro_batches, device)
-    world = world_size()
+    world = torch.distributed.get_world_size() if is_initialized() else 1
     scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
     losses = torch.zeros(2, dtype=torch.float64, device=device)
     for i, batch in enumerate(micro_batches):

@@ -18,7 +18,7 @@ import math
 import signal
 import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ from .distributed import (
 )
 from .evaluation import evaluate
 from .loss_window import LossWindow
-from .metrics import METRICS_FILE, MetricsLog
+from .metrics import METRICS_FILE, append_record, truncate_after
 from .model import PretrainingModel, build_model, check_vocab, load_pretrained, unwrap
 from .optim import build_optimizer, build_scheduler, warmup_steps
 from .preemption import stop_signals
@@ -69,11 +69,11 @@ class Progress:
 
 @dataclass
 class TrainResult:
-    final_eval: dict[str, float] | None
-    eval_history: list[dict[str, Any]] = field(default_factory=list)
-    steps: int = 0
-    stopped_early: bool = False
-    output_dir: Path | None = None
+    final_eval: dict[str, Any] | None
+    eval_history: list[dict[str, Any]]
+    steps: int
+    stopped_early: bool
+    output_dir: Path
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -102,7 +102,7 @@ class Trainer:
             self._build(resume_from)
             self.run_dir.commit(cfg, data, fresh=resume_from is None)
         except BaseException:
-            self.run_dir.release()
+            self.run_dir.lock.release()
             raise
 
     # --- setup -----------------------------------------------------------------------------
@@ -154,31 +154,26 @@ class Trainer:
         if self.dist.rank:  # each rank its own dropout masks (rank 0 continues the stream)
             torch.manual_seed(cfg.seed + self.dist.rank)
         self.module = PretrainingModel(bert, sparse_mlm_head=cfg.sparse_mlm_head).to(self.device)
-        self.model = self._wrap(self.module)
+        self.model: nn.Module = self.module
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.module, device_ids=ids)
+        if cfg.compile:
+            self.model = torch.compile(self.model)
         self.optimizer = build_optimizer(self.module, cfg, self.device)
         self.scheduler = build_scheduler(
             self.optimizer, self.total_steps, warmup_steps(self.total_steps, cfg.warmup_fraction)
         )
         self.scaler = make_grad_scaler(self.device, self.precision)
         self.progress = Progress()
-        self.metrics = MetricsLog(self.output_dir / METRICS_FILE)
+        self.metrics_file = self.output_dir / METRICS_FILE
         self._stop_requested = False
-        self._last_lr = cfg.lr
         #: Steps whose skip verdict is still on the device (fused optimizers), oldest first.
         self._unchecked: list[tuple[int, StepResult]] = []
         #: Every evaluation of this process's ``fit`` (a resumed run starts a new list).
         self.eval_history: list[dict[str, Any]] = []
         if resume_from is not None:
             self._load_state(resume_from)
-
-    def _wrap(self, module: nn.Module) -> nn.Module:
-        model: nn.Module = module
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            model = DistributedDataParallel(module, device_ids=ids)
-        if self.cfg.compile:
-            model = torch.compile(model)
-        return model
 
     def _load_state(self, checkpoint: Path) -> None:
         state = ckpt.load_training_state(checkpoint)
@@ -203,7 +198,7 @@ class Trainer:
             ckpt.set_rng_state(rngs[self.dist.rank], self.device)
         # else: a rank the checkpoint did not have keeps its seed + rank stream
         if self.dist.is_main:
-            self.metrics.truncate_after(self.progress.step)
+            truncate_after(self.metrics_file, self.progress.step)
             print(f"Resumed from {checkpoint} at step {self.progress.step}")
 
     # --- the loop --------------------------------------------------------------------------
@@ -215,28 +210,25 @@ class Trainer:
         returns or raises. SIGTERM or SIGINT finishes the step, saves and returns
         (``stopped_early``); a second one stops at once (``preemption.StopNow``).
         """
-        with self.run_dir.training():
-            return self._fit()
-
-    def _fit(self) -> TrainResult:
         final_eval = None
-        self.model.train()  # from_pretrained() returns a model in eval mode: dropout off
-        if self.progress.step == 0 and self.eval_data is not None:
-            self._write_references()
-            self._evaluate_and_log()  # the untrained model: where the curves start
-        bar = tqdm(
-            total=self.total_steps, initial=self.progress.step, desc="train",
-            disable=not self.dist.is_main, dynamic_ncols=True,
-        )
-        with stop_signals(self._request_stop), bar:
-            while self.progress.step < self.total_steps:
-                self._train_epoch(bar)
-                if self._agree_to_stop():
-                    break
-                final_eval = self._evaluate_and_log()
-                self.save()
-                if self.progress.step < self.total_steps and self._agree_to_stop():
-                    break
+        with self.run_dir.training():
+            self.model.train()  # from_pretrained() returns a model in eval mode: dropout off
+            if self.progress.step == 0 and self.eval_data is not None:
+                self._write_references()
+                self._evaluate_and_log()  # the untrained model: where the curves start
+            bar = tqdm(
+                total=self.total_steps, initial=self.progress.step, desc="train",
+                disable=not self.dist.is_main, dynamic_ncols=True,
+            )
+            with stop_signals(self._request_stop), bar:
+                while self.progress.step < self.total_steps:
+                    self._train_epoch(bar)
+                    if self._agree_to_stop():
+                        break
+                    final_eval = self._evaluate_and_log()
+                    self.save()
+                    if self.progress.step < self.total_steps and self._agree_to_stop():
+                        break
         return TrainResult(final_eval, list(self.eval_history), self.progress.step,
                            self._stop_requested, self.output_dir)
 
@@ -286,9 +278,10 @@ class Trainer:
                 self.model, micro, self.optimizer, self.scheduler, device=self.device,
                 autocast=self.autocast, scaler=self.scaler, max_grad_norm=clip,
             )
-            self._account(result, p.step + 1)
-            self._last_lr = result.lr
-            window.add(result.losses)
+            self._unchecked.append((p.step + 1, result))
+            if not isinstance(result.updated, torch.Tensor):  # the verdict is on the host already
+                self._check_updates()
+            window.add(result.losses, result.lr)
             p.step += 1
             p.epoch_samples += self.samples_per_step
             bar.update(1)
@@ -314,47 +307,42 @@ class Trainer:
         if window.steps:
             self._log_window(window, bar)
 
-    def _account(self, result: StepResult, step: int) -> None:
-        """Track skipped updates; a verdict still on the device is read at the next log line."""
-        if isinstance(result.updated, torch.Tensor):
-            self._unchecked.append((step, result))
-        else:
-            self._check_update(step, result.updated, result)
-
-    def _check_update(self, step: int, updated: bool, result: StepResult) -> None:
+    def _check_updates(self) -> None:
         """Count consecutive skipped (NaN/inf) updates; give up after ``max_bad_steps``.
 
-        Under fp16 an overflow is routine while GradScaler searches for its scale, so it
-        only counts once the scale is below 1, where scaling can no longer explain it.
+        A fused optimizer's verdicts stay on the device until the next log line, which
+        syncs anyway. Under fp16 an overflow is routine while GradScaler searches for its
+        scale, so it only counts once the scale is below 1, where scaling cannot explain it.
         """
         p = self.progress
-        if updated:
-            p.bad_steps = 0
-            return
-        scale = result.loss_scale
-        if scale is None and self.scaler.is_enabled():
-            scale = self.scaler.get_scale()
-        if scale is not None and scale >= 1.0:
-            return
-        p.bad_steps += 1
-        epoch, index = divmod(step - 1, self.steps_per_epoch)
-        first = index * self.samples_per_step
-        where = f"step {step} (epoch {epoch}, samples {first}-{first + self.samples_per_step} of the epoch)"
-        if p.bad_steps >= self.cfg.max_bad_steps:
-            raise NonFiniteLossError(
-                f"{p.bad_steps} consecutive non-finite gradients, last at {where}: "
-                "lower the learning rate or use bf16/fp32"
-            )
-        warnings.warn(f"non-finite gradient norm {result.grad_norm.item()} at {where}; update skipped",
-                      stacklevel=2)
+        for step, result in self._unchecked:
+            if result.updated:
+                p.bad_steps = 0
+                continue
+            scale = result.loss_scale
+            if scale is None and self.scaler.is_enabled():
+                scale = self.scaler.get_scale()
+            if scale is not None and scale >= 1.0:
+                continue
+            p.bad_steps += 1
+            epoch, index = divmod(step - 1, self.steps_per_epoch)
+            first = index * self.samples_per_step
+            where = (f"step {step} (epoch {epoch}, samples {first}-{first + self.samples_per_step} "
+                     "of the epoch)")
+            if p.bad_steps >= self.cfg.max_bad_steps:
+                raise NonFiniteLossError(
+                    f"{p.bad_steps} consecutive non-finite gradients, last at {where}: "
+                    "lower the learning rate or use bf16/fp32"
+                )
+            warnings.warn(f"non-finite gradient norm {result.grad_norm.item()} at {where}; "
+                          "update skipped", stacklevel=2)
+        self._unchecked.clear()
 
     def _log_window(self, window: LossWindow, bar: tqdm) -> None:
-        for step, result in self._unchecked:  # logging syncs anyway: read deferred verdicts now
-            self._check_update(step, bool(result.updated), result)
-        self._unchecked.clear()
-        record = window.flush(self.progress.step, self.progress.epoch, self._last_lr, self.samples_per_step)
+        self._check_updates()
+        record = window.flush(self.progress.step, self.progress.epoch, self.samples_per_step)
         if self.dist.is_main:
-            self.metrics.write(record)
+            append_record(self.metrics_file, record)
             bar.set_postfix(mlm=f"{record['mlm_loss']:.3f}", nsp=f"{record['nsp_loss']:.3f}",
                             lr=f"{record['lr']:.2e}")
 
@@ -364,13 +352,14 @@ class Trainer:
         The unigram baseline's frequencies come from at most the first 4 train shards:
         enough for stable frequencies, and bounded work on a large corpus.
         """
-        if not self.dist.is_main or self.eval_data is None:
+        if not self.dist.is_main:
             return
         from .masking_stats import frequency_baseline  # numpy only; plotting stays lazy
         from .plotting import References
 
         base = frequency_baseline(self.train_data.paths[:4], self.eval_data.paths, self.vocab_size)
-        self.metrics.write(References(self.vocab_size, base["mlm_loss"], base["mlm_accuracy"]).to_record())
+        references = References(self.vocab_size, base["mlm_loss"], base["mlm_accuracy"])
+        append_record(self.metrics_file, references.to_record())
 
     def _evaluate_and_log(self) -> dict[str, Any] | None:
         if self.eval_data is None:
@@ -379,13 +368,15 @@ class Trainer:
         record = {"kind": "eval", "step": self.progress.step, "epoch": self.progress.epoch, **result}
         self.eval_history.append(record)
         if self.dist.is_main:
-            self.metrics.write(record)
+            append_record(self.metrics_file, record)
             tqdm.write(
                 f"eval @ step {record['step']}: mlm_loss {result['mlm_loss']:.4f} "
                 f"mlm_acc {result['mlm_accuracy']:.4f} nsp_acc {result['nsp_accuracy']:.4f}"
             )
             if self.cfg.plots:
-                self._plot()
+                from .plotting import save_training_plots  # matplotlib only when plotting
+
+                save_training_plots(self.output_dir)
         return record
 
     def evaluate(self) -> dict[str, float]:
@@ -393,11 +384,6 @@ class Trainer:
         if self.eval_loader is None:
             raise ValueError("no eval_data configured")
         return evaluate(self.module, self.eval_loader, self.device, self.autocast, self.cfg.eval_max_batches)
-
-    def _plot(self) -> None:
-        from .plotting import save_training_plots  # matplotlib only when actually plotting
-
-        save_training_plots(self.output_dir)
 
     # --- checkpoints and signals -------------------------------------------------------------
 
