@@ -152,10 +152,8 @@ class PretrainingDataset(Dataset[dict[str, torch.Tensor]]):
         self.shards: list[ShardInfo] = [inspect_shard(p) for p in find_shards(shards)]
         first = self.shards[0]
         for info in self.shards[1:]:
-            if (info.max_seq_length, info.max_predictions) != (
-                first.max_seq_length,
-                first.max_predictions,
-            ):
+            if (info.max_seq_length, info.max_predictions) != (first.max_seq_length,
+                                                               first.max_predictions):
                 raise ShardError(
                     f"{info.path}: field 'input_ids'/'masked_lm_positions' has sequence length "
                     f"{info.max_seq_length} and {info.max_predictions} predictions, but {first.path} "
@@ -315,22 +313,19 @@ class ShardedSampler(Sampler[int]):
 
     def _order(self, start: int, stop: int) -> Iterator[int]:
         """Positions ``[start, stop)`` of the epoch order; positions past the end wrap around."""
-        if self.total == 0:
+        if self.total == 0 or start >= stop:
             return
         blocks = self.shard_order()
-        while start < stop:
-            lap_start = start - start % self.total  # position where the current wrap begins
-            lo, hi = start - lap_start, min(stop - lap_start, self.total)
-            position = 0
+        position = start - start % self.total  # where the lap holding ``start`` begins
+        while True:
             for shard in blocks:
                 size = self.shard_sizes[shard]
-                if position + size > lo and position < hi:
+                if position + size > start:
                     chunk = self._shard_indices(shard)
-                    yield from chunk[max(lo - position, 0) : hi - position].tolist()
+                    yield from chunk[max(start - position, 0) : stop - position].tolist()
                 position += size
-                if position >= hi:
-                    break
-            start = lap_start + hi
+                if position >= stop:
+                    return
 
 
 def ignore_stop_signals(worker_id: int) -> None:
