@@ -2,23 +2,9 @@
 
 The tutorial this project re-does continued pre-training ``bert-base-uncased`` from
 NVIDIA-format HDF5 shards. Its eight steps worked on small examples but had problems;
-this module reproduces its behaviour (not its text) so that the notebooks and the
-benchmark can put it next to this project's code, on real data:
-
-* :class:`OriginalDataset` (its ``HDF5DatasetForNextSentencePrediction``): every row of
-  every shard read into Python lists up front; an attention mask of **all ones**, so
-  padding is attended to; ``masked_lm_positions`` / ``masked_lm_ids`` zero-padded to
-  ``max_seq_length`` like the token rows.
-* :func:`original_labels`: labels filled with **-1**, then every prediction slot
-  scattered, so the padded slots (position 0, id 0) put the label ``[PAD]`` on ``[CLS]``.
-* :func:`original_loss`: vocabulary logits on **every** position,
-  ``CrossEntropyLoss(ignore_index=-1)`` over ``model.config.vocab_size`` (an
-  ``AttributeError`` once the model is wrapped in ``nn.DataParallel``) plus NSP.
-* :func:`original_optimizer` / :func:`original_scheduler`: AdamW at lr **1e-3** with
-  weight decay on every parameter, a float number of warmup steps.
-* :func:`original_train_step`: no clipping, no mixed precision, no accumulation.
-* :func:`original_evaluate`: a mean of per-batch means; accuracy that counts the
-  spurious ``[CLS]`` label; the model left in eval mode.
+this module reproduces its behaviour (not its text), problems included, so that the
+notebooks and the benchmark can put it next to this project's code, on real data. Each
+function's docstring names the step it re-creates and what goes wrong there.
 
 Its -1 labels are consistent with its own ``ignore_index=-1``: the pitfall is handing
 them to a Hugging Face model's ``labels=`` (which ignores -100) or mixing conventions.
@@ -126,16 +112,28 @@ def original_labels(masked_lm_positions: torch.Tensor, masked_lm_ids: torch.Tens
     return labels.scatter_(-1, masked_lm_positions.long(), masked_lm_ids.long())
 
 
-def original_loss(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """MLM + NSP loss as the original computed it (``batch`` already on the model's device)."""
+def _forward(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> tuple[Any, torch.Tensor]:
+    """The original's forward pass (the model is given no labels) and its scattered labels."""
     outputs = model(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
                     attention_mask=batch["attention_mask"])
-    prediction_scores, seq_relationship = outputs.prediction_logits, outputs.seq_relationship_logits
-    labels = original_labels(batch["masked_lm_positions"], batch["masked_lm_ids"])
-    # model.config is an attribute of BertForPreTraining only: nn.DataParallel has none.
-    mlm = nn.CrossEntropyLoss(ignore_index=-1)(prediction_scores.view(-1, model.config.vocab_size),
-                                               labels.view(-1))
-    nsp = nn.CrossEntropyLoss()(seq_relationship.view(-1, 2), batch["next_sentence_labels"].view(-1))
+    return outputs, original_labels(batch["masked_lm_positions"], batch["masked_lm_ids"])
+
+
+def _mlm_loss(scores: torch.Tensor, labels: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    return nn.CrossEntropyLoss(ignore_index=-1)(scores.view(-1, vocab_size), labels.view(-1))
+
+
+def original_loss(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """MLM + NSP loss as the original computed it (``batch`` already on the model's device).
+
+    Vocabulary logits on every position, ``CrossEntropyLoss(ignore_index=-1)`` over
+    ``model.config.vocab_size``: an ``AttributeError`` once the model is wrapped in
+    ``nn.DataParallel``, since ``config`` is an attribute of ``BertForPreTraining`` only.
+    """
+    outputs, labels = _forward(model, batch)
+    mlm = _mlm_loss(outputs.prediction_logits, labels, model.config.vocab_size)
+    nsp = nn.CrossEntropyLoss()(outputs.seq_relationship_logits.view(-1, 2),
+                                batch["next_sentence_labels"].view(-1))
     return mlm + nsp
 
 
@@ -182,13 +180,9 @@ def original_evaluate(model: nn.Module, dataset: Dataset, device: torch.device,
     model.eval()
     total_loss, batches, correct, labelled = 0.0, 0, 0, 0
     for batch in DataLoader(dataset, batch_size=batch_size):
-        inputs = {k: batch[k].to(device) for k in ORIGINAL_KEYS}
-        outputs = model(input_ids=inputs["input_ids"], token_type_ids=inputs["token_type_ids"],
-                        attention_mask=inputs["attention_mask"])
-        labels = original_labels(inputs["masked_lm_positions"], inputs["masked_lm_ids"])
+        outputs, labels = _forward(model, {k: batch[k].to(device) for k in ORIGINAL_KEYS})
         scores = outputs.prediction_logits
-        total_loss += float(nn.CrossEntropyLoss(ignore_index=-1)(scores.view(-1, scores.size(-1)),
-                                                                 labels.view(-1)))
+        total_loss += float(_mlm_loss(scores, labels, scores.size(-1)))
         batches += 1
         keep = labels != -1
         correct += int((scores.argmax(-1)[keep] == labels[keep]).sum())
@@ -307,12 +301,9 @@ def data_parallel_demo(make_model: Any, batch: Mapping[str, torch.Tensor],
         optimizer = original_optimizer(model, lr=1e-4)
 
         def step(model: nn.Module = model, optimizer: torch.optim.Optimizer = optimizer) -> None:
-            out = model(input_ids=inputs["input_ids"], token_type_ids=inputs["token_type_ids"],
-                        attention_mask=inputs["attention_mask"])
-            labels = original_labels(inputs["masked_lm_positions"], inputs["masked_lm_ids"])
-            scores = out.prediction_logits
-            loss = nn.CrossEntropyLoss(ignore_index=-1)(scores.reshape(-1, scores.size(-1)), labels.view(-1))
-            loss.backward()
+            outputs, labels = _forward(model, inputs)
+            scores = outputs.prediction_logits
+            _mlm_loss(scores, labels, scores.size(-1)).backward()
             optimizer.step()
             optimizer.zero_grad()
 
