@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .data import move_batch
 from .distributed import all_reduce_sum
+from .model import eval_mode
 
 _SUM_FIELDS = ("mlm_loss_sum", "mlm_correct", "mlm_count", "nsp_loss_sum", "nsp_correct", "nsp_count")
 
@@ -57,17 +58,13 @@ def evaluate(
     part and the sums are added across ranks.
     """
     device = torch.device(device)
-    was_training = model.training
-    model.eval()
     totals = torch.zeros(len(_SUM_FIELDS), dtype=torch.float64, device=device)
-    try:
+    with eval_mode(model):
         for i, batch in enumerate(tqdm(loader, desc="eval", disable=not progress, leave=False)):
             if max_batches is not None and i >= max_batches:
                 break
             with autocast or nullcontext():
                 out = model(**move_batch(batch, device))
             totals += torch.stack([getattr(out, f).double() for f in _SUM_FIELDS])
-    finally:
-        model.train(was_training)
     all_reduce_sum(totals)
     return finalize_metrics(dict(zip(_SUM_FIELDS, totals.tolist(), strict=True)))

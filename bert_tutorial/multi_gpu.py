@@ -11,11 +11,10 @@ and streams its output into the cell::
     print(gpu_report())
     launch_torchrun(["--epochs", "1"])   # every GPU with NCCL, or 2 CPU processes with gloo
 
-With two or more GPUs it uses all of them (``--nproc_per_node=<gpus>``, NCCL). With
-fewer it starts two CPU processes that talk over gloo (``--device cpu``): slower than
-one process on a 2-core laptop, but every DDP mechanism (process group, disjoint data
-per rank, gradient all-reduce, rank-0-only checkpoints) runs exactly as on GPUs.
-(``nn.DataParallel``, for comparison, is in :mod:`bert_tutorial.original`.)
+The CPU fallback is slower than one process on a 2-core laptop, but every DDP mechanism
+(process group, disjoint data per rank, gradient all-reduce, rank-0-only checkpoints)
+runs exactly as on GPUs. (``nn.DataParallel``, for comparison, is in
+:mod:`bert_tutorial.original`.)
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import BertForPreTraining, get_linear_schedule_with_warmup
 
 from .data import IGNORE_INDEX
-from .model import PretrainingModel, unwrap
+from .model import PretrainingModel, eval_mode, unwrap
 from .timing import time_steps
 
 #: The batch keys the original's dataset returned (its NSP key is plural, as in the files).
@@ -214,9 +214,7 @@ def attention_mask_demo(model: nn.Module, sample: Mapping[str, torch.Tensor]) ->
     positions whose top prediction changes. The model's train/eval mode is restored.
     """
     bert = unwrap(model)
-    was_training = bert.training
-    bert.eval()
-    try:
+    with eval_mode(bert):
         device = next(bert.parameters()).device
         row = {k: v.to(device).unsqueeze(0) for k, v in sample.items() if v.dim() == 1}
         n, t = int(row["attention_mask"].sum()), row["input_ids"].shape[1]
@@ -233,8 +231,6 @@ def attention_mask_demo(model: nn.Module, sample: Mapping[str, torch.Tensor]) ->
             changed = (logits.argmax(-1) != ref_logits.argmax(-1)).float().mean()
             result[f"top1_changed_{name}"] = float(changed)
         return result
-    finally:
-        bert.train(was_training)
 
 
 def compare_mlm_heads(model: nn.Module, batch: Mapping[str, torch.Tensor],
@@ -249,10 +245,8 @@ def compare_mlm_heads(model: nn.Module, batch: Mapping[str, torch.Tensor],
     device = next(bert.parameters()).device
     inputs = {k: v.to(device) for k, v in batch.items()}
     (b, t), p = inputs["input_ids"].shape, inputs["masked_lm_positions"].shape[1]
-    was_training = bert.training
-    bert.eval()
     result: dict[str, dict[str, float]] = {}
-    try:
+    with eval_mode(bert):
         for name, sparse, positions in (("sparse head", True, p), ("full head", False, t)):
             head = PretrainingModel(bert, sparse_mlm_head=sparse)
             losses: list[float] = []
@@ -268,8 +262,6 @@ def compare_mlm_heads(model: nn.Module, batch: Mapping[str, torch.Tensor],
             result[name] = {"mlm_loss": losses[-1], "decoded_positions": float(b * positions),
                             "logits": float(logits), "logits_mib_fp32": logits * 4 / 2**20,
                             "seconds_fwd_bwd": statistics.median(times)}
-    finally:
-        bert.train(was_training)
     return result
 
 
