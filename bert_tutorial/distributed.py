@@ -1,15 +1,9 @@
 """Process-group plumbing for DistributedDataParallel, a no-op in a single process.
 
-``torchrun`` starts one process per GPU (or per CPU worker) and tells each its
-``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` through the environment (and, across
-nodes, where the rendezvous is). Every helper here degrades to the single-process
-behaviour when those are absent, so the same training code runs in a notebook, on
-one GPU and under ``torchrun``::
-
-    torchrun --nproc_per_node=4 -m bert_tutorial.pretrain                 # 4 GPUs, NCCL
-    torchrun --nproc_per_node=2 -m bert_tutorial.pretrain --device cpu    # 2 CPU processes, gloo
-    torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d \\
-        --rdzv-endpoint=node0:29500 --rdzv-id=bert -m bert_tutorial.pretrain   # on each node
+``torchrun`` (commands in the README) starts one process per GPU or CPU worker and
+tells each its ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` through the environment.
+Every helper here degrades to the single-process behaviour when those are absent, so
+the same training code runs in a notebook, on one GPU and under ``torchrun``.
 
 Every collective below must be called by *all* ranks in the same order, or the
 job hangs: callers decide whether to call from values that are equal on all

@@ -149,13 +149,12 @@ def config_args(cfg: TrainConfig, *, only_changed: bool = True) -> list[str]:
         if value is None and f.default is None:
             continue  # leaving the flag out gives None (and a bool flag cannot say "none")
         if isinstance(value, bool):
-            args.append(flag if value else "--no-" + f.name.replace("_", "-"))
+            args.append(flag if value else "--no-" + flag[2:])
         elif value is None:
             args += [flag, "none"]
-        elif isinstance(value, tuple | list):
-            args += [flag, *(repr(v) if isinstance(v, float) else str(v) for v in value)]
         else:
-            args += [flag, repr(value) if isinstance(value, float) else str(value)]
+            values = value if isinstance(value, tuple | list) else [value]
+            args += [flag, *(repr(v) if isinstance(v, float) else str(v) for v in values)]
     return args
 
 

@@ -48,9 +48,9 @@ class OriginalDataset(Dataset[dict[str, torch.Tensor]]):
 
     def __init__(self, data_dir: str | Path, max_seq_length: int = 512) -> None:
         self.max_seq_length = max_seq_length
-        self.rows: dict[str, list[np.ndarray]] = {k: [] for k in
-                                                  ("input_ids", "segment_ids", "masked_lm_positions",
-                                                   "masked_lm_ids", "next_sentence_labels")}
+        fields = ("input_ids", "segment_ids", "masked_lm_positions", "masked_lm_ids",
+                  "next_sentence_labels")
+        self.rows: dict[str, list[np.ndarray]] = {name: [] for name in fields}
         for path in sorted(Path(data_dir).glob("*.hdf5")):
             with h5py.File(path, "r") as f:
                 for name, rows in self.rows.items():
