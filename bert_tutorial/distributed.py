@@ -83,7 +83,7 @@ def backend_for(device_type: str) -> str:
     return "gloo"
 
 
-def init_distributed(device_type: str, timeout: timedelta = DEFAULT_TIMEOUT) -> DistInfo:
+def init_distributed(device_type: str) -> DistInfo:
     """Join the process group torchrun set up: NCCL between GPUs, gloo on CPU.
 
     Outside torchrun (no ``WORLD_SIZE`` > 1 and no rendezvous variables in the
@@ -109,7 +109,7 @@ def init_distributed(device_type: str, timeout: timedelta = DEFAULT_TIMEOUT) -> 
             if backend == "nccl":
                 # Binds the communicator to this rank's GPU (no guessing in barrier()).
                 options["device_id"] = torch.device("cuda", info.local_rank)
-        dist.init_process_group(backend=backend, timeout=timeout, **options)
+        dist.init_process_group(backend=backend, timeout=DEFAULT_TIMEOUT, **options)
     return info
 
 
@@ -153,12 +153,12 @@ def broadcast_flag(flag: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Rank ``src``'s (picklable) ``obj`` on every rank, e.g. a decision only rank 0 may make."""
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's (picklable) ``obj`` on every rank, e.g. a decision only rank 0 may make."""
     if not is_initialized():
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=src)
+    dist.broadcast_object_list(box, src=0)
     return box[0]
 
 

@@ -14,7 +14,6 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .data import move_batch
 from .distributed import all_reduce_sum
@@ -48,7 +47,6 @@ def evaluate(
     device: torch.device | str = "cpu",
     autocast: AbstractContextManager | None = None,
     max_batches: int | None = None,
-    progress: bool = False,
 ) -> dict[str, float]:
     """MLM loss, MLM accuracy, NSP accuracy and perplexity of ``model`` over ``loader``.
 
@@ -60,7 +58,7 @@ def evaluate(
     device = torch.device(device)
     totals = torch.zeros(len(_SUM_FIELDS), dtype=torch.float64, device=device)
     with eval_mode(model):
-        for i, batch in enumerate(tqdm(loader, desc="eval", disable=not progress, leave=False)):
+        for i, batch in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
             with autocast or nullcontext():

@@ -54,8 +54,8 @@ class ShardInfo:
     max_predictions: int
 
 
-def write_shard(path: str | Path, arrays: dict[str, np.ndarray], compression: str = "gzip") -> Path:
-    """Write one shard with exactly the dtypes of the format table.
+def write_shard(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write one shard, gzip-compressed, with exactly the dtypes of the format table.
 
     The file is written under a temporary name and renamed, so a crash never
     leaves a half-written shard that looks complete; an error or Ctrl-C while
@@ -72,7 +72,7 @@ def write_shard(path: str | Path, arrays: dict[str, np.ndarray], compression: st
                 # track_times=False (h5py's default, stated so it cannot change under us): no
                 # timestamps in the file, so the same data gives byte-identical shards.
                 f.create_dataset(name, data=np.asarray(arrays[name], dtype=dtype),
-                                 compression=compression, track_times=False)
+                                 compression="gzip", track_times=False)
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -221,7 +221,6 @@ def launch_torchrun(
     nproc: int | None = None,
     *,
     program: Sequence[str] = ("-m", PRETRAIN_MODULE),
-    env: dict[str, str] | None = None,
     timeout: float | None = None,
     echo: TextIO | None = None,
 ) -> LaunchResult:
@@ -231,9 +230,9 @@ def launch_torchrun(
     The process count and device come from :func:`plan_launch` (all GPUs, or 2 CPU
     processes with ``--device cpu``) unless ``nproc`` is given or ``args`` name
     ``--device`` themselves. Output goes to ``echo`` (default: ``sys.stdout`` at call
-    time, i.e. the notebook cell) as it arrives, progress bars included. ``env`` adds
-    variables (e.g. ``NCCL_DEBUG``); the job runs in the current directory, so relative
-    paths mean what they mean in the notebook. A non-zero exit raises
+    time, i.e. the notebook cell) as it arrives, progress bars included. The job inherits
+    ``os.environ`` (set e.g. ``NCCL_DEBUG`` there) and runs in the current directory, so
+    relative paths mean what they mean in the notebook. A non-zero exit raises
     ``subprocess.CalledProcessError`` with the output.
 
     Interrupting (the notebook's stop button) or hitting ``timeout`` sends SIGTERM to the
@@ -250,10 +249,9 @@ def launch_torchrun(
     out.flush()
 
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd, env=launch_env(plan.nproc, {**os.environ, **(env or {})}), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, start_new_session=True,  # own process group: stop it as a whole
-    )
+    proc = subprocess.Popen(  # its own process group, so that it can be stopped as a whole
+        cmd, env=launch_env(plan.nproc), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True)
     chunks: list[str] = []
     reader = threading.Thread(target=_pump, args=(proc, out, chunks.append), daemon=True)
     reader.start()

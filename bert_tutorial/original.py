@@ -98,16 +98,15 @@ def to_original_batch(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
     }
 
 
-def original_labels(masked_lm_positions: torch.Tensor, masked_lm_ids: torch.Tensor,
-                    fill: int = -1) -> torch.Tensor:
-    """MLM labels built the original's way: ``fill`` everywhere, then scatter every slot.
+def original_labels(masked_lm_positions: torch.Tensor, masked_lm_ids: torch.Tensor) -> torch.Tensor:
+    """MLM labels built the original's way: -1 everywhere, then scatter every slot.
 
     The label tensor has the shape of ``masked_lm_positions`` ([B, max_seq_length] after
     the dataset's padding, which is also the input's length). Padded slots scatter id 0
     onto position 0: every sequence gets the label ``[PAD]`` on ``[CLS]``.
     Use :func:`bert_tutorial.data.build_mlm_labels` instead.
     """
-    labels = torch.full(masked_lm_positions.shape, fill, dtype=torch.long,
+    labels = torch.full(masked_lm_positions.shape, -1, dtype=torch.long,
                         device=masked_lm_positions.device)
     return labels.scatter_(-1, masked_lm_positions.long(), masked_lm_ids.long())
 
