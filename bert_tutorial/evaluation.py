@@ -8,6 +8,7 @@ likewise correct / masked over the whole set.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -58,9 +59,7 @@ def evaluate(
     device = torch.device(device)
     totals = torch.zeros(len(_SUM_FIELDS), dtype=torch.float64, device=device)
     with eval_mode(model):
-        for i, batch in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                break
+        for batch in itertools.islice(loader, max_batches):
             with autocast or nullcontext():
                 out = model(**move_batch(batch, device))
             totals += torch.stack([getattr(out, f).double() for f in _SUM_FIELDS])

@@ -87,9 +87,8 @@ def fill_mask_table(results: Mapping[str, Sequence[FillMaskResult]], top_k: int 
     if not names:
         return ""
     lines = []
-    first = results[names[0]]
     width = max(len(n) for n in names)
-    for k, item in enumerate(first):
+    for k, item in enumerate(results[names[0]]):
         lines.append(item.sentence)
         for m in range(len(item.predictions)):
             for name in names:
