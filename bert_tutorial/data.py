@@ -1,16 +1,10 @@
 """Lazy loading of pre-training shards, and a shard-aware sampler for (distributed) training.
 
 The data are a folder of HDF5 shards (schema in :mod:`bert_tutorial.hdf5_format`). A full
-pre-training corpus is far larger than RAM, so:
-
-* :class:`PretrainingDataset` only reads shard *metadata* when built, and loads one shard
-  at a time on demand, keeping just that shard in memory (one per process / worker).
-* :class:`ShardedSampler` orders the samples *shard by shard* (shard order and order inside
-  a shard are shuffled per epoch), so a reader never needs more than one shard at a time,
-  and splits the order into equal, disjoint parts for distributed ranks.
-
-Samples come out named as ``transformers.BertForPreTraining`` expects, plus the sparse
-``masked_lm_positions`` / ``masked_lm_ids`` pair for a head that only decodes masked tokens.
+pre-training corpus is far larger than RAM, so the dataset holds one shard at a time and
+the sampler orders the samples shard by shard. Samples come out named as
+``transformers.BertForPreTraining`` expects, plus the sparse ``masked_lm_positions`` /
+``masked_lm_ids`` pair for a head that only decodes masked tokens.
 """
 
 from __future__ import annotations
@@ -152,10 +146,8 @@ class PretrainingDataset(Dataset[dict[str, torch.Tensor]]):
         self.shards: list[ShardInfo] = [inspect_shard(p) for p in find_shards(shards)]
         first = self.shards[0]
         for info in self.shards[1:]:
-            if (info.max_seq_length, info.max_predictions) != (
-                first.max_seq_length,
-                first.max_predictions,
-            ):
+            if (info.max_seq_length, info.max_predictions) != (first.max_seq_length,
+                                                               first.max_predictions):
                 raise ShardError(
                     f"{info.path}: field 'input_ids'/'masked_lm_positions' has sequence length "
                     f"{info.max_seq_length} and {info.max_predictions} predictions, but {first.path} "
@@ -165,8 +157,9 @@ class PretrainingDataset(Dataset[dict[str, torch.Tensor]]):
         self.max_predictions = first.max_predictions
         self.shard_sizes = [info.num_samples for info in self.shards]
         #: ``offsets[k]`` is the global index of shard k's first sample; the last is the total.
-        self.offsets = np.concatenate([[0], np.cumsum(self.shard_sizes)]).tolist()
-        self._cached_index: int | None = None
+        self.offsets = [0, *itertools.accumulate(self.shard_sizes)]
+        #: Number of the shard currently held in memory (None before the first read).
+        self.cached_shard: int | None = None
         self._cached_arrays: dict[str, np.ndarray] | None = None
 
     @property
@@ -187,17 +180,12 @@ class PretrainingDataset(Dataset[dict[str, torch.Tensor]]):
 
     def load_shard(self, shard: int) -> dict[str, np.ndarray]:
         """Arrays of shard ``shard``, replacing whatever shard was cached before."""
-        if self._cached_index != shard:
+        if self.cached_shard != shard:
             self._cached_arrays = None  # free the old shard before reading the new one
             self._cached_arrays = read_shard(self.shards[shard], self.vocab_size)
-            self._cached_index = shard
+            self.cached_shard = shard
         assert self._cached_arrays is not None
         return self._cached_arrays
-
-    @property
-    def cached_shard(self) -> int | None:
-        """Number of the shard currently held in memory (None before the first read)."""
-        return self._cached_index
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         shard, row = self.locate(index)
@@ -206,7 +194,7 @@ class PretrainingDataset(Dataset[dict[str, torch.Tensor]]):
     def __getstate__(self) -> dict[str, Any]:
         # Workers start with an empty cache instead of a pickled copy of the parent's shard.
         state = self.__dict__.copy()
-        state["_cached_index"] = None
+        state["cached_shard"] = None
         state["_cached_arrays"] = None
         return state
 
@@ -256,7 +244,7 @@ class ShardedSampler(Sampler[int]):
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
         #: Datasets without shard structure are treated as one shard.
         self.shard_sizes: list[int] = list(getattr(dataset, "shard_sizes", [len(dataset)]))
-        self.offsets = np.concatenate([[0], np.cumsum(self.shard_sizes, dtype=np.int64)]).tolist()
+        self.offsets = [0, *itertools.accumulate(self.shard_sizes)]
         self.total = self.offsets[-1]
         self.shuffle = shuffle
         self.seed = seed
@@ -315,22 +303,19 @@ class ShardedSampler(Sampler[int]):
 
     def _order(self, start: int, stop: int) -> Iterator[int]:
         """Positions ``[start, stop)`` of the epoch order; positions past the end wrap around."""
-        if self.total == 0:
+        if self.total == 0 or start >= stop:
             return
         blocks = self.shard_order()
-        while start < stop:
-            lap_start = start - start % self.total  # position where the current wrap begins
-            lo, hi = start - lap_start, min(stop - lap_start, self.total)
-            position = 0
+        position = start - start % self.total  # where the lap holding ``start`` begins
+        while True:
             for shard in blocks:
                 size = self.shard_sizes[shard]
-                if position + size > lo and position < hi:
+                if position + size > start:
                     chunk = self._shard_indices(shard)
-                    yield from chunk[max(lo - position, 0) : hi - position].tolist()
+                    yield from chunk[max(start - position, 0) : stop - position].tolist()
                 position += size
-                if position >= hi:
-                    break
-            start = lap_start + hi
+                if position >= stop:
+                    return
 
 
 def ignore_stop_signals(worker_id: int) -> None:

@@ -30,13 +30,6 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     return device
 
 
-def native_bf16(device: torch.device) -> bool:
-    """True on a GPU with bf16 tensor cores (compute capability >= 8.0)."""
-    if device.type != "cuda":
-        return False
-    return torch.cuda.get_device_capability(device) >= (8, 0)
-
-
 def resolve_precision(precision: str, device: torch.device) -> str:
     """Concrete precision for ``device``: "fp32", "bf16" or "fp16"."""
     if precision not in PRECISIONS:
@@ -45,7 +38,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return precision
     if device.type != "cuda":
         return "fp32"
-    return "bf16" if native_bf16(device) else "fp16"
+    return "bf16" if torch.cuda.get_device_capability(device) >= (8, 0) else "fp16"
 
 
 def autocast_context(device: torch.device, precision: str) -> AbstractContextManager:

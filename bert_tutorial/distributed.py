@@ -1,15 +1,9 @@
 """Process-group plumbing for DistributedDataParallel, a no-op in a single process.
 
-``torchrun`` starts one process per GPU (or per CPU worker) and tells each its
-``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` through the environment (and, across
-nodes, where the rendezvous is). Every helper here degrades to the single-process
-behaviour when those are absent, so the same training code runs in a notebook, on
-one GPU and under ``torchrun``::
-
-    torchrun --nproc_per_node=4 -m bert_tutorial.pretrain                 # 4 GPUs, NCCL
-    torchrun --nproc_per_node=2 -m bert_tutorial.pretrain --device cpu    # 2 CPU processes, gloo
-    torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d \\
-        --rdzv-endpoint=node0:29500 --rdzv-id=bert -m bert_tutorial.pretrain   # on each node
+``torchrun`` (commands in the README) starts one process per GPU or CPU worker and
+tells each its ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` through the environment.
+Every helper here degrades to the single-process behaviour when those are absent, so
+the same training code runs in a notebook, on one GPU and under ``torchrun``.
 
 Every collective below must be called by *all* ranks in the same order, or the
 job hangs: callers decide whether to call from values that are equal on all
@@ -89,7 +83,7 @@ def backend_for(device_type: str) -> str:
     return "gloo"
 
 
-def init_distributed(device_type: str, timeout: timedelta = DEFAULT_TIMEOUT) -> DistInfo:
+def init_distributed(device_type: str) -> DistInfo:
     """Join the process group torchrun set up: NCCL between GPUs, gloo on CPU.
 
     Outside torchrun (no ``WORLD_SIZE`` > 1 and no rendezvous variables in the
@@ -115,7 +109,7 @@ def init_distributed(device_type: str, timeout: timedelta = DEFAULT_TIMEOUT) -> 
             if backend == "nccl":
                 # Binds the communicator to this rank's GPU (no guessing in barrier()).
                 options["device_id"] = torch.device("cuda", info.local_rank)
-        dist.init_process_group(backend=backend, timeout=timeout, **options)
+        dist.init_process_group(backend=backend, timeout=DEFAULT_TIMEOUT, **options)
     return info
 
 
@@ -159,12 +153,12 @@ def broadcast_flag(flag: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Rank ``src``'s (picklable) ``obj`` on every rank, e.g. a decision only rank 0 may make."""
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's (picklable) ``obj`` on every rank, e.g. a decision only rank 0 may make."""
     if not is_initialized():
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=src)
+    dist.broadcast_object_list(box, src=0)
     return box[0]
 
 

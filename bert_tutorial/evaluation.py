@@ -8,16 +8,17 @@ likewise correct / masked over the whole set.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .data import move_batch
 from .distributed import all_reduce_sum
+from .model import eval_mode
 
 _SUM_FIELDS = ("mlm_loss_sum", "mlm_correct", "mlm_count", "nsp_loss_sum", "nsp_correct", "nsp_count")
 
@@ -47,7 +48,6 @@ def evaluate(
     device: torch.device | str = "cpu",
     autocast: AbstractContextManager | None = None,
     max_batches: int | None = None,
-    progress: bool = False,
 ) -> dict[str, float]:
     """MLM loss, MLM accuracy, NSP accuracy and perplexity of ``model`` over ``loader``.
 
@@ -57,17 +57,11 @@ def evaluate(
     part and the sums are added across ranks.
     """
     device = torch.device(device)
-    was_training = model.training
-    model.eval()
     totals = torch.zeros(len(_SUM_FIELDS), dtype=torch.float64, device=device)
-    try:
-        for i, batch in enumerate(tqdm(loader, desc="eval", disable=not progress, leave=False)):
-            if max_batches is not None and i >= max_batches:
-                break
+    with eval_mode(model):
+        for batch in itertools.islice(loader, max_batches):
             with autocast or nullcontext():
                 out = model(**move_batch(batch, device))
             totals += torch.stack([getattr(out, f).double() for f in _SUM_FIELDS])
-    finally:
-        model.train(was_training)
     all_reduce_sum(totals)
     return finalize_metrics(dict(zip(_SUM_FIELDS, totals.tolist(), strict=True)))

@@ -1,12 +1,8 @@
 """What the model learnt: fill-mask predictions and eval metrics before vs after training.
 
 A falling loss curve says little to a reader; the model completing "it is a truth
-universally [MASK]" does. :func:`fill_mask` runs the pre-training MLM head on any
-sentence with ``[MASK]`` tokens (no fine-tuning, no pipeline object, padding
-handled with the real attention mask), :func:`fill_mask_table` lines up the answers
-of several models (e.g. before and after training), :func:`plot_fill_mask` draws them
-as a grid, and :func:`plot_before_after` compares the eval metrics of
-:func:`bert_tutorial.evaluation.evaluate`.
+universally [MASK]" does. The pre-training MLM head is run directly (no fine-tuning, no
+pipeline object), and several models' answers are lined up as text or as a grid.
 
 Plots are ``matplotlib.figure.Figure`` objects (no pyplot state), like
 :mod:`bert_tutorial.plotting`: a notebook shows one by leaving it as a cell's value.
@@ -25,7 +21,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from .data import PathLike
-from .model import unwrap
+from .model import eval_mode, unwrap
 from .plotting import save_figure
 
 
@@ -68,16 +64,12 @@ def fill_mask(
     enc = tokenizer(list(sentences), padding=True, truncation=True, return_tensors="pt",
                     max_length=bert.config.max_position_embeddings)
     enc = {k: v.to(device) for k, v in enc.items()}
-    was_training = bert.training
-    bert.eval()
-    try:
+    with eval_mode(bert):
         hidden = bert.bert(input_ids=enc["input_ids"], token_type_ids=enc["token_type_ids"],
                            attention_mask=enc["attention_mask"], return_dict=True).last_hidden_state
         where = (enc["input_ids"] == tokenizer.mask_token_id).nonzero()
         probs = bert.cls.predictions(hidden[where[:, 0], where[:, 1]]).float().softmax(-1)
         top = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
-    finally:
-        bert.train(was_training)
     per_sentence: list[list[list[tuple[str, float]]]] = [[] for _ in sentences]
     for row, ids, values in zip(where[:, 0].tolist(), top.indices.tolist(), top.values.tolist(),
                                 strict=True):
@@ -95,9 +87,8 @@ def fill_mask_table(results: Mapping[str, Sequence[FillMaskResult]], top_k: int 
     if not names:
         return ""
     lines = []
-    first = results[names[0]]
     width = max(len(n) for n in names)
-    for k, item in enumerate(first):
+    for k, item in enumerate(results[names[0]]):
         lines.append(item.sentence)
         for m in range(len(item.predictions)):
             for name in names:

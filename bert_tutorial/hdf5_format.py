@@ -33,8 +33,6 @@ FIELDS: dict[str, tuple[type, int]] = {
     "masked_lm_ids": (np.int32, 2),
     "next_sentence_labels": (np.int8, 1),
 }
-SEQUENCE_FIELDS = ("input_ids", "input_mask", "segment_ids")
-PREDICTION_FIELDS = ("masked_lm_positions", "masked_lm_ids")
 
 
 class ShardError(ValueError):
@@ -56,8 +54,8 @@ class ShardInfo:
     max_predictions: int
 
 
-def write_shard(path: str | Path, arrays: dict[str, np.ndarray], compression: str = "gzip") -> Path:
-    """Write one shard with exactly the dtypes of the format table.
+def write_shard(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write one shard, gzip-compressed, with exactly the dtypes of the format table.
 
     The file is written under a temporary name and renamed, so a crash never
     leaves a half-written shard that looks complete; an error or Ctrl-C while
@@ -74,7 +72,7 @@ def write_shard(path: str | Path, arrays: dict[str, np.ndarray], compression: st
                 # track_times=False (h5py's default, stated so it cannot change under us): no
                 # timestamps in the file, so the same data gives byte-identical shards.
                 f.create_dataset(name, data=np.asarray(arrays[name], dtype=dtype),
-                                 compression=compression, track_times=False)
+                                 compression="gzip", track_times=False)
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -89,16 +87,20 @@ def inspect_shard(path: str | Path) -> ShardInfo:
     caught when the dataset is built rather than as a CUDA assert mid-epoch.
     """
     path = Path(path)
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:  # not HDF5, truncated, or unreadable
-        raise ShardError(f"{path}: not a readable HDF5 file ({exc})") from exc
-    with f:
+    with _open(path) as f:
         try:
             return _check_structure(path, f)
         # Corrupt metadata surfaces as h5py errors that do not name the file.
         except (OSError, RuntimeError, KeyError) as exc:
             raise ShardError(f"{path}: corrupt HDF5 file, could not read its structure ({exc})") from exc
+
+
+def _open(path: Path) -> h5py.File:
+    """Open a shard for reading; a file that is not HDF5, truncated or unreadable names itself."""
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise ShardError(f"{path}: not a readable HDF5 file ({exc})") from exc
 
 
 def _check_structure(path: Path, f: h5py.File) -> ShardInfo:
@@ -122,8 +124,8 @@ def _check_structure(path: Path, f: h5py.File) -> ShardInfo:
             f"{path}: field 'masked_lm_positions' has width 0 (shape {f['masked_lm_positions'].shape}): "
             "no token is masked, so the MLM loss would be 0 at every step"
         )
-    expected = {**{k: (n, t) for k in SEQUENCE_FIELDS}, **{k: (n, p) for k in PREDICTION_FIELDS}}
-    expected["next_sentence_labels"] = (n,)
+    expected = {"input_ids": (n, t), "input_mask": (n, t), "segment_ids": (n, t),
+                "masked_lm_positions": (n, p), "masked_lm_ids": (n, p), "next_sentence_labels": (n,)}
     for name, shape in expected.items():
         if f[name].shape != shape:
             raise ShardError(
@@ -179,11 +181,7 @@ def read_shard(info: ShardInfo, vocab_size: int | None = None) -> dict[str, np.n
     HDF5 fast: every chunk is decompressed once.
     """
     arrays: dict[str, np.ndarray] = {}
-    try:
-        f = h5py.File(info.path, "r")
-    except OSError as exc:  # truncated or replaced since inspection
-        raise ShardError(f"{info.path}: not a readable HDF5 file ({exc})") from exc
-    with f:
+    with _open(info.path) as f:
         for name in FIELDS:
             try:
                 arrays[name] = f[name][()]
@@ -201,14 +199,11 @@ def validate_values(path: str | Path, arrays: dict[str, np.ndarray], vocab_size:
         values = arrays[name]
         if values.size and values.min() < 0:
             raise ShardError(f"{path}: field '{name}' has negative token ids (min {values.min()})")
-    if vocab_size is not None:
-        for name in ("input_ids", "masked_lm_ids"):
-            top = int(arrays[name].max()) if arrays[name].size else 0
-            if top >= vocab_size:
-                raise ShardError(
-                    f"{path}: field '{name}' has token id {top} >= vocab size {vocab_size}"
-                    " (shard made with a different vocabulary?)"
-                )
+        if values.size and vocab_size is not None and values.max() >= vocab_size:
+            raise ShardError(
+                f"{path}: field '{name}' has token id {int(values.max())} >= vocab size {vocab_size}"
+                " (shard made with a different vocabulary?)"
+            )
     pos = arrays["masked_lm_positions"]
     if pos.size and (pos.min() < 0 or pos.max() >= t):
         raise ShardError(
@@ -242,11 +237,9 @@ def validate_masking(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
             f"{path}: field 'input_mask' is all 0 in row {row} ({int(empty.sum())} such rows): "
             "a sequence without a single real token"
         )
-    pos = arrays["masked_lm_positions"].astype(np.int64)  # a copy: offsets are added below
+    pos = arrays["masked_lm_positions"].astype(np.int64)
     used = pos != 0
-    n, t = mask.shape
-    flat = pos + (np.arange(n, dtype=np.int64) * t)[:, None]  # row-major index into the mask
-    at_padding = used & (mask.ravel()[flat] == 0)
+    at_padding = used & (np.take_along_axis(mask, pos, axis=1) == 0)
     if at_padding.any():
         row, slot = (int(i[0]) for i in np.nonzero(at_padding))
         raise ShardError(

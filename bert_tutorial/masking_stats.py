@@ -100,10 +100,8 @@ def masking_statistics(
     Shards are read one at a time.
     """
     special = np.array([tokenizer.cls_token_id, tokenizer.sep_token_id])
-    mask_id = tokenizer.mask_token_id
-    counts = dict.fromkeys(
-        ("sequences", "tokens", "candidates", "predictions", "mask", "random", "unchanged", "nsp1"), 0
-    )
+    counts = dict.fromkeys(("sequences", "tokens", "candidates", "predictions", "replaced_by_mask",
+                            "replaced_by_random", "unchanged", "nsp_random_next"), 0)
     lengths, per_sequence = [], []
     seq_length = max_predictions = 0
     for path in find_shards(shards):
@@ -112,30 +110,23 @@ def masking_statistics(
         real = a["input_mask"].astype(bool)
         used = a["masked_lm_positions"] != 0
         seen = np.take_along_axis(a["input_ids"], a["masked_lm_positions"].astype(np.int64), axis=1)
-        is_mask = used & (seen == mask_id)
+        is_mask = used & (seen == tokenizer.mask_token_id)
         is_same = used & ~is_mask & (seen == a["masked_lm_ids"])
         counts["sequences"] += len(real)
         counts["tokens"] += int(real.sum())
         counts["candidates"] += int((real & ~np.isin(a["input_ids"], special)).sum())
         counts["predictions"] += int(used.sum())
-        counts["mask"] += int(is_mask.sum())
+        counts["replaced_by_mask"] += int(is_mask.sum())
+        counts["replaced_by_random"] += int((used & ~is_mask & ~is_same).sum())
         counts["unchanged"] += int(is_same.sum())
-        counts["random"] += int((used & ~is_mask & ~is_same).sum())
-        counts["nsp1"] += int(a["next_sentence_labels"].sum())
+        counts["nsp_random_next"] += int(a["next_sentence_labels"].sum())
         lengths.append(real.sum(axis=1))
         per_sequence.append(used.sum(axis=1))
     return MaskingStatistics(
-        sequences=counts["sequences"],
+        **counts,
         max_seq_length=seq_length,
         max_predictions=max_predictions,
-        tokens=counts["tokens"],
-        candidates=counts["candidates"],
-        predictions=counts["predictions"],
-        replaced_by_mask=counts["mask"],
-        replaced_by_random=counts["random"],
-        unchanged=counts["unchanged"],
-        nsp_is_next=counts["sequences"] - counts["nsp1"],
-        nsp_random_next=counts["nsp1"],
+        nsp_is_next=counts["sequences"] - counts["nsp_random_next"],
         lengths=np.concatenate(lengths),
         predictions_per_sequence=np.concatenate(per_sequence),
     )

@@ -13,6 +13,8 @@ produces the loss must run through it for gradients to be synchronised.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -127,20 +129,16 @@ class PretrainingModel(nn.Module):
             attention_mask=attention_mask,
             return_dict=True,
         )
-        sequence_output, pooled_output = encoded.last_hidden_state, encoded.pooler_output
-        heads = self.bert.cls
+        hidden, targets = encoded.last_hidden_state, labels
         if self.sparse_mlm_head:
             # [B, P] positions -> [B, P, H] hidden states of the masked tokens only.
-            index = masked_lm_positions.unsqueeze(-1).expand(-1, -1, sequence_output.size(-1))
-            logits = heads.predictions(torch.gather(sequence_output, 1, index))
-            targets = masked_lm_ids
-        else:
-            if labels is None:
-                raise ValueError("the full MLM head needs 'labels' of shape [B, T]")
-            logits = heads.predictions(sequence_output)
-            targets = labels
-        nsp_logits = heads.seq_relationship(pooled_output)
-        return pretraining_loss(logits, targets, nsp_logits, next_sentence_label)
+            index = masked_lm_positions.unsqueeze(-1).expand(-1, -1, hidden.size(-1))
+            hidden, targets = torch.gather(hidden, 1, index), masked_lm_ids
+        elif labels is None:
+            raise ValueError("the full MLM head needs 'labels' of shape [B, T]")
+        heads = self.bert.cls
+        return pretraining_loss(heads.predictions(hidden), targets,
+                                heads.seq_relationship(encoded.pooler_output), next_sentence_label)
 
 
 _TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
@@ -221,3 +219,15 @@ def unwrap(model: nn.Module) -> BertForPreTraining:
             model = model.bert
         else:
             raise TypeError(f"cannot find a BertForPreTraining inside {type(model).__name__}")
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode (no dropout) inside the block, the model's previous mode restored after it,
+    so that evaluation or a demonstration can run in the middle of training."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)

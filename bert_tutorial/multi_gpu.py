@@ -11,11 +11,10 @@ and streams its output into the cell::
     print(gpu_report())
     launch_torchrun(["--epochs", "1"])   # every GPU with NCCL, or 2 CPU processes with gloo
 
-With two or more GPUs it uses all of them (``--nproc_per_node=<gpus>``, NCCL). With
-fewer it starts two CPU processes that talk over gloo (``--device cpu``): slower than
-one process on a 2-core laptop, but every DDP mechanism (process group, disjoint data
-per rank, gradient all-reduce, rank-0-only checkpoints) runs exactly as on GPUs.
-(``nn.DataParallel``, for comparison, is in :mod:`bert_tutorial.original`.)
+The CPU fallback is slower than one process on a 2-core laptop, but every DDP mechanism
+(process group, disjoint data per rank, gradient all-reduce, rank-0-only checkpoints)
+runs exactly as on GPUs. (``nn.DataParallel``, for comparison, is in
+:mod:`bert_tutorial.original`.)
 """
 
 from __future__ import annotations
@@ -150,13 +149,12 @@ def config_args(cfg: TrainConfig, *, only_changed: bool = True) -> list[str]:
         if value is None and f.default is None:
             continue  # leaving the flag out gives None (and a bool flag cannot say "none")
         if isinstance(value, bool):
-            args.append(flag if value else "--no-" + f.name.replace("_", "-"))
+            args.append(flag if value else "--no-" + flag[2:])
         elif value is None:
             args += [flag, "none"]
-        elif isinstance(value, tuple | list):
-            args += [flag, *(repr(v) if isinstance(v, float) else str(v) for v in value)]
         else:
-            args += [flag, repr(value) if isinstance(value, float) else str(value)]
+            values = value if isinstance(value, tuple | list) else [value]
+            args += [flag, *(repr(v) if isinstance(v, float) else str(v) for v in values)]
     return args
 
 
@@ -223,7 +221,6 @@ def launch_torchrun(
     nproc: int | None = None,
     *,
     program: Sequence[str] = ("-m", PRETRAIN_MODULE),
-    env: dict[str, str] | None = None,
     timeout: float | None = None,
     echo: TextIO | None = None,
 ) -> LaunchResult:
@@ -233,9 +230,9 @@ def launch_torchrun(
     The process count and device come from :func:`plan_launch` (all GPUs, or 2 CPU
     processes with ``--device cpu``) unless ``nproc`` is given or ``args`` name
     ``--device`` themselves. Output goes to ``echo`` (default: ``sys.stdout`` at call
-    time, i.e. the notebook cell) as it arrives, progress bars included. ``env`` adds
-    variables (e.g. ``NCCL_DEBUG``); the job runs in the current directory, so relative
-    paths mean what they mean in the notebook. A non-zero exit raises
+    time, i.e. the notebook cell) as it arrives, progress bars included. The job inherits
+    ``os.environ`` (set e.g. ``NCCL_DEBUG`` there) and runs in the current directory, so
+    relative paths mean what they mean in the notebook. A non-zero exit raises
     ``subprocess.CalledProcessError`` with the output.
 
     Interrupting (the notebook's stop button) or hitting ``timeout`` sends SIGTERM to the
@@ -252,10 +249,9 @@ def launch_torchrun(
     out.flush()
 
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd, env=launch_env(plan.nproc, {**os.environ, **(env or {})}), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, start_new_session=True,  # own process group: stop it as a whole
-    )
+    proc = subprocess.Popen(  # its own process group, so that it can be stopped as a whole
+        cmd, env=launch_env(plan.nproc), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True)
     chunks: list[str] = []
     reader = threading.Thread(target=_pump, args=(proc, out, chunks.append), daemon=True)
     reader.start()

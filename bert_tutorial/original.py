@@ -2,23 +2,9 @@
 
 The tutorial this project re-does continued pre-training ``bert-base-uncased`` from
 NVIDIA-format HDF5 shards. Its eight steps worked on small examples but had problems;
-this module reproduces its behaviour (not its text) so that the notebooks and the
-benchmark can put it next to this project's code, on real data:
-
-* :class:`OriginalDataset` (its ``HDF5DatasetForNextSentencePrediction``): every row of
-  every shard read into Python lists up front; an attention mask of **all ones**, so
-  padding is attended to; ``masked_lm_positions`` / ``masked_lm_ids`` zero-padded to
-  ``max_seq_length`` like the token rows.
-* :func:`original_labels`: labels filled with **-1**, then every prediction slot
-  scattered, so the padded slots (position 0, id 0) put the label ``[PAD]`` on ``[CLS]``.
-* :func:`original_loss`: vocabulary logits on **every** position,
-  ``CrossEntropyLoss(ignore_index=-1)`` over ``model.config.vocab_size`` (an
-  ``AttributeError`` once the model is wrapped in ``nn.DataParallel``) plus NSP.
-* :func:`original_optimizer` / :func:`original_scheduler`: AdamW at lr **1e-3** with
-  weight decay on every parameter, a float number of warmup steps.
-* :func:`original_train_step`: no clipping, no mixed precision, no accumulation.
-* :func:`original_evaluate`: a mean of per-batch means; accuracy that counts the
-  spurious ``[CLS]`` label; the model left in eval mode.
+this module reproduces its behaviour (not its text), problems included, so that the
+notebooks and the benchmark can put it next to this project's code, on real data. Each
+function's docstring names the step it re-creates and what goes wrong there.
 
 Its -1 labels are consistent with its own ``ignore_index=-1``: the pitfall is handing
 them to a Hugging Face model's ``labels=`` (which ignores -100) or mixing conventions.
@@ -42,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import BertForPreTraining, get_linear_schedule_with_warmup
 
 from .data import IGNORE_INDEX
-from .model import PretrainingModel, unwrap
+from .model import PretrainingModel, eval_mode, unwrap
 from .timing import time_steps
 
 #: The batch keys the original's dataset returned (its NSP key is plural, as in the files).
@@ -62,9 +48,9 @@ class OriginalDataset(Dataset[dict[str, torch.Tensor]]):
 
     def __init__(self, data_dir: str | Path, max_seq_length: int = 512) -> None:
         self.max_seq_length = max_seq_length
-        self.rows: dict[str, list[np.ndarray]] = {k: [] for k in
-                                                  ("input_ids", "segment_ids", "masked_lm_positions",
-                                                   "masked_lm_ids", "next_sentence_labels")}
+        fields = ("input_ids", "segment_ids", "masked_lm_positions", "masked_lm_ids",
+                  "next_sentence_labels")
+        self.rows: dict[str, list[np.ndarray]] = {name: [] for name in fields}
         for path in sorted(Path(data_dir).glob("*.hdf5")):
             with h5py.File(path, "r") as f:
                 for name, rows in self.rows.items():
@@ -112,30 +98,41 @@ def to_original_batch(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
     }
 
 
-def original_labels(masked_lm_positions: torch.Tensor, masked_lm_ids: torch.Tensor,
-                    fill: int = -1) -> torch.Tensor:
-    """MLM labels built the original's way: ``fill`` everywhere, then scatter every slot.
+def original_labels(masked_lm_positions: torch.Tensor, masked_lm_ids: torch.Tensor) -> torch.Tensor:
+    """MLM labels built the original's way: -1 everywhere, then scatter every slot.
 
     The label tensor has the shape of ``masked_lm_positions`` ([B, max_seq_length] after
     the dataset's padding, which is also the input's length). Padded slots scatter id 0
     onto position 0: every sequence gets the label ``[PAD]`` on ``[CLS]``.
     Use :func:`bert_tutorial.data.build_mlm_labels` instead.
     """
-    labels = torch.full(masked_lm_positions.shape, fill, dtype=torch.long,
+    labels = torch.full(masked_lm_positions.shape, -1, dtype=torch.long,
                         device=masked_lm_positions.device)
     return labels.scatter_(-1, masked_lm_positions.long(), masked_lm_ids.long())
 
 
-def original_loss(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """MLM + NSP loss as the original computed it (``batch`` already on the model's device)."""
+def _forward(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> tuple[Any, torch.Tensor]:
+    """The original's forward pass (the model is given no labels) and its scattered labels."""
     outputs = model(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
                     attention_mask=batch["attention_mask"])
-    prediction_scores, seq_relationship = outputs.prediction_logits, outputs.seq_relationship_logits
-    labels = original_labels(batch["masked_lm_positions"], batch["masked_lm_ids"])
-    # model.config is an attribute of BertForPreTraining only: nn.DataParallel has none.
-    mlm = nn.CrossEntropyLoss(ignore_index=-1)(prediction_scores.view(-1, model.config.vocab_size),
-                                               labels.view(-1))
-    nsp = nn.CrossEntropyLoss()(seq_relationship.view(-1, 2), batch["next_sentence_labels"].view(-1))
+    return outputs, original_labels(batch["masked_lm_positions"], batch["masked_lm_ids"])
+
+
+def _mlm_loss(scores: torch.Tensor, labels: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    return nn.CrossEntropyLoss(ignore_index=-1)(scores.view(-1, vocab_size), labels.view(-1))
+
+
+def original_loss(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """MLM + NSP loss as the original computed it (``batch`` already on the model's device).
+
+    Vocabulary logits on every position, ``CrossEntropyLoss(ignore_index=-1)`` over
+    ``model.config.vocab_size``: an ``AttributeError`` once the model is wrapped in
+    ``nn.DataParallel``, since ``config`` is an attribute of ``BertForPreTraining`` only.
+    """
+    outputs, labels = _forward(model, batch)
+    mlm = _mlm_loss(outputs.prediction_logits, labels, model.config.vocab_size)
+    nsp = nn.CrossEntropyLoss()(outputs.seq_relationship_logits.view(-1, 2),
+                                batch["next_sentence_labels"].view(-1))
     return mlm + nsp
 
 
@@ -182,13 +179,9 @@ def original_evaluate(model: nn.Module, dataset: Dataset, device: torch.device,
     model.eval()
     total_loss, batches, correct, labelled = 0.0, 0, 0, 0
     for batch in DataLoader(dataset, batch_size=batch_size):
-        inputs = {k: batch[k].to(device) for k in ORIGINAL_KEYS}
-        outputs = model(input_ids=inputs["input_ids"], token_type_ids=inputs["token_type_ids"],
-                        attention_mask=inputs["attention_mask"])
-        labels = original_labels(inputs["masked_lm_positions"], inputs["masked_lm_ids"])
+        outputs, labels = _forward(model, {k: batch[k].to(device) for k in ORIGINAL_KEYS})
         scores = outputs.prediction_logits
-        total_loss += float(nn.CrossEntropyLoss(ignore_index=-1)(scores.view(-1, scores.size(-1)),
-                                                                 labels.view(-1)))
+        total_loss += float(_mlm_loss(scores, labels, scores.size(-1)))
         batches += 1
         keep = labels != -1
         correct += int((scores.argmax(-1)[keep] == labels[keep]).sum())
@@ -220,9 +213,7 @@ def attention_mask_demo(model: nn.Module, sample: Mapping[str, torch.Tensor]) ->
     positions whose top prediction changes. The model's train/eval mode is restored.
     """
     bert = unwrap(model)
-    was_training = bert.training
-    bert.eval()
-    try:
+    with eval_mode(bert):
         device = next(bert.parameters()).device
         row = {k: v.to(device).unsqueeze(0) for k, v in sample.items() if v.dim() == 1}
         n, t = int(row["attention_mask"].sum()), row["input_ids"].shape[1]
@@ -239,8 +230,6 @@ def attention_mask_demo(model: nn.Module, sample: Mapping[str, torch.Tensor]) ->
             changed = (logits.argmax(-1) != ref_logits.argmax(-1)).float().mean()
             result[f"top1_changed_{name}"] = float(changed)
         return result
-    finally:
-        bert.train(was_training)
 
 
 def compare_mlm_heads(model: nn.Module, batch: Mapping[str, torch.Tensor],
@@ -255,10 +244,8 @@ def compare_mlm_heads(model: nn.Module, batch: Mapping[str, torch.Tensor],
     device = next(bert.parameters()).device
     inputs = {k: v.to(device) for k, v in batch.items()}
     (b, t), p = inputs["input_ids"].shape, inputs["masked_lm_positions"].shape[1]
-    was_training = bert.training
-    bert.eval()
     result: dict[str, dict[str, float]] = {}
-    try:
+    with eval_mode(bert):
         for name, sparse, positions in (("sparse head", True, p), ("full head", False, t)):
             head = PretrainingModel(bert, sparse_mlm_head=sparse)
             losses: list[float] = []
@@ -274,8 +261,6 @@ def compare_mlm_heads(model: nn.Module, batch: Mapping[str, torch.Tensor],
             result[name] = {"mlm_loss": losses[-1], "decoded_positions": float(b * positions),
                             "logits": float(logits), "logits_mib_fp32": logits * 4 / 2**20,
                             "seconds_fwd_bwd": statistics.median(times)}
-    finally:
-        bert.train(was_training)
     return result
 
 
@@ -307,12 +292,9 @@ def data_parallel_demo(make_model: Any, batch: Mapping[str, torch.Tensor],
         optimizer = original_optimizer(model, lr=1e-4)
 
         def step(model: nn.Module = model, optimizer: torch.optim.Optimizer = optimizer) -> None:
-            out = model(input_ids=inputs["input_ids"], token_type_ids=inputs["token_type_ids"],
-                        attention_mask=inputs["attention_mask"])
-            labels = original_labels(inputs["masked_lm_positions"], inputs["masked_lm_ids"])
-            scores = out.prediction_logits
-            loss = nn.CrossEntropyLoss(ignore_index=-1)(scores.reshape(-1, scores.size(-1)), labels.view(-1))
-            loss.backward()
+            outputs, labels = _forward(model, inputs)
+            scores = outputs.prediction_logits
+            _mlm_loss(scores, labels, scores.size(-1)).backward()
             optimizer.step()
             optimizer.zero_grad()
 

@@ -221,12 +221,12 @@ def plot_runs(runs: Mapping[str, Records], key: str = "mlm_loss", path: str | Pa
     return save_figure(fig, path)
 
 
-def plot_lr_schedule(lrs: Sequence[float], path: str | Path | None = None, warmup: int | None = None,
-                     steps: Sequence[int] | None = None) -> Figure:
-    """The learning rate per optimizer step (from ``optim.lr_schedule`` or logged records)."""
+def plot_lr_schedule(lrs: Sequence[float], path: str | Path | None = None,
+                     warmup: int | None = None) -> Figure:
+    """The learning rate per optimizer step, from step 0 (as ``optim.lr_schedule`` gives it)."""
     fig = Figure(figsize=(6, 3.2), layout="constrained")
     ax = fig.subplots()
-    ax.plot(range(len(lrs)) if steps is None else steps, lrs)
+    ax.plot(range(len(lrs)), lrs)
     if warmup:  # the LR reaches its peak at step warmup - 1 (steps count from 0)
         ax.axvline(warmup - 1, color="grey", linestyle=":", label=f"end of warmup ({warmup} steps)")
         ax.legend()

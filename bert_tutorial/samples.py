@@ -1,18 +1,11 @@
 """Looking at shards and single samples: what one training sequence really contains.
 
 A shard row is six arrays of ids, already masked; nobody can read that. These
-helpers turn rows back into something a reader can check against the format
-description:
-
-* :func:`load_shard` / :func:`sample_at`: a shard's arrays (validated as the training
-  reader validates them) and one row of them;
-* :func:`decode_sample`: a sequence back to text, each prediction slot shown as
-  ``[seen→original]``, so the 80/10/10 corruption is visible at a glance;
-* :func:`masked_tokens` / :func:`masked_tokens_table`: what happened at every slot;
-* :func:`plot_batch`: a collated batch as heatmaps (padding, segments, MLM targets).
-
-Samples may be raw shard rows or :class:`~bert_tutorial.data.PretrainingDataset`
-items (tensors, unused slots set to -100); both decode identically.
+helpers turn rows back into text (each prediction slot shown as ``[seen→original]``,
+so the 80/10/10 corruption is visible at a glance), a table of what happened at every
+slot, and a collated batch as heatmaps. Samples may be raw shard rows or
+:class:`~bert_tutorial.data.PretrainingDataset` items (tensors, unused slots set to
+-100); both decode identically.
 """
 
 from __future__ import annotations
