@@ -90,12 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_command_line(argv: Sequence[str] | None = None) -> tuple[TrainConfig, bool]:
+    """The ``TrainConfig`` a command line describes (not yet validated) and its ``--dry-run``.
+
+    Both come from one parse: argparse accepts any unambiguous prefix of a flag, so
+    ``--dry`` is ``--dry-run`` and must not be looked up as a literal string.
+    """
+    overrides = vars(build_parser().parse_args(argv))
+    dry_run = overrides.pop("dry_run")
+    full = overrides.pop("full")
+    return (TrainConfig.full(**overrides) if full else TrainConfig(**overrides)), dry_run
+
+
 def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
     """The ``TrainConfig`` a command line describes (not yet validated: see ``main``)."""
-    overrides = vars(build_parser().parse_args(argv))
-    overrides.pop("dry_run")
-    full = overrides.pop("full")
-    return TrainConfig.full(**overrides) if full else TrainConfig(**overrides)
+    return parse_command_line(argv)[0]
 
 
 #: How torch re-raises an error from a DataLoader worker in the main process.
@@ -139,14 +148,14 @@ def main(argv: Sequence[str] | None = None, do_train: bool = True) -> int:
     from .distributed import cleanup_distributed
     from .preemption import StopNow
 
-    cfg = config_from_args(argv)
+    cfg, dry_run = parse_command_line(argv)
     try:
         cfg.validate()  # before torch, the data or the output folder are touched
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        _train(cfg, do_train and "--dry-run" not in (argv if argv is not None else sys.argv[1:]))
+        _train(cfg, do_train and not dry_run)
     except StopNow as exc:
         print(f"\n{exc}", file=sys.stderr)
         return 128 + exc.signum

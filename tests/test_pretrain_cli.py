@@ -62,7 +62,9 @@ def test_dry_run_builds_the_run_and_does_not_train(tmp_path, capsys):
     from bert_tutorial.pretrain import main
 
     args = config_args(tiny_config(tmp_path), only_changed=False)
-    for run in (lambda: main([*args, "--dry-run"]), lambda: main(args, do_train=False)):
+    # "--dry" too: argparse takes an unambiguous prefix, so a run must not start for it.
+    for run in (lambda: main([*args, "--dry-run"]), lambda: main([*args, "--dry"]),
+                lambda: main(args, do_train=False)):
         assert run() == 0
         out = capsys.readouterr().out
         assert "16 optimizer steps" in out and "Final eval" not in out
