@@ -31,6 +31,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 #: A line or sentence longer than this is not a sentence (the sample book's longest is 1,062
 #: characters): it is split into sentences, or cut into chunks at spaces, so the tokenizer never
@@ -333,18 +334,27 @@ class CorpusCounts:
 
 def tokenize_documents(
     documents: Iterable[list[str]],
-    tokenizer: Callable[[list[str]], list[list[int]]],
+    tokenizer: Callable[[list[str]], Any],
     counts: CorpusCounts | None = None,
 ) -> Iterator[list[list[int]]]:
     """Token ids per sentence, dropping sentences and documents that tokenise to nothing.
 
-    ``tokenizer`` is a :class:`~bert_tutorial.wordpiece.WordPieceTokenizer`. Empty
-    segments would make empty A or B segments later; an empty document would be picked
-    as a "random" document with nothing to give. ``counts``, if given, is updated as
-    documents stream through.
+    ``tokenizer`` is a :class:`~bert_tutorial.wordpiece.WordPieceTokenizer` or a
+    transformers tokenizer. Empty segments would make empty A or B segments later; an
+    empty document would be picked as a "random" document with nothing to give.
+    ``counts``, if given, is updated as documents stream through.
     """
+    from .wordpiece import WordPieceTokenizer
+
+    if isinstance(tokenizer, WordPieceTokenizer):
+        encode = tokenizer
+    else:  # a transformers tokenizer returns a BatchEncoding, with [CLS]/[SEP] unless told not to
+
+        def encode(sentences: list[str]) -> list[list[int]]:
+            return tokenizer(sentences, add_special_tokens=False)["input_ids"] if sentences else []
+
     for sentences in documents:
-        document = [segment for segment in tokenizer(sentences) if segment]
+        document = [segment for segment in encode(sentences) if segment]
         if document:
             if counts is not None:
                 counts.documents += 1

@@ -154,9 +154,10 @@ def create_pretraining_data(
         summary = run(files, job, tokenizer, vocab, pool, progress)
     if not summary.shards:  # name the files (and the range, if one was set)
         where = ", ".join(map(str, files))
-        if corpus.documents != slice(None):
-            start, stop = ("" if end is None else end
-                           for end in (corpus.documents.start, corpus.documents.stop))
+        documents = corpus.documents
+        if documents != slice(None):  # as it was typed: 10:, :5 or 10:20
+            start = "" if documents.start is None else documents.start
+            stop = "" if documents.stop is None else documents.stop
             where += f" (document range {start}:{stop})"
         raise ValueError(f"no text found in {where}")
     _warn_single_document_blocks(summary)

@@ -182,16 +182,26 @@ def truncate_seq_pair(
     slice per end, so a segment of a million tokens costs a million draws, not a
     million list deletions from the front. Returns the number of tokens removed.
     """
-    lengths = [len(tokens_a), len(tokens_b)]
-    excess = sum(lengths) - max_num_tokens
+    len_a, len_b = len(tokens_a), len(tokens_b)
+    excess = len_a + len_b - max_num_tokens
     if excess <= 0:
         return 0
-    cuts = [[0, 0], [0, 0]]  # tokens cut from the [front, back] of A and of B
-    for _ in range(excess):
-        longer = 0 if lengths[0] > lengths[1] else 1
-        cuts[longer][rng.random() >= 0.5] += 1
-        lengths[longer] -= 1
-    for tokens, (front, back) in zip((tokens_a, tokens_b), cuts, strict=True):
+    draw = rng.random  # plain locals and one branch per case: this loop runs once per cut token
+    front_a = back_a = front_b = back_b = 0
+    while len_a + len_b > max_num_tokens:
+        if len_a > len_b:
+            if draw() < 0.5:
+                front_a += 1
+            else:
+                back_a += 1
+            len_a -= 1
+        else:
+            if draw() < 0.5:
+                front_b += 1
+            else:
+                back_b += 1
+            len_b -= 1
+    for tokens, front, back in ((tokens_a, front_a, back_a), (tokens_b, front_b, back_b)):
         del tokens[len(tokens) - back :]
         del tokens[:front]
     return excess

@@ -28,6 +28,7 @@ class LossWindow:
     def reset(self) -> None:
         self.sums = torch.zeros(2, dtype=torch.float64, device=self.device)
         self.steps = 0
+        self.lr = math.nan  # a window flushed before any step reports no LR, not a crash
         self.start = time.perf_counter()
 
     @contextlib.contextmanager

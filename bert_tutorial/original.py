@@ -119,6 +119,7 @@ def _forward(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> tuple[Any, 
 
 
 def _mlm_loss(scores: torch.Tensor, labels: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """The original's cross-entropy over every position, skipping its ``-1`` labels."""
     return nn.CrossEntropyLoss(ignore_index=-1)(scores.view(-1, vocab_size), labels.view(-1))
 
 

@@ -42,7 +42,8 @@ def check_output_dir(output_dir: Path) -> None:
     """
     existing = next((p for p in (output_dir, *output_dir.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
-        raise ValueError(f"--output-dir {output_dir}: {existing} is a file, not a folder")
+        what = "exists and" if existing == output_dir else str(existing)
+        raise ValueError(f"--output-dir {output_dir}: {what} is a file, not a folder")
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"--output-dir {output_dir}: {existing} is not writable")
 

@@ -61,7 +61,7 @@ class WordPieceTokenizer:
         """Build the tokenizer over ``vocab`` (token -> id); lower-case text first if asked."""
         self.vocab = vocab
         self.do_lower_case = do_lower_case
-        #: The full tokenizer, normalizer included (what transformers builds).
+        #: normalizer + pre-tokenizer + WordPiece: ids without [CLS]/[SEP], for encoding only.
         self.tokenizer = _build(vocab, do_lower_case)
         #: ``encode_batch_fast`` skips the offsets (tokenizers >= 0.21).
         self._encode_batch = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)

@@ -23,6 +23,7 @@ from bert_tutorial.corpus import (
     parse_document_range,
     split_sentences,
     strip_gutenberg,
+    tokenize_documents,
 )
 from bert_tutorial.create_data import CreationOptions, create_pretraining_data, main
 from bert_tutorial.data import PretrainingDataset
@@ -30,6 +31,7 @@ from bert_tutorial.hdf5_format import FIELDS
 from bert_tutorial.instances import InstanceOptions, VocabInfo, mask_tokens
 from bert_tutorial.sample_data import make_sample_shards
 from bert_tutorial.tokenization import load_tokenizer
+from bert_tutorial.wordpiece import WordPieceTokenizer
 
 VOCAB = DATA_SAMPLES / "vocab.txt"
 BOOK = DATA_SAMPLES / "corpus" / "pride-and-prejudice.txt"
@@ -588,3 +590,11 @@ def test_make_sample_shards_builds_once_and_reuses(tmp_path):
     first = {p: p.stat().st_mtime_ns for p in train.paths}
     again = make_sample_shards(tmp_path / "d64", max_seq_length=64, progress=False)
     assert again == paths and {p: p.stat().st_mtime_ns for p in train.paths} == first
+
+
+def test_tokenize_documents_takes_a_transformers_tokenizer_too():
+    """The ids, without [CLS]/[SEP], are those of the package's WordPiece; empty ones drop out."""
+    documents = [["It is a truth universally acknowledged.", "Hello, Mr. Darcy!", "  "], [], ["x"]]
+    ours = list(tokenize_documents(documents, WordPieceTokenizer.from_file(VOCAB)))
+    assert list(tokenize_documents(documents, load_tokenizer(VOCAB))) == ours
+    assert len(ours) == 2 and len(ours[0]) == 2  # the blank sentence and document are gone
