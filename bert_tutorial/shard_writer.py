@@ -30,6 +30,12 @@ if TYPE_CHECKING:  # numpy and h5py are imported by the process that writes
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
+def shard_stem(prefix: str, name: str | None = None) -> str:
+    """What precedes ``_shard_00000.hdf5``: ``<prefix>``, or ``<prefix>_<name>`` for one
+    input file's shards (``--per-file``). Writing and finding old shards both use it."""
+    return prefix if name is None else f"{prefix}_{name}"
+
+
 def shard_name(path: Path) -> str:
     """The part of a shard name that stands for an input file: its stem, made file-name safe."""
     return _UNSAFE.sub("_", path.stem)
@@ -61,8 +67,8 @@ def prepare_output(
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ValueError(f"--output-dir {output_dir}: cannot create it ({exc.strerror})") from exc
-    middles = [prefix] if names is None else [f"{prefix}_{name}" for name in names]
-    pattern = re.compile(rf"^(?:{'|'.join(map(re.escape, middles))})_shard_\d{{5,}}\.hdf5$")
+    stems = [shard_stem(prefix)] if names is None else [shard_stem(prefix, n) for n in names]
+    pattern = re.compile(rf"^(?:{'|'.join(map(re.escape, stems))})_shard_\d{{5,}}\.hdf5$")
     old = sorted(p for p in output_dir.iterdir() if pattern.match(p.name))
     if old and not overwrite:
         raise ValueError(
@@ -157,8 +163,8 @@ class ShardWriter:
         if not self.buffer:
             return
         shuffle(self.buffer, self.rng)
-        middle = self.prefix if self.name is None else f"{self.prefix}_{self.name}"
-        path = self.output_dir / f"{middle}_shard_{len(self.written):05d}.hdf5"
+        stem = shard_stem(self.prefix, self.name)
+        path = self.output_dir / f"{stem}_shard_{len(self.written):05d}.hdf5"
         arrays = instances_to_arrays(self.buffer, *self.shape)
         if self.masker is not None:
             self.masker(arrays, len(self.written))
