@@ -232,7 +232,7 @@ def run_one_stream(
             tokenized = pool.tokenized(chunks, max_seq_length, options.docs_per_block)
         for index, block in enumerate(blocks(collect(tokenized, summary), options.docs_per_block)):
             if len(block) == 1:
-                where = f"{name}.txt:" if name is not None else ""
+                where = f"{files[0].name}:" if name is not None else ""  # --per-file: its file
                 summary.single_document_blocks.append(f"{where}block {index}")
             for instance in create_instances(block, options.instances, vocab, rng,
                                              options.dupe_factor, mask):

@@ -100,6 +100,13 @@ def test_single_document_block_warns_and_never_labels_same_document_b_random(tmp
     assert summary.documents == 1 and summary.same_document_b > 0
     assert (arrays["next_sentence_labels"] == 0).all()  # before: about half were labelled 1
 
+    # --per-file names the file as it is called (it was "<stem>.txt", wrong for prose.md).
+    corpus = corpus.rename(tmp_path / "prose.md")
+    with pytest.warns(CreationWarning, match=r"\(prose\.md:block 0\)"):
+        create_pretraining_data(
+            [corpus], VOCAB, tmp_path / "p", CreationOptions(InstanceOptions(max_seq_length=32,
+            max_predictions_per_seq=5), per_file=True), _paragraphs(), progress=False)
+
 
 def _paragraphs():
     from bert_tutorial.corpus import CorpusOptions
