@@ -96,7 +96,10 @@ def test_the_step_never_waits_for_the_gpu(cfg_and_batch, group, monkeypatch):
         scheduler = build_scheduler(optimizer, 100, 0)
         batch = {k: v.pin_memory() for k, v in batch.items()}
         kwargs = dict(device=CUDA, autocast=autocast_context(CUDA, precision))
-        train_step(model, [batch], optimizer, scheduler, **kwargs)  # warm-up: lazy init may sync
+        # Warm-up: lazy initialisation may sync, and DDP rebuilds its gradient buckets (a sync,
+        # once per run) at the forward after the first backward, hence two steps.
+        for _ in range(2):
+            train_step(model, [batch], optimizer, scheduler, **kwargs)
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")
         try:
