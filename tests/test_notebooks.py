@@ -187,10 +187,12 @@ importlib.metadata.version = lambda name: "99.0" if name == "transformers" else 
 
 
 @pytest.mark.parametrize("case", ["fresh", "clone fails", "transformers imported",
-                                  "transformers upgraded"])
+                                  "transformers upgraded", "placeholder URL"])
 def test_setup_cell_in_a_hosted_runtime(tmp_path, case):
     """The setup cell in a (simulated) Colab kernel: clone, install, chdir; or a named stop."""
     setup = code_cells(read(NOTEBOOKS[0]))[0].replace("/content/repo", str(tmp_path / "repo"))
+    if case != "placeholder URL":  # as in a published copy (the check's own literal stays)
+        setup = setup.replace("github.com/YOUR-ACCOUNT/", "github.com/someone/")
     preimport = {"transformers imported": "import transformers",
                  "transformers upgraded": UPGRADED_UNDER_A_LOADED_TRANSFORMERS}.get(case, "")
     script = SETUP_HARNESS.format(clone_ok=case != "clone fails", cell=setup, preimport=preimport,
@@ -202,6 +204,9 @@ def test_setup_cell_in_a_hosted_runtime(tmp_path, case):
         assert "['git', 'clone', '--depth=1']" in out and f"'-e', '{tmp_path / 'repo'}'" in out
     elif case == "clone fails":
         assert "RuntimeError: cannot clone" in out and "internet" in out and "pip" not in out
+    elif case == "placeholder URL":  # nothing cloned or installed, and the fix is named
+        assert "RuntimeError: REPO_URL is a placeholder" in out and "[project.urls] Repository" in out
+        assert "calls: []" in out
     elif case == "transformers imported":  # the same version: nothing to restart
         assert "RuntimeError" not in out and f"cwd: {tmp_path / 'repo'}" in out
     else:
