@@ -91,7 +91,8 @@ def _fsync_tree(folder: Path) -> None:
                 os.fsync(f.fileno())
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The file's SHA-256, read in 1 MiB blocks (checkpoint weights can be gigabytes)."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(2**20):
@@ -107,7 +108,7 @@ def write_manifest(folder: str | Path) -> None:
     """
     folder = Path(folder)
     files = {
-        p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
         for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST
     }
     manifest = json.dumps({"format": 1, "files": files}, indent=1, sort_keys=True)
@@ -135,7 +136,7 @@ def verify_checkpoint(checkpoint: str | Path) -> None:
         if size != expected["bytes"]:
             raise CheckpointError(f"{path}: {size} bytes, the manifest says {expected['bytes']} "
                                   "(truncated or incompletely copied)")
-        if _sha256(path) != expected["sha256"]:
+        if file_sha256(path) != expected["sha256"]:
             raise CheckpointError(f"{path}: contents differ from the manifest's checksum "
                                   "(corrupted or altered since it was saved)")
 

@@ -16,6 +16,10 @@ from .safe_io import disk_full_error, is_disk_full, write_text_atomic
 METRICS_FILE = "metrics.jsonl"
 
 
+class MetricsError(ValueError):
+    """A line of ``metrics.jsonl`` that is not a record (the message names file and line)."""
+
+
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """All records of a metrics file (or of ``<folder>/metrics.jsonl``).
 
@@ -32,7 +36,8 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
             records.append(json.loads(line))
         except json.JSONDecodeError as exc:
             if i < len(lines) - 1:
-                raise ValueError(f"{path}: line {i + 1} is not JSON ({exc})") from exc
+                raise MetricsError(f"{path}: line {i + 1} is not JSON ({exc}); repair or remove "
+                                   "that line") from exc
     return records
 
 

@@ -24,7 +24,7 @@ from torch import nn
 from transformers import BertConfig, BertForPreTraining
 from transformers.utils import logging as hf_logging
 
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .data import IGNORE_INDEX
 
 
@@ -63,6 +63,12 @@ def load_pretrained(name_or_path: str, attn_implementation: str = "sdpa") -> Ber
     hf_logging.disable_progress_bar()  # no "Loading weights" bar per load in notebooks and logs
     try:
         model = BertForPreTraining.from_pretrained(name_or_path, attn_implementation=attn_implementation)
+    except (OSError, ValueError) as exc:  # a mistyped folder becomes a hub lookup: say both
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"{name_or_path}: cannot load a model from it ({reason}); --model-name-or-path takes "
+            "a folder holding config.json and the weights, or a Hugging Face Hub name (online)"
+        ) from exc
     finally:
         hf_logging.enable_progress_bar()
     return model.float() if model.dtype != torch.float32 else model
@@ -72,7 +78,7 @@ def check_vocab(model: BertForPreTraining, vocab_size: int, source: str) -> None
     """Refuse a model whose embedding table cannot hold every token id of the data."""
     model_vocab = model.config.vocab_size
     if model_vocab < vocab_size:
-        raise ValueError(
+        raise ConfigError(
             f"{source}: model vocab_size {model_vocab} is smaller than the data's vocabulary "
             f"({vocab_size} tokens); token ids would index past the embedding table"
         )

@@ -115,11 +115,13 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message says all there is to say: printed without a traceback."""
     from .checkpoint import CheckpointError
     from .hdf5_format import ShardError
+    from .metrics import MetricsError
     from .run_dir import RunDirError
     from .safe_io import DiskFullError
     from .training import NonFiniteLossError
 
-    return (ConfigError, RunDirError, CheckpointError, DiskFullError, ShardError, NonFiniteLossError)
+    return (ConfigError, RunDirError, CheckpointError, DiskFullError, ShardError, NonFiniteLossError,
+            MetricsError)
 
 
 def error_message(exc: BaseException) -> str:

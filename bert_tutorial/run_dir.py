@@ -1,7 +1,8 @@
 """One output folder, one run: the lock, the run's metadata, and the decision to resume.
 
 A run folder holds ``train_config.json`` (what the run is), ``data.json`` (the shards
-it started on: names, sizes, rows), ``metrics.jsonl`` and ``checkpoints/``. Everything
+it started on: names, sizes, rows; and the SHA-256 of its vocabulary and starting model),
+``metrics.jsonl`` and ``checkpoints/``. Everything
 that could silently mix two runs in one folder is refused here, before anything is
 written:
 
@@ -52,8 +53,9 @@ RESUMABLE_CHANGES = frozenset(
      "precision", "fused_adamw", "compile", "attn_implementation",
      # may change with the number of processes, as long as the global batch stays (checked on load)
      "batch_size", "grad_accum_steps",
-     # the data may move: their contents are compared with data.json instead
-     "train_data", "eval_data", "allow_data_change"}
+     # the data may move (another checkout, another machine): their contents are compared
+     # with data.json instead
+     "train_data", "eval_data", "allow_data_change", "vocab_file", "model_name_or_path"}
 )
 
 
@@ -180,10 +182,34 @@ def data_record(datasets: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+def inputs_record(vocab_file: str | Path, model_name_or_path: str | None) -> dict[str, Any]:
+    """SHA-256 of the vocabulary and of the starting model's files (a hub name as it is).
+
+    Resuming compares these, not the paths, so a run resumes from a moved or re-cloned
+    checkout (whose default paths differ) and still refuses another vocabulary or model.
+    """
+    model: str | None = model_name_or_path
+    if model_name_or_path and Path(model_name_or_path).is_dir():
+        files = sorted(p for p in Path(model_name_or_path).iterdir()
+                       if p.name == "config.json" or p.suffix in (".safetensors", ".bin"))
+        model = "sha256:" + ",".join(f"{p.name}={ckpt.file_sha256(p)}" for p in files)
+    return {"vocab_sha256": ckpt.file_sha256(Path(vocab_file)), "model": model}
+
+
+def inputs_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Which of the vocabulary and the starting model differ (records of older runs: none)."""
+    was, now = old.get("inputs"), new.get("inputs")
+    if was is None or now is None:
+        return []
+    names = {"vocab_sha256": "vocab_file", "model": "model_name_or_path"}
+    return [f"{names.get(k, k)} (contents differ)" for k in sorted(set(was) | set(now))
+            if was.get(k) != now.get(k)]
+
+
 def data_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Human-readable differences between two :func:`data_record` results."""
     out = []
-    for split in sorted(set(old) | set(new)):
+    for split in sorted((set(old) | set(new)) - {"inputs"}):
         a, b = old.get(split), new.get(split)
         if a == b:
             continue
@@ -255,7 +281,8 @@ class RunDir:
         differ = config_differences(existing, cfg.to_dict())
         if differ:
             raise RunDirError(f"{self.config_file}: output folder holds a different run (fields "
-                              f"{differ} differ); choose another output_dir or delete the folder")
+                              f"{differ} differ); choose another --output-dir (that run stays "
+                              "as it is), or resume it with its settings")
         if not ckpt.list_checkpoints(self.folder):
             return None
         if not cfg.resume:
@@ -339,15 +366,23 @@ class RunDir:
         except (OSError, ValueError) as exc:
             raise RunDirError(f"{record}: unreadable ({exc}); restore it, or pass "
                               "--allow-data-change to resume with the current data") from exc
+        other = inputs_differences(recorded, data)
+        if other:  # another vocabulary or starting model is another run, whatever the flags
+            raise RunDirError(f"{self.folder}: holds a run made with another {', '.join(other)}; "
+                              "choose another --output-dir (that run stays as it is), or resume "
+                              "it with its own files")
         changes = data_differences(recorded, data)
         if not changes:
             return
         what = "; ".join(changes)
         if not allowed:
+            train = recorded.get("train") != data.get("train")
+            why = ("The step count, LR schedule and data position depend on them" if train else
+                   "Its evaluation curve would mix two eval sets")
             raise DataChangedError(
-                f"{self.folder}: the data differ from those the run started with ({what}). The "
-                "step count, LR schedule and data position depend on them: resume with the "
-                "original shards, or pass --allow-data-change (allow_data_change=True) to go on"
+                f"{self.folder}: the data differ from those the run started with ({what}). {why}: "
+                "resume with the original shards, or pass --allow-data-change "
+                "(allow_data_change=True) to go on"
             )
         warnings.warn(f"{self.folder}: resuming on changed data ({what}); the LR schedule and "
                       "epoch length follow the new data", stacklevel=4)

@@ -46,11 +46,19 @@ from .distributed import (
 )
 from .evaluation import evaluate
 from .loss_window import LossWindow
-from .metrics import METRICS_FILE, append_record, truncate_after
+from .metrics import METRICS_FILE, append_record, read_metrics, truncate_after
 from .model import PretrainingModel, build_model, check_vocab, load_pretrained, unwrap
 from .optim import build_optimizer, build_scheduler, warmup_steps
 from .preemption import stop_signals
-from .run_dir import CONFIG_FILE, DATA_FILE, RESUMABLE_CHANGES, RunDir, data_record, data_text
+from .run_dir import (
+    CONFIG_FILE,
+    DATA_FILE,
+    RESUMABLE_CHANGES,
+    RunDir,
+    data_record,
+    data_text,
+    inputs_record,
+)
 from .step import StepResult, train_step
 from .tokenization import read_vocab
 
@@ -94,13 +102,18 @@ class Trainer:
         self.output_dir = Path(cfg.output_dir)
         self.vocab_size = len(read_vocab(cfg.vocab_file))
         self._open_data()
-        data = data_record({"train": self.train_data, "eval": self.eval_data})
+        data = {**data_record({"train": self.train_data, "eval": self.eval_data}),
+                "inputs": inputs_record(cfg.vocab_file, cfg.model_name_or_path)}
         self.data_json = data_text(data)  # also kept in every checkpoint
         self.run_dir = RunDir(self.output_dir, is_main=self.dist.is_main)
         resume_from = self.run_dir.open(cfg, data)  # locks the folder (rank 0)
+        #: A resumed run's metadata and log are rewritten when it trains (``fit``), so a dry run
+        #: that only builds it (e.g. ``--dry-run --allow-data-change``) leaves the folder as it was.
+        self._data = data if resume_from is not None else None
         try:
             self._build(resume_from)
-            self.run_dir.commit(cfg, data, fresh=resume_from is None)
+            if resume_from is None:
+                self.run_dir.commit(cfg, data, fresh=True)
         except BaseException:
             self.run_dir.lock.release()
             raise
@@ -172,6 +185,8 @@ class Trainer:
         self._unchecked: list[tuple[int, StepResult]] = []
         #: Every evaluation of this process's ``fit`` (a resumed run starts a new list).
         self.eval_history: list[dict[str, Any]] = []
+        #: A run stopped during its last step was saved before its final evaluation.
+        self._final_eval_pending = False
         if resume_from is not None:
             self._load_state(resume_from)
 
@@ -183,7 +198,7 @@ class Trainer:
             per_process = saved / (self.cfg.batch_size * self.dist.world_size)
             hint = (f"e.g. --grad-accum-steps {int(per_process)}" if per_process.is_integer()
                     else "choose batch_size x grad_accum_steps x processes to match")
-            raise ValueError(
+            raise ConfigError(
                 f"{checkpoint}: trained with {saved} sequences per optimizer step, but this run has "
                 f"{self.samples_per_step} (batch_size {self.cfg.batch_size} x grad_accum_steps "
                 f"{self.cfg.grad_accum_steps} x {self.dist.world_size} processes). The step count, LR "
@@ -192,14 +207,25 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         load_scaler_state(self.scaler, state["scaler"])
-        self.progress = Progress(**state["progress"])
+        self.progress = p = Progress(**state["progress"])
+        if p.step > self.total_steps:  # fewer steps now (--allow-data-change with less data)
+            raise ConfigError(
+                f"{checkpoint}: the run is at step {p.step}, past the {self.total_steps} steps the "
+                f"current data give (--epochs {self.cfg.epochs}, --max-steps {self.cfg.max_steps}); "
+                "raise --epochs or --max-steps, or resume with the data it started on")
+        if p.epoch_samples > self.steps_per_epoch * self.samples_per_step:
+            p.epoch, p.epoch_samples = p.epoch + 1, 0  # the data shrank: this epoch is over
         rngs = state.get("rng_per_rank") or [state["rng"]]
         if self.dist.rank < len(rngs):
             ckpt.set_rng_state(rngs[self.dist.rank], self.device)
         # else: a rank the checkpoint did not have keeps its seed + rank stream
+        missing = False
         if self.dist.is_main:
-            truncate_after(self.metrics_file, self.progress.step)
-            print(f"Resumed from {checkpoint} at step {self.progress.step}")
+            logged = read_metrics(self.metrics_file) if self.metrics_file.exists() else []
+            missing = p.step == self.total_steps and self.eval_data is not None and not any(
+                r["kind"] == "eval" and r["step"] == p.step for r in logged)
+            print(f"Resumed from {checkpoint} at step {p.step}")
+        self._final_eval_pending = broadcast_flag(missing, self.device)  # every rank evaluates
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -212,6 +238,10 @@ class Trainer:
         """
         final_eval = None
         with self.run_dir.training():
+            if self._data is not None:  # resumed: drop what the lost steps logged, record the run
+                if self.dist.is_main:
+                    truncate_after(self.metrics_file, self.progress.step)
+                self.run_dir.commit(self.cfg, self._data, fresh=False)
             self.model.train()  # from_pretrained() returns a model in eval mode: dropout off
             if self.progress.step == 0 and self.eval_data is not None:
                 self._write_references()
@@ -221,8 +251,9 @@ class Trainer:
                 disable=not self.dist.is_main, dynamic_ncols=True,
             )
             with stop_signals(self._request_stop), bar:
-                while self.progress.step < self.total_steps:
-                    self._train_epoch(bar)
+                while self.progress.step < self.total_steps or self._final_eval_pending:
+                    self._final_eval_pending = False
+                    self._train_epoch(bar)  # 0 steps left when only the final evaluation is missing
                     if self._agree_to_stop():
                         break
                     final_eval = self._evaluate_and_log()

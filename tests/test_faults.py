@@ -28,7 +28,7 @@ import torch
 from fault_kill_resume import command, final_state, kill_resume_cycles
 from safetensors.torch import load_file
 from shards import make_shard
-from tiny import tiny_config, tiny_data
+from tiny import dies_at_step, tiny_config, tiny_data
 
 from bert_tutorial import checkpoint as ckpt
 from bert_tutorial import training
@@ -107,7 +107,7 @@ def test_fault_02_config_write_is_atomic_and_an_unreadable_config_is_named(finis
     with monkeypatch.context() as m:
         m.setattr(os, "replace", full_disk)
         with pytest.raises(DiskFullError, match=r"no space left while writing .*train_config.json; its previous version is intact"):
-            Trainer(cfg)
+            Trainer(cfg).fit()  # a resumed run records its config when it starts training
     assert config.read_bytes() == original and not list(config.parent.glob(".*.tmp-*"))
 
     config.write_bytes(original[: len(original) // 2])  # as an in-place write cut short left it
@@ -373,8 +373,54 @@ def test_fault_09_resume_on_changed_data_is_refused_unless_allowed(finished, tmp
     with pytest.warns(UserWarning, match="resuming on changed data"):
         trainer = Trainer(cfg)
     assert trainer.progress.step == 8 and trainer.total_steps == 12  # 96 samples / 8 per step
+    assert snapshot(Path(cfg.output_dir)) == before  # built, not trained: the record is unchanged
+    trainer.fit()
     recorded = json.loads((Path(cfg.output_dir) / "data.json").read_text())
     assert [s[0] for s in recorded["train"]["shards"]] == ["train_0.hdf5", "train_1.hdf5", "train_2.hdf5"]
+
+
+def test_fault_09_a_dry_run_with_allow_data_change_changes_nothing(finished, tmp_path, capsys):
+    """Checking a resume with --allow-data-change must not make the change permanent."""
+    moved = tmp_path / "moved"
+    shutil.copytree(Path(finished.train_data), moved)
+    make_shard(moved / "train_2.hdf5", num_samples=32, seq_length=16, max_predictions=4,
+               vocab_size=50, seed=5)
+    cfg = copy_of(finished, tmp_path, train_data=str(moved))
+    before = snapshot(Path(cfg.output_dir))
+    with pytest.warns(UserWarning, match="resuming on changed data"):
+        assert main([*config_args(cfg), "--allow-data-change", "--dry-run"]) == 0
+    assert snapshot(Path(cfg.output_dir)) == before
+    assert main([*config_args(cfg), "--dry-run"]) == 1  # still refused without the flag
+    assert "train shards added: train_2.hdf5" in capsys.readouterr().err
+
+
+def test_fault_09_less_data_than_the_run_has_used(finished, tmp_path, capsys):
+    """--allow-data-change on fewer samples: a named error past the end, a new epoch mid-way."""
+    few = tmp_path / "few"
+    few.mkdir()
+    shutil.copy(Path(finished.train_data) / "train_0.hdf5", few)  # 32 of the 64 samples
+    cfg = copy_of(finished, tmp_path, train_data=str(few), allow_data_change=True)
+    with pytest.warns(UserWarning, match="resuming on changed data"):
+        assert main(config_args(cfg)) == 2  # at step 8 of a run that now has 4 steps
+    assert "the run is at step 8, past the 4 steps the current data give" in capsys.readouterr().err
+
+
+def test_fault_09_less_data_than_the_epoch_has_used_starts_the_next_epoch(tmp_path, monkeypatch):
+    cfg = tiny_config(tmp_path, epochs=2, save_every_steps=4)  # 8 steps of 8 samples per epoch
+    real_step = training.train_step
+    monkeypatch.setattr(training, "train_step", dies_at_step(6, real_step))
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg).fit()  # lost in step 6: checkpoint 4, 32 samples into the epoch
+    monkeypatch.setattr(training, "train_step", real_step)
+    train = Path(cfg.train_data)
+    (train / "train_1.hdf5").unlink()
+    make_shard(train / "train_0.hdf5", num_samples=24, seq_length=16, max_predictions=4,
+               vocab_size=50, seed=7)  # 24 samples now: fewer than the 32 this epoch has used
+    cfg.allow_data_change = True
+    with pytest.warns(UserWarning, match="resuming on changed data"):
+        trainer = Trainer(cfg)
+    assert (trainer.progress.step, trainer.progress.epoch, trainer.progress.epoch_samples) == (4, 1, 0)
+    assert trainer.fit().steps == trainer.total_steps == 6  # 3 steps per epoch now
 
 
 def test_fault_09_a_lost_data_record_is_not_a_free_pass(finished, tmp_path):
@@ -388,7 +434,10 @@ def test_fault_09_a_lost_data_record_is_not_a_free_pass(finished, tmp_path):
     shutil.copy(tmp_path / "extra.hdf5", moved / "train_9.hdf5")  # a shard added
     with pytest.raises(DataChangedError, match=r"train shards added: train_9.hdf5"):
         Trainer(TrainConfig.from_dict(cfg.to_dict() | {"train_data": str(moved)}))  # the copy caught it
-    assert Trainer(cfg).progress.step == 8 and (run / "data.json").is_file()  # same data: resumes
+    trainer = Trainer(cfg)
+    assert trainer.progress.step == 8  # same data: resumes
+    trainer.fit()  # a finished run: nothing to train, but the record is restored
+    assert (run / "data.json").is_file()
 
     (run / "data.json").unlink()
     for checkpoint in ckpt.list_checkpoints(run):  # as if no checkpoint kept a copy either
@@ -400,7 +449,9 @@ def test_fault_09_a_lost_data_record_is_not_a_free_pass(finished, tmp_path):
     assert snapshot(run) == before
     cfg.allow_data_change = True
     with pytest.warns(UserWarning, match="data.json: missing; resuming with the current data unchecked"):
-        assert Trainer(cfg).progress.step == 8
+        trainer = Trainer(cfg)
+    assert trainer.progress.step == 8
+    trainer.fit()
     assert (run / "data.json").is_file()  # recorded again
 
 
@@ -515,3 +566,78 @@ def test_the_fault_table_has_a_row_per_item_and_names_only_tests_that_exist():
     for item in range(1, 12):  # every numbered row cites a test of that number
         [row] = [line for line in table.splitlines() if line.startswith(f"| {item} |")]
         assert f"test_fault_{item:02d}_" in row
+
+
+# --- found by attacking the CLI as a user (2026-11-26) -------------------------------------
+
+
+def signals_in_step(n: int, step):
+    """``step`` that sends this process SIGTERM at the start of its n-th call (a preemption)."""
+    calls = {"n": 0}
+
+    def wrapped(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(*args, **kwargs)
+
+    return wrapped
+
+
+def test_a_stop_in_the_last_step_still_gets_its_final_evaluation(tmp_path, monkeypatch):
+    """Stopped in its last step, a run resumes to the evaluation it skipped: the same log."""
+    whole = tiny_config(tmp_path / "whole", epochs=1)
+    Trainer(whole).fit()
+    cfg = tiny_config(tmp_path / "cut", epochs=1)
+    real_step = training.train_step
+    monkeypatch.setattr(training, "train_step", signals_in_step(8, real_step))
+    assert Trainer(cfg).fit().stopped_early
+    monkeypatch.setattr(training, "train_step", real_step)
+    assert [r["step"] for r in read_metrics(cfg.output_dir) if r["kind"] == "eval"] == [0]
+    result = Trainer(cfg).fit()
+    assert result.final_eval is not None and result.steps == 8
+    records = [{k: v for k, v in r.items() if k not in ("seq_per_s", "elapsed_s")}
+               for r in read_metrics(cfg.output_dir)]
+    expected = [{k: v for k, v in r.items() if k not in ("seq_per_s", "elapsed_s")}
+                for r in read_metrics(whole.output_dir)]
+    assert records == expected
+    assert Trainer(cfg).fit().final_eval is None  # finished: nothing evaluated twice
+    assert read_metrics(cfg.output_dir)[-1]["kind"] == "eval" and len(read_metrics(cfg.output_dir)) == len(expected)
+
+
+def test_a_run_resumes_from_a_moved_checkout_but_not_with_another_vocabulary(finished, tmp_path, capsys):
+    """Paths are not the run's identity: the vocabulary's and the model's contents are."""
+    moved = tmp_path / "checkout"
+    shutil.copytree(Path(finished.vocab_file).parent, moved)  # data and vocab at another path
+    cfg = copy_of(finished, tmp_path, vocab_file=str(moved / "vocab.txt"),
+                  train_data=str(moved / "train"), eval_data=str(moved / "eval"))
+    assert Trainer(cfg).progress.step == 8
+    vocab = (moved / "vocab.txt").read_text().splitlines()
+    (moved / "vocab.txt").write_text("\n".join(vocab[:-1] + ["other"]) + "\n")  # same size, other token
+    assert main([*config_args(cfg), "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert "holds a run made with another vocab_file (contents differ)" in err and "Traceback" not in err
+
+
+def test_resume_with_other_eval_data_says_why_it_matters(finished, tmp_path):
+    cfg = copy_of(finished, tmp_path, eval_data=None)
+    with pytest.raises(DataChangedError, match=r"eval: shards -> none\)\. Its evaluation curve would mix"):
+        Trainer(cfg)
+
+
+@pytest.mark.parametrize("mistake", ["global batch", "model folder", "metrics line"])
+def test_user_mistakes_on_the_command_line_are_named_without_a_traceback(finished, tmp_path, capsys, mistake):
+    cfg = copy_of(finished, tmp_path)
+    if mistake == "global batch":
+        cfg.batch_size, expected = 4, "trained with 8 sequences per optimizer step"
+    elif mistake == "model folder":
+        cfg = TrainConfig.from_dict(cfg.to_dict() | {"output_dir": str(tmp_path / "new")})
+        cfg.model_name_or_path, expected = str(tmp_path / "no-such-model"), "cannot load a model from it"
+    else:
+        metrics = Path(cfg.output_dir) / "metrics.jsonl"
+        lines = metrics.read_text().splitlines()
+        metrics.write_text("\n".join(lines[:2] + ["{not json"] + lines[2:]) + "\n")
+        expected = "metrics.jsonl: line 3 is not JSON"
+    assert main([*config_args(cfg), "--dry-run"]) in (1, 2)
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err, err
