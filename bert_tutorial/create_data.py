@@ -268,12 +268,14 @@ def _max_predictions_for(max_seq_length: int, masked_lm_prob: float) -> int:
 
 def _options_from_args(args: argparse.Namespace) -> tuple[CreationOptions, CorpusOptions]:
     """The parsed command line as the two option groups of :func:`create_pretraining_data`."""
+    max_predictions = args.max_predictions_per_seq
+    if max_predictions is None:  # not `or`: an explicit 0 must reach the range check, not become 20
+        max_predictions = _max_predictions_for(args.max_seq_length, args.masked_lm_prob)
     instances = InstanceOptions(
         max_seq_length=args.max_seq_length,
         short_seq_prob=args.short_seq_prob,
         masked_lm_prob=args.masked_lm_prob,
-        max_predictions_per_seq=args.max_predictions_per_seq
-        or _max_predictions_for(args.max_seq_length, args.masked_lm_prob),
+        max_predictions_per_seq=max_predictions,
         whole_word_masking=args.whole_word_masking,
     )
     creation = CreationOptions(

@@ -11,6 +11,7 @@
 | --output-dir that is a file, or below a file | exit 2, message names the folder |
 | --masked-lm-prob 0.3 at T=128 | P = 38 by default; an explicit P = 20 warns |
 | --help, a small run | transformers is never imported |
+| --max-predictions-per-seq 0 | exit 2, the range error of 500 (was: silently 20) |
 """
 
 from __future__ import annotations
@@ -215,3 +216,14 @@ def test_ctrl_c_while_writing_a_shard_leaves_complete_shards_and_a_message(tmp_p
     assert f"interrupted; the shards already in {out} are complete" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["pretrain_shard_00000.hdf5"]
     assert len(read_shard(inspect_shard(out / "pretrain_shard_00000.hdf5"))["input_ids"]) == 40
+
+
+def test_zero_max_predictions_is_the_range_error_not_the_default(tmp_path, capsys):
+    """--max-predictions-per-seq 0 was read as "not given" and silently became 20."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("One line of text.\nAnother line of text.\n\nA second document.\nEnd.\n")
+    base = ["--input", str(corpus), "--vocab-file", str(VOCAB), "--output-dir", str(tmp_path / "o")]
+    for value in ("0", "500"):
+        err = cli_error(capsys, [*base, "--max-predictions-per-seq", value])
+        assert f"max_predictions_per_seq must be in [1, max_seq_length], got {value}" in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
