@@ -11,6 +11,7 @@
 | --output-dir that is a file, or below a file | exit 2, message names the folder |
 | --masked-lm-prob 0.3 at T=128 | P = 38 by default; an explicit P = 20 warns |
 | --help, a small run | transformers is never imported |
+| a .gz (.bz2, .xz, .zip, .zst) input | exit 2 naming the file and the compression, even with --errors replace |
 | --max-predictions-per-seq 0 | exit 2, the range error of 500 (was: silently 20) |
 """
 
@@ -227,3 +228,32 @@ def test_zero_max_predictions_is_the_range_error_not_the_default(tmp_path, capsy
         err = cli_error(capsys, [*base, "--max-predictions-per-seq", value])
         assert f"max_predictions_per_seq must be in [1, max_seq_length], got {value}" in err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_a_compressed_input_is_a_named_error_whatever_the_errors_option(tmp_path, capsys):
+    """A .gz was decoded as text: the error suggested --errors replace, which trained on its bytes."""
+    import bz2
+    import gzip
+    import lzma
+    import zipfile
+
+    text = b"One line of text.\nAnother line of text.\n\nA second document.\nEnd.\n"
+    files = {"gzip": tmp_path / "c.txt.gz", "bzip2": tmp_path / "c.txt.bz2",
+             "xz": tmp_path / "c.txt.xz", "zip": tmp_path / "c.zip", "zstd": tmp_path / "c.zst"}
+    files["gzip"].write_bytes(gzip.compress(text))
+    files["bzip2"].write_bytes(bz2.compress(text))
+    files["xz"].write_bytes(lzma.compress(text))
+    with zipfile.ZipFile(files["zip"], "w") as archive:
+        archive.writestr("c.txt", text)
+    files["zstd"].write_bytes(b"\x28\xb5\x2f\xfd" + bytes(range(40)))  # a frame header's magic
+    for kind, path in files.items():
+        base = ["--input", str(path), "--vocab-file", str(VOCAB), "--max-seq-length", "16"]
+        for extra in ([], ["--errors", "replace"], ["--encoding", "latin-1"]):
+            out = tmp_path / f"o-{kind}-{len(extra)}"
+            err = cli_error(capsys, [*base, *extra, "--output-dir", str(out)])
+            assert f"{path}: a {kind}-compressed file, not text: decompress it first" in err
+            assert "Traceback" not in err and not list(out.glob("*.hdf5"))
+    plain = tmp_path / "bzh.txt"  # text that starts like a bzip2 header is still text
+    plain.write_text("BZh9 is not a header here.\n" + text.decode())
+    assert main(["--input", str(plain), "--vocab-file", str(VOCAB), "--max-seq-length", "16",
+                 "--output-dir", str(tmp_path / "plain"), "--quiet"]) == 0
