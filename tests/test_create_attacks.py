@@ -11,8 +11,10 @@
 | --output-dir that is a file, or below a file | exit 2, message names the folder |
 | --masked-lm-prob 0.3 at T=128 | P = 38 by default; an explicit P = 20 warns |
 | --help, a small run | transformers is never imported |
-| a .gz (.bz2, .xz, .zip, .zst) input | exit 2 naming the file and the compression, even with --errors replace |
 | --max-predictions-per-seq 0 | exit 2, the range error of 500 (was: silently 20) |
+| a .gz (.bz2, .xz, .zip, .zst) input | exit 2 naming the file and the compression, even with --errors replace |
+| --overwrite, then the run fails (bad bytes, no text, Ctrl-C...) | the old shards are put back byte for byte |
+| --overwrite with fewer shards than before | only the new shards remain |
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ import random
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_create_data import VOCAB, cli_error, read_all, restore, run_cli
+from test_create_data import BOOK, VOCAB, cli_error, read_all, restore, run_cli
 
 from bert_tutorial.corpus import split_long_text, split_sentences
 from bert_tutorial.create_data import CreationWarning, create_pretraining_data, main
@@ -257,3 +260,80 @@ def test_a_compressed_input_is_a_named_error_whatever_the_errors_option(tmp_path
     plain.write_text("BZh9 is not a header here.\n" + text.decode())
     assert main(["--input", str(plain), "--vocab-file", str(VOCAB), "--max-seq-length", "16",
                  "--output-dir", str(tmp_path / "plain"), "--quiet"]) == 0
+
+
+# --- --overwrite keeps the old shards until the new ones are written ---------------------------
+
+
+def _folder(path: Path) -> dict[str, bytes]:
+    """Every entry of ``path`` (hidden ones too) as name -> bytes; a sub-folder fails the test."""
+    assert all(p.is_file() for p in path.iterdir()), sorted(p.name for p in path.iterdir())
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+
+
+def _three_shards(tmp_path: Path) -> tuple[list[str], Path, dict[str, bytes]]:
+    """A run of prefix "p" into tmp_path/out1 with three shards: (its arguments, out1, its files)."""
+    out = tmp_path / "out1"
+    args = ["--input", str(BOOK), "--gutenberg", "--documents", "0:3", "--vocab-file", str(VOCAB),
+            "--output-dir", str(out), "--prefix", "p", "--dupe-factor", "1", "--shard-size", "15",
+            "--quiet"]
+    assert main(args) == 0
+    before = _folder(out)
+    assert len(before) == 3
+    return args, out, before
+
+
+def test_a_failed_overwrite_leaves_the_old_shards_as_they_were(tmp_path, capsys):
+    """The old shards were unlinked before any text was read: a failed run left nothing."""
+    _, out, before = _three_shards(tmp_path)
+    bad, blank = tmp_path / "bad.txt", tmp_path / "blank.txt"
+    bad.write_bytes(b"Fine first line.\n\xff\xfe broken\n")
+    blank.write_text("\n\n   \n")
+    base = ["--vocab-file", str(VOCAB), "--output-dir", str(out), "--prefix", "p", "--overwrite"]
+    for args, message in (
+        (["--input", str(bad)], "not valid utf-8-sig text"),
+        (["--input", str(blank)], "no text found"),
+        (["--input", str(BOOK), "--gutenberg", "--documents", "500:600"], "no text found"),
+    ):
+        assert message in cli_error(capsys, [*args, *base])
+        assert _folder(out) == before, args
+    # A failure after new shards were written: the single-document warning, made an error.
+    prose = tmp_path / "prose.txt"
+    prose.write_text(" ".join(f"Sentence number {i} is here." for i in range(200)) + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CreationWarning)
+        with pytest.raises(CreationWarning, match="single document"):
+            create_pretraining_data(
+                [prose], VOCAB, out, CreationOptions(InstanceOptions(max_seq_length=32,
+                max_predictions_per_seq=5), shard_size=20), _paragraphs(), prefix="p",
+                overwrite=True, progress=False, workers=2)
+    assert _folder(out) == before
+
+
+def test_ctrl_c_in_an_overwrite_puts_the_old_shards_back(tmp_path, monkeypatch, capsys):
+    import h5py
+
+    from bert_tutorial.hdf5_format import FIELDS
+
+    args, out, before = _three_shards(tmp_path)
+    real, calls = h5py.Group.create_dataset, []
+
+    def interrupted(self, *a, **kw):
+        calls.append(a[0])
+        if len(calls) == len(FIELDS) + 2:  # in the second new shard, the first one in place
+            raise KeyboardInterrupt
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", interrupted)
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--seed", "99", "--overwrite"])
+    assert stop.value.code == 130 and "put back" in capsys.readouterr().err
+    assert _folder(out) == before
+
+
+def test_a_successful_overwrite_leaves_only_the_new_shards(tmp_path):
+    args, out, before = _three_shards(tmp_path)
+    assert main([*args, "--shard-size", "1000", "--seed", "99", "--overwrite"]) == 0
+    after = _folder(out)  # one shard: no stale p_shard_00001/2, no hidden folder left
+    assert list(after) == ["p_shard_00000.hdf5"]
+    assert after["p_shard_00000.hdf5"] != before["p_shard_00000.hdf5"]
