@@ -67,6 +67,20 @@ def _shard_pattern(prefix: str, names: Sequence[str] | None, suffix: str = "") -
     )
 
 
+def remove_temporary_shards(output_dir: Path, prefix: str, names: Sequence[str] | None) -> None:
+    """Remove the ``<shard>.hdf5.tmp`` files of this run's shard names from ``output_dir``.
+
+    A shard is written under that name and renamed when complete (``hdf5_format``);
+    a worker process terminated mid-write (an error elsewhere ends the pool at once)
+    cannot remove its own. Only this run's names are touched: other runs (other
+    prefixes, other machines' ``--per-file`` names) may be writing into the folder.
+    """
+    pattern = _shard_pattern(prefix, names, ".tmp")
+    for path in output_dir.iterdir():
+        if pattern.match(path.name):
+            path.unlink(missing_ok=True)
+
+
 def _set_aside(output_dir: Path, prefix: str, old: Sequence[Path]) -> Path:
     """Move ``old`` shards into a new hidden folder of ``output_dir`` (renames: nothing copied).
 
@@ -109,7 +123,8 @@ def prepared_output(
     old shards are set aside (:func:`_set_aside`) and deleted only when the run has
     written every new shard; on any error, Ctrl-C included, they are put back
     exactly as they were, so a failed run never loses them. (A run killed outright
-    leaves them in ``.<prefix>-replaced-*``: kept, never deleted.)
+    leaves them in ``.<prefix>-replaced-*``: kept, never deleted.) Any failure also
+    removes this run's temporary shard files (:func:`remove_temporary_shards`).
     """
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -126,6 +141,7 @@ def prepared_output(
     try:
         yield
     except BaseException:
+        remove_temporary_shards(output_dir, prefix, names)
         if aside is not None:
             _put_back(aside, output_dir, shards)
         raise

@@ -15,6 +15,7 @@
 | a .gz (.bz2, .xz, .zip, .zst) input | exit 2 naming the file and the compression, even with --errors replace |
 | --overwrite, then the run fails (bad bytes, no text, Ctrl-C...) | the old shards are put back byte for byte |
 | --overwrite with fewer shards than before | only the new shards remain |
+| --workers 2, a write cut off mid-shard | no *.hdf5.tmp is left |
 """
 
 from __future__ import annotations
@@ -337,3 +338,47 @@ def test_a_successful_overwrite_leaves_only_the_new_shards(tmp_path):
     after = _folder(out)  # one shard: no stale p_shard_00001/2, no hidden folder left
     assert list(after) == ["p_shard_00000.hdf5"]
     assert after["p_shard_00000.hdf5"] != before["p_shard_00000.hdf5"]
+
+
+# --- a failed run leaves no temporary shard file ---------------------------------------------
+
+
+def test_remove_temporary_shards_removes_this_runs_only(tmp_path):
+    from bert_tutorial.shard_writer import remove_temporary_shards
+
+    names = ["p_shard_00000.hdf5.tmp", "p_a_shard_00001.hdf5.tmp", "p_b_shard_00000.hdf5.tmp",
+             "q_shard_00000.hdf5.tmp", "p_shard_00000.hdf5", "p_shard_x.hdf5.tmp", "notes.tmp"]
+    for name in names:
+        (tmp_path / name).write_text("x")
+    remove_temporary_shards(tmp_path, "p", None)
+    assert not (tmp_path / "p_shard_00000.hdf5.tmp").exists()
+    remove_temporary_shards(tmp_path, "p", ["a"])  # --per-file: only file "a"'s
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])
+
+
+def test_a_worker_cut_off_mid_write_leaves_no_temporary_file(tmp_path, monkeypatch, capsys):
+    """A write that dies after creating its .tmp, as a worker the pool terminates does."""
+    from bert_tutorial import hdf5_format
+    from bert_tutorial.corpus import gutenberg_to_documents
+
+    chapters = gutenberg_to_documents(BOOK.read_text(encoding="utf-8"))[:3]
+    good = tmp_path / "in" / "bb-good.txt"
+    good.parent.mkdir()
+    good.write_text("\n\n".join("\n".join(chapter) for chapter in chapters) + "\n")
+    base = ["--vocab-file", str(VOCAB), "--shard-size", "40", "--workers", "2"]
+    # The issue's run: --per-file, one file undecodable; the other's worker may be mid-write.
+    (good.parent / "aa-bad.txt").write_bytes(b"fine line\n\xff\xfe broken\n")
+    err = cli_error(capsys, ["--input", str(good.parent), "--per-file", *base,
+                             "--output-dir", str(tmp_path / "o")])
+    assert "aa-bad.txt: not valid utf-8-sig" in err and not list((tmp_path / "o").glob("*.tmp"))
+
+    def cut_off(path, arrays):  # runs in the forked workers, which inherit the patch
+        Path(f"{path}.tmp").write_bytes(b"half a shard")
+        raise OSError(f"{path}: disk full")
+
+    monkeypatch.setattr(hdf5_format, "write_shard", cut_off)
+    for mode in ([], ["--per-file"]):  # shards written by the pool, or inside a file's task
+        out = tmp_path / f"out{len(mode)}"
+        err = cli_error(capsys, ["--input", str(good), *mode, *base, "--output-dir", str(out)])
+        assert "disk full" in err
+        assert not list(out.glob("*.tmp")), sorted(p.name for p in out.iterdir())
