@@ -19,9 +19,10 @@ tokenises to nothing; :class:`CorpusCounts` records how much text went through.
 
 Odd text is handled in linear time and nothing is silently dropped: a line (or
 sentence) longer than :data:`LONG_LINE_CHARS` is split into sentences, or into
-chunks at spaces where it has no sentence ends (:func:`split_long_text`), and a file
+chunks at spaces where it has no sentence ends (:func:`split_long_text`), a file
 that cannot be decoded is an error naming the file and the byte
-(:func:`read_documents`, with ``encoding`` and ``errors`` as in :func:`open`).
+(:func:`read_documents`, with ``encoding`` and ``errors`` as in :func:`open`), and a
+compressed file (gzip, bzip2, xz, zip, zstd) is an error naming it, never text.
 """
 
 from __future__ import annotations
@@ -249,6 +250,7 @@ def read_documents(files: Iterable[Path], corpus: CorpusOptions) -> Iterator[lis
     and which options get past it.
     """
     for path in files:
+        _refuse_compressed(path)
         try:
             with path.open(encoding=corpus.encoding, errors=corpus.errors) as f:
                 yield from _documents_of(f, corpus)
@@ -256,6 +258,27 @@ def read_documents(files: Iterable[Path], corpus: CorpusOptions) -> Iterator[lis
             raise ValueError(_decode_error_message(path, corpus.encoding, exc)) from exc
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from exc
+
+
+#: The first bytes of compressed files (bz2's "BZh" only with a digit and a block or end marker,
+#: so a text that starts with "BZh" is still text): read as text they fail to decode, and with
+#: ``--errors replace`` they would silently become training data.
+_COMPRESSED_MAGIC = (
+    ("gzip", re.compile(rb"\x1f\x8b")),
+    ("bzip2", re.compile(rb"BZh[1-9](?:\x31\x41\x59\x26\x53\x59|\x17\x72\x45\x38\x50\x90)")),
+    ("xz", re.compile(rb"\xfd7zXZ\x00")),
+    ("zip", re.compile(rb"PK\x03\x04")),
+    ("zstd", re.compile(rb"\x28\xb5\x2f\xfd")),
+)
+
+
+def _refuse_compressed(path: Path) -> None:
+    """A named error for a compressed input file, whatever ``--encoding`` and ``--errors`` say."""
+    with path.open("rb") as f:
+        head = f.read(10)
+    for kind, magic in _COMPRESSED_MAGIC:
+        if magic.match(head):
+            raise ValueError(f"{path}: a {kind}-compressed file, not text: decompress it first")
 
 
 def _decode_error_message(path: Path, encoding: str, exc: UnicodeDecodeError) -> str:

@@ -49,7 +49,7 @@ from typing import Any
 from .corpus import CorpusOptions, find_input_files, parse_document_range
 from .create_pipeline import CreationOptions, Job, Summary, run_one_stream, run_per_file
 from .instances import InstanceOptions, VocabInfo
-from .shard_writer import check_output_dir, prepare_output, shard_name
+from .shard_writer import check_output_dir, prepared_output, shard_name
 from .wordpiece import WordPieceTokenizer
 
 __all__ = ["CreationOptions", "CreationWarning", "Summary", "create_pretraining_data", "main"]
@@ -127,7 +127,9 @@ def create_pretraining_data(
 
     ``options`` decides the instances and shards, ``corpus`` how the files are read
     (both default to the command line's defaults). Existing shards of ``prefix`` are
-    an error unless ``overwrite``, so two runs never mix silently. ``workers`` > 1
+    an error unless ``overwrite``, so two runs never mix silently; ``overwrite`` deletes
+    them only once every new shard is written, and a failed run puts them back as
+    they were (``shard_writer.prepared_output``). ``workers`` > 1
     runs the work that draws no random numbers in that many processes; the shards
     are the same bytes for any number.
     """
@@ -142,26 +144,33 @@ def create_pretraining_data(
     vocab = VocabInfo.from_vocab(tokenizer.get_vocab())
     files = find_input_files(inputs)
     names = _per_file_names(files) if options.per_file else None
-    prepare_output(output_dir, prefix, overwrite, names)
     job = Job(output_dir, prefix, options, corpus)
-    pool_context: Any = nullcontext(None)
-    if workers > 1:
-        from .create_workers import WorkerPool
+    # Everything that can fail after old shards were set aside (reading, writing, "no text",
+    # a warning made an error) runs inside: a failure puts them back.
+    with prepared_output(output_dir, prefix, overwrite, names):
+        pool_context: Any = nullcontext(None)
+        if workers > 1:
+            from .create_workers import WorkerPool
 
-        pool_context = WorkerPool(workers, tokenizer, vocab)
-    with pool_context as pool:
-        run = run_per_file if options.per_file else run_one_stream
-        summary = run(files, job, tokenizer, vocab, pool, progress)
-    if not summary.shards:  # name the files (and the range, if one was set)
-        where = ", ".join(map(str, files))
-        documents = corpus.documents
-        if documents != slice(None):  # as it was typed: 10:, :5 or 10:20
-            start = "" if documents.start is None else documents.start
-            stop = "" if documents.stop is None else documents.stop
-            where += f" (document range {start}:{stop})"
-        raise ValueError(f"no text found in {where}")
-    _warn_single_document_blocks(summary)
+            pool_context = WorkerPool(workers, tokenizer, vocab)
+        with pool_context as pool:  # ended (workers terminated on an error) before the cleanup
+            run = run_per_file if options.per_file else run_one_stream
+            summary = run(files, job, tokenizer, vocab, pool, progress)
+        if not summary.shards:
+            raise ValueError(f"no text found in {_where(files, corpus)}")
+        _warn_single_document_blocks(summary)
     return summary
+
+
+def _where(files: Sequence[Path], corpus: CorpusOptions) -> str:
+    """The input files, and the document range if one was set, for the "no text" error."""
+    where = ", ".join(map(str, files))
+    documents = corpus.documents
+    if documents != slice(None):  # as it was typed: 10:, :5 or 10:20
+        start = "" if documents.start is None else documents.start
+        stop = "" if documents.stop is None else documents.stop
+        where += f" (document range {start}:{stop})"
+    return where
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,7 +188,7 @@ def _add_io_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--prefix", default="pretrain",
                     help="shards are named <prefix>_shard_00000.hdf5 (default: %(default)s)")
     io.add_argument("--overwrite", action="store_true",
-                    help="replace existing shards of the same prefix")
+                    help="replace existing shards of the same prefix (kept if the run fails)")
     fmt = io.add_mutually_exclusive_group()
     fmt.add_argument("--split-sentences", action="store_true",
                      help="input is raw prose: split paragraphs into sentences")
@@ -268,12 +277,14 @@ def _max_predictions_for(max_seq_length: int, masked_lm_prob: float) -> int:
 
 def _options_from_args(args: argparse.Namespace) -> tuple[CreationOptions, CorpusOptions]:
     """The parsed command line as the two option groups of :func:`create_pretraining_data`."""
+    max_predictions = args.max_predictions_per_seq
+    if max_predictions is None:  # not `or`: an explicit 0 must reach the range check, not become 20
+        max_predictions = _max_predictions_for(args.max_seq_length, args.masked_lm_prob)
     instances = InstanceOptions(
         max_seq_length=args.max_seq_length,
         short_seq_prob=args.short_seq_prob,
         masked_lm_prob=args.masked_lm_prob,
-        max_predictions_per_seq=args.max_predictions_per_seq
-        or _max_predictions_for(args.max_seq_length, args.masked_lm_prob),
+        max_predictions_per_seq=max_predictions,
         whole_word_masking=args.whole_word_masking,
     )
     creation = CreationOptions(
@@ -348,9 +359,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError, re.error) as exc:
             parser.exit(2, f"{parser.prog}: error: {exc}\n")
         except KeyboardInterrupt:  # shards are renamed into place only when complete
+            replaced = " (the old ones, put back, where --overwrite had set some aside)"
             parser.exit(130, f"{parser.prog}: interrupted; the shards already in "
-                        f"{args.output_dir} are complete, the run is not: run it again with "
-                        "--overwrite\n")
+                        f"{args.output_dir} are complete{replaced if args.overwrite else ''}, "
+                        "the run is not: run it again with --overwrite\n")
     if not args.quiet:
         _report(summary)
     return 0

@@ -2,10 +2,11 @@
 
 Shards are ``<output_dir>/<prefix>_shard_00000.hdf5``, or with ``--per-file``
 ``<output_dir>/<prefix>_<file stem>_shard_00000.hdf5``, so runs over disjoint sets of
-files (on several machines) never produce the same name. :func:`prepare_output`
+files (on several machines) never produce the same name. :func:`prepared_output`
 turns every problem with the folder into one error that names it, before any text is
-read; :class:`ShardWriter` buffers instances, shuffles each full buffer and hands
-it as arrays to a write function (in this process, or in a worker process with
+read, and puts old shards back if a run with ``--overwrite`` fails;
+:class:`ShardWriter` buffers instances, shuffles each full buffer and hands it as
+arrays to a write function (in this process, or in a worker process with
 ``--workers``).
 """
 
@@ -14,8 +15,11 @@ from __future__ import annotations
 import os
 import random
 import re
+import shutil
+import tempfile
 from array import array
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -54,29 +58,95 @@ def check_output_dir(output_dir: Path) -> None:
         raise ValueError(f"--output-dir {output_dir}: {existing} is not writable")
 
 
-def prepare_output(
-    output_dir: Path, prefix: str, overwrite: bool, names: Iterable[str] | None = None
-) -> None:
-    """Create the folder (checked by :func:`check_output_dir`); refuse (or with ``overwrite``
-    remove) old shards of the same names.
+def _shard_pattern(prefix: str, names: Sequence[str] | None, suffix: str = "") -> re.Pattern[str]:
+    """The file names of this run's shards (plus ``suffix``): ``<stem>_shard_NNNNN.hdf5``, for
+    the stem of ``prefix`` (or of each per-file name), and no other run's."""
+    stems = [shard_stem(prefix)] if names is None else [shard_stem(prefix, n) for n in names]
+    return re.compile(
+        rf"^(?:{'|'.join(map(re.escape, stems))})_shard_\d{{5,}}\.hdf5{re.escape(suffix)}$"
+    )
+
+
+def remove_temporary_shards(output_dir: Path, prefix: str, names: Sequence[str] | None) -> None:
+    """Remove the ``<shard>.hdf5.tmp`` files of this run's shard names from ``output_dir``.
+
+    A shard is written under that name and renamed when complete (``hdf5_format``);
+    a worker process terminated mid-write (an error elsewhere ends the pool at once)
+    cannot remove its own. Only this run's names are touched: other runs (other
+    prefixes, other machines' ``--per-file`` names) may be writing into the folder.
+    """
+    pattern = _shard_pattern(prefix, names, ".tmp")
+    for path in output_dir.iterdir():
+        if pattern.match(path.name):
+            path.unlink(missing_ok=True)
+
+
+def _set_aside(output_dir: Path, prefix: str, old: Sequence[Path]) -> Path:
+    """Move ``old`` shards into a new hidden folder of ``output_dir`` (renames: nothing copied).
+
+    Hidden and in a folder of its own, so nothing that globs ``*.hdf5`` reads them;
+    a unique name, so runs of other files sharing the folder never collide.
+    """
+    aside = Path(tempfile.mkdtemp(prefix=f".{prefix}-replaced-", dir=output_dir))
+    moved: list[Path] = []
+    try:
+        for path in old:
+            path.rename(aside / path.name)
+            moved.append(path)
+    except BaseException:  # put back what was moved: the folder must stay as it was
+        for path in moved:
+            (aside / path.name).rename(path)
+        aside.rmdir()
+        raise
+    return aside
+
+
+def _put_back(aside: Path, output_dir: Path, pattern: re.Pattern[str]) -> None:
+    """Undo :func:`_set_aside` after a failed run: its new shards go, the old ones come back."""
+    for path in output_dir.iterdir():
+        if pattern.match(path.name):  # written by this run: would mix with the old ones
+            path.unlink()
+    for path in aside.iterdir():
+        path.rename(output_dir / path.name)
+    aside.rmdir()
+
+
+@contextmanager
+def prepared_output(
+    output_dir: Path, prefix: str, overwrite: bool, names: Sequence[str] | None = None
+) -> Iterator[None]:
+    """Around a run: create the folder (checked by :func:`check_output_dir`), refuse (or with
+    ``overwrite`` replace) old shards of the same names, and clean up if the run fails.
 
     With per-file ``names`` only those files' shards count, so machines writing the
-    shards of other files into a shared folder are left alone.
+    shards of other files into a shared folder are left alone. With ``overwrite`` the
+    old shards are set aside (:func:`_set_aside`) and deleted only when the run has
+    written every new shard; on any error, Ctrl-C included, they are put back
+    exactly as they were, so a failed run never loses them. (A run killed outright
+    leaves them in ``.<prefix>-replaced-*``: kept, never deleted.) Any failure also
+    removes this run's temporary shard files (:func:`remove_temporary_shards`).
     """
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ValueError(f"--output-dir {output_dir}: cannot create it ({exc.strerror})") from exc
-    stems = [shard_stem(prefix)] if names is None else [shard_stem(prefix, n) for n in names]
-    pattern = re.compile(rf"^(?:{'|'.join(map(re.escape, stems))})_shard_\d{{5,}}\.hdf5$")
-    old = sorted(p for p in output_dir.iterdir() if pattern.match(p.name))
+    shards = _shard_pattern(prefix, names)
+    old = sorted(p for p in output_dir.iterdir() if shards.match(p.name))
     if old and not overwrite:
         raise ValueError(
             f"{output_dir}: already holds {len(old)} '{prefix}' shard(s) (e.g. {old[0].name}); "
             "pass --overwrite to replace them or choose another --prefix"
         )
-    for path in old:
-        path.unlink()
+    aside = _set_aside(output_dir, prefix, old) if old else None
+    try:
+        yield
+    except BaseException:
+        remove_temporary_shards(output_dir, prefix, names)
+        if aside is not None:
+            _put_back(aside, output_dir, shards)
+        raise
+    if aside is not None:
+        shutil.rmtree(aside)
 
 
 def _padded(rows: Sequence[Sequence[int]], width: int) -> np.ndarray:

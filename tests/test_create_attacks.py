@@ -11,6 +11,11 @@
 | --output-dir that is a file, or below a file | exit 2, message names the folder |
 | --masked-lm-prob 0.3 at T=128 | P = 38 by default; an explicit P = 20 warns |
 | --help, a small run | transformers is never imported |
+| --max-predictions-per-seq 0 | exit 2, the range error of 500 (was: silently 20) |
+| a .gz (.bz2, .xz, .zip, .zst) input | exit 2 naming the file and the compression, even with --errors replace |
+| --overwrite, then the run fails (bad bytes, no text, Ctrl-C...) | the old shards are put back byte for byte |
+| --overwrite with fewer shards than before | only the new shards remain |
+| --workers 2, a write cut off mid-shard | no *.hdf5.tmp is left |
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ import random
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_create_data import VOCAB, cli_error, read_all, restore, run_cli
+from test_create_data import BOOK, VOCAB, cli_error, read_all, restore, run_cli
 
 from bert_tutorial.corpus import split_long_text, split_sentences
 from bert_tutorial.create_data import CreationWarning, create_pretraining_data, main
@@ -215,3 +221,164 @@ def test_ctrl_c_while_writing_a_shard_leaves_complete_shards_and_a_message(tmp_p
     assert f"interrupted; the shards already in {out} are complete" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["pretrain_shard_00000.hdf5"]
     assert len(read_shard(inspect_shard(out / "pretrain_shard_00000.hdf5"))["input_ids"]) == 40
+
+
+def test_zero_max_predictions_is_the_range_error_not_the_default(tmp_path, capsys):
+    """--max-predictions-per-seq 0 was read as "not given" and silently became 20."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("One line of text.\nAnother line of text.\n\nA second document.\nEnd.\n")
+    base = ["--input", str(corpus), "--vocab-file", str(VOCAB), "--output-dir", str(tmp_path / "o")]
+    for value in ("0", "500"):
+        err = cli_error(capsys, [*base, "--max-predictions-per-seq", value])
+        assert f"max_predictions_per_seq must be in [1, max_seq_length], got {value}" in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_a_compressed_input_is_a_named_error_whatever_the_errors_option(tmp_path, capsys):
+    """A .gz was decoded as text: the error suggested --errors replace, which trained on its bytes."""
+    import bz2
+    import gzip
+    import lzma
+    import zipfile
+
+    text = b"One line of text.\nAnother line of text.\n\nA second document.\nEnd.\n"
+    files = {"gzip": tmp_path / "c.txt.gz", "bzip2": tmp_path / "c.txt.bz2",
+             "xz": tmp_path / "c.txt.xz", "zip": tmp_path / "c.zip", "zstd": tmp_path / "c.zst"}
+    files["gzip"].write_bytes(gzip.compress(text))
+    files["bzip2"].write_bytes(bz2.compress(text))
+    files["xz"].write_bytes(lzma.compress(text))
+    with zipfile.ZipFile(files["zip"], "w") as archive:
+        archive.writestr("c.txt", text)
+    files["zstd"].write_bytes(b"\x28\xb5\x2f\xfd" + bytes(range(40)))  # a frame header's magic
+    for kind, path in files.items():
+        base = ["--input", str(path), "--vocab-file", str(VOCAB), "--max-seq-length", "16"]
+        for extra in ([], ["--errors", "replace"], ["--encoding", "latin-1"]):
+            out = tmp_path / f"o-{kind}-{len(extra)}"
+            err = cli_error(capsys, [*base, *extra, "--output-dir", str(out)])
+            assert f"{path}: a {kind}-compressed file, not text: decompress it first" in err
+            assert "Traceback" not in err and not list(out.glob("*.hdf5"))
+    plain = tmp_path / "bzh.txt"  # text that starts like a bzip2 header is still text
+    plain.write_text("BZh9 is not a header here.\n" + text.decode())
+    assert main(["--input", str(plain), "--vocab-file", str(VOCAB), "--max-seq-length", "16",
+                 "--output-dir", str(tmp_path / "plain"), "--quiet"]) == 0
+
+
+# --- --overwrite keeps the old shards until the new ones are written ---------------------------
+
+
+def _folder(path: Path) -> dict[str, bytes]:
+    """Every entry of ``path`` (hidden ones too) as name -> bytes; a sub-folder fails the test."""
+    assert all(p.is_file() for p in path.iterdir()), sorted(p.name for p in path.iterdir())
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+
+
+def _three_shards(tmp_path: Path) -> tuple[list[str], Path, dict[str, bytes]]:
+    """A run of prefix "p" into tmp_path/out1 with three shards: (its arguments, out1, its files)."""
+    out = tmp_path / "out1"
+    args = ["--input", str(BOOK), "--gutenberg", "--documents", "0:3", "--vocab-file", str(VOCAB),
+            "--output-dir", str(out), "--prefix", "p", "--dupe-factor", "1", "--shard-size", "15",
+            "--quiet"]
+    assert main(args) == 0
+    before = _folder(out)
+    assert len(before) == 3
+    return args, out, before
+
+
+def test_a_failed_overwrite_leaves_the_old_shards_as_they_were(tmp_path, capsys):
+    """The old shards were unlinked before any text was read: a failed run left nothing."""
+    _, out, before = _three_shards(tmp_path)
+    bad, blank = tmp_path / "bad.txt", tmp_path / "blank.txt"
+    bad.write_bytes(b"Fine first line.\n\xff\xfe broken\n")
+    blank.write_text("\n\n   \n")
+    base = ["--vocab-file", str(VOCAB), "--output-dir", str(out), "--prefix", "p", "--overwrite"]
+    for args, message in (
+        (["--input", str(bad)], "not valid utf-8-sig text"),
+        (["--input", str(blank)], "no text found"),
+        (["--input", str(BOOK), "--gutenberg", "--documents", "500:600"], "no text found"),
+    ):
+        assert message in cli_error(capsys, [*args, *base])
+        assert _folder(out) == before, args
+    # A failure after new shards were written: the single-document warning, made an error.
+    prose = tmp_path / "prose.txt"
+    prose.write_text(" ".join(f"Sentence number {i} is here." for i in range(200)) + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CreationWarning)
+        with pytest.raises(CreationWarning, match="single document"):
+            create_pretraining_data(
+                [prose], VOCAB, out, CreationOptions(InstanceOptions(max_seq_length=32,
+                max_predictions_per_seq=5), shard_size=20), _paragraphs(), prefix="p",
+                overwrite=True, progress=False, workers=2)
+    assert _folder(out) == before
+
+
+def test_ctrl_c_in_an_overwrite_puts_the_old_shards_back(tmp_path, monkeypatch, capsys):
+    import h5py
+
+    from bert_tutorial.hdf5_format import FIELDS
+
+    args, out, before = _three_shards(tmp_path)
+    real, calls = h5py.Group.create_dataset, []
+
+    def interrupted(self, *a, **kw):
+        calls.append(a[0])
+        if len(calls) == len(FIELDS) + 2:  # in the second new shard, the first one in place
+            raise KeyboardInterrupt
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", interrupted)
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--seed", "99", "--overwrite"])
+    assert stop.value.code == 130 and "put back" in capsys.readouterr().err
+    assert _folder(out) == before
+
+
+def test_a_successful_overwrite_leaves_only_the_new_shards(tmp_path):
+    args, out, before = _three_shards(tmp_path)
+    assert main([*args, "--shard-size", "1000", "--seed", "99", "--overwrite"]) == 0
+    after = _folder(out)  # one shard: no stale p_shard_00001/2, no hidden folder left
+    assert list(after) == ["p_shard_00000.hdf5"]
+    assert after["p_shard_00000.hdf5"] != before["p_shard_00000.hdf5"]
+
+
+# --- a failed run leaves no temporary shard file ---------------------------------------------
+
+
+def test_remove_temporary_shards_removes_this_runs_only(tmp_path):
+    from bert_tutorial.shard_writer import remove_temporary_shards
+
+    names = ["p_shard_00000.hdf5.tmp", "p_a_shard_00001.hdf5.tmp", "p_b_shard_00000.hdf5.tmp",
+             "q_shard_00000.hdf5.tmp", "p_shard_00000.hdf5", "p_shard_x.hdf5.tmp", "notes.tmp"]
+    for name in names:
+        (tmp_path / name).write_text("x")
+    remove_temporary_shards(tmp_path, "p", None)
+    assert not (tmp_path / "p_shard_00000.hdf5.tmp").exists()
+    remove_temporary_shards(tmp_path, "p", ["a"])  # --per-file: only file "a"'s
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])
+
+
+def test_a_worker_cut_off_mid_write_leaves_no_temporary_file(tmp_path, monkeypatch, capsys):
+    """A write that dies after creating its .tmp, as a worker the pool terminates does."""
+    from bert_tutorial import hdf5_format
+    from bert_tutorial.corpus import gutenberg_to_documents
+
+    chapters = gutenberg_to_documents(BOOK.read_text(encoding="utf-8"))[:3]
+    good = tmp_path / "in" / "bb-good.txt"
+    good.parent.mkdir()
+    good.write_text("\n\n".join("\n".join(chapter) for chapter in chapters) + "\n")
+    base = ["--vocab-file", str(VOCAB), "--shard-size", "40", "--workers", "2"]
+    # The issue's run: --per-file, one file undecodable; the other's worker may be mid-write.
+    (good.parent / "aa-bad.txt").write_bytes(b"fine line\n\xff\xfe broken\n")
+    err = cli_error(capsys, ["--input", str(good.parent), "--per-file", *base,
+                             "--output-dir", str(tmp_path / "o")])
+    assert "aa-bad.txt: not valid utf-8-sig" in err and not list((tmp_path / "o").glob("*.tmp"))
+
+    def cut_off(path, arrays):  # runs in the forked workers, which inherit the patch
+        Path(f"{path}.tmp").write_bytes(b"half a shard")
+        raise OSError(f"{path}: disk full")
+
+    monkeypatch.setattr(hdf5_format, "write_shard", cut_off)
+    for mode in ([], ["--per-file"]):  # shards written by the pool, or inside a file's task
+        out = tmp_path / f"out{len(mode)}"
+        err = cli_error(capsys, ["--input", str(good), *mode, *base, "--output-dir", str(out)])
+        assert "disk full" in err
+        assert not list(out.glob("*.tmp")), sorted(p.name for p in out.iterdir())
