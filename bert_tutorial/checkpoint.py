@@ -35,6 +35,7 @@ import torch
 from transformers import BertForPreTraining
 from transformers.utils import logging as hf_logging
 
+from .config import ConfigError
 from .safe_io import disk_full_error, fsync_dir, is_disk_full
 
 CHECKPOINTS = "checkpoints"
@@ -223,6 +224,24 @@ def prune_checkpoints(output_dir: str | Path, keep_last: int) -> None:
     if keep_last > 0:
         for old in list_checkpoints(output_dir)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def check_global_batch(checkpoint: Path, state: dict[str, Any], batch_size: int,
+                       grad_accum_steps: int, world_size: int) -> None:
+    """Refuse to resume with another global batch: the step count, LR schedule and data
+    position are counted in optimizer steps of that many sequences."""
+    saved = state.get("samples_per_step", batch_size * grad_accum_steps * state.get("world_size", 1))
+    mine = batch_size * grad_accum_steps * world_size
+    if saved != mine:
+        per_process = saved / (batch_size * world_size)
+        hint = (f"e.g. --grad-accum-steps {int(per_process)}" if per_process.is_integer()
+                else "choose batch_size x grad_accum_steps x processes to match")
+        raise ConfigError(
+            f"{checkpoint}: trained with {saved} sequences per optimizer step, but this run has "
+            f"{mine} (batch_size {batch_size} x grad_accum_steps {grad_accum_steps} x {world_size} "
+            f"processes). The step count, LR schedule and data position are in optimizer steps: "
+            f"keep the global batch ({hint})"
+        )
 
 
 def load_training_state(checkpoint: str | Path) -> dict[str, Any]:

@@ -54,6 +54,12 @@ def append_record(path: Path, record: dict[str, Any]) -> None:
         raise
 
 
+def has_eval_at(path: Path, step: int) -> bool:
+    """Whether the log holds an evaluation of ``step`` (False for a missing file)."""
+    return path.exists() and any(isinstance(r, dict) and r.get("kind") == "eval" and r.get("step") == step
+                                 for r in read_metrics(path))
+
+
 def truncate_after(path: Path, step: int) -> None:
     """Drop records logged after ``step``: a resumed run will log those steps again."""
     if path.exists():

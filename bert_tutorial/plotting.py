@@ -44,6 +44,15 @@ class References:
         return {"kind": "reference", "step": 0, **asdict(self)}
 
     @classmethod
+    def measure(cls, train_paths: Sequence[Path], eval_paths: Sequence[Path], vocab_size: int) -> References:
+        """The unigram baseline on ``eval_paths``, its frequencies counted on at most the first
+        4 train shards: enough for stable frequencies, and bounded work on a large corpus."""
+        from .masking_stats import frequency_baseline
+
+        base = frequency_baseline(list(train_paths)[:4], list(eval_paths), vocab_size)
+        return cls(vocab_size, base["mlm_loss"], base["mlm_accuracy"])
+
+    @classmethod
     def from_records(cls, records: Records) -> References | None:
         found = [r for r in records if r.get("kind") == "reference"]
         if not found:

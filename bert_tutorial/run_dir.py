@@ -196,14 +196,30 @@ def inputs_record(vocab_file: str | Path, model_name_or_path: str | None) -> dic
     return {"vocab_sha256": ckpt.file_sha256(Path(vocab_file)), "model": model}
 
 
-def inputs_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Which of the vocabulary and the starting model differ (records of older runs: none)."""
-    was, now = old.get("inputs"), new.get("inputs")
-    if was is None or now is None:
-        return []
-    names = {"vocab_sha256": "vocab_file", "model": "model_name_or_path"}
-    return [f"{names.get(k, k)} (contents differ)" for k in sorted(set(was) | set(now))
-            if was.get(k) != now.get(k)]
+def inputs_differences(recorded: dict[str, Any] | None, data: dict[str, Any],
+                       existing: dict[str, Any], mine: dict[str, Any]) -> list[str]:
+    """Whether the vocabulary or the starting model differ from the run's.
+
+    By contents (``data.json``'s ``inputs``); for a run recorded before contents were
+    (or whose record is lost), by path, as then. A starting model whose contents cannot
+    be compared now (its folder is gone, or one side is a hub name) is only warned
+    about: resuming reads the weights from the checkpoint, not from it.
+    """
+    was, now = (recorded or {}).get("inputs"), data.get("inputs")
+    if not was or not now:
+        return [f"{k} ({existing.get(k)} -> {mine.get(k)})" for k in ("vocab_file", "model_name_or_path")
+                if existing.get(k) != mine.get(k)]
+    out = ["vocab_file (contents differ)"] if was.get("vocab_sha256") != now.get("vocab_sha256") else []
+    old, new = was.get("model"), now.get("model")
+    hashed = [str(m).startswith("sha256:") for m in (old, new)]
+    if all(hashed) and old != new:
+        out.append("model_name_or_path (contents differ)")
+    elif not any(hashed) and old != new:
+        out.append(f"model_name_or_path ({old} -> {new})")
+    elif any(hashed) and not all(hashed):
+        warnings.warn(f"model_name_or_path: cannot compare {mine.get('model_name_or_path')} with the "
+                      "model the run started from; resuming from the checkpoint's weights", stacklevel=5)
+    return out
 
 
 def data_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -288,7 +304,7 @@ class RunDir:
         if not cfg.resume:
             raise RunDirError(f"{self.folder}: holds checkpoints of this run but resume=False; "
                               "pass resume=True to continue it or choose another output_dir")
-        self._check_data(data, cfg.allow_data_change)  # cheap, so before reading checkpoints
+        self._check_data(data, cfg.allow_data_change, existing, cfg.to_dict())  # before reading checkpoints
         return self._choose_checkpoint()
 
     def _make_folder_and_lock(self) -> None:
@@ -345,12 +361,25 @@ class RunDir:
                           f"from {found}", stacklevel=4)
         return found
 
-    def _check_data(self, data: dict[str, Any], allowed: bool) -> None:
+    def _check_data(self, data: dict[str, Any], allowed: bool, existing: dict[str, Any],
+                    mine: dict[str, Any]) -> None:
         record = self.data_file
         latest = ckpt.latest_checkpoint(self.folder)
         if not record.exists() and latest is not None and (latest / DATA_FILE).is_file():
             record = latest / DATA_FILE  # every checkpoint keeps a copy, as of train_config.json
-        if not record.exists():
+        recorded = None
+        if record.exists():
+            try:
+                recorded = json.loads(record.read_text())
+            except (OSError, ValueError) as exc:
+                raise RunDirError(f"{record}: unreadable ({exc}); restore it, or pass "
+                                  "--allow-data-change to resume with the current data") from exc
+        other = inputs_differences(recorded, data, existing, mine)
+        if other:  # another vocabulary or starting model is another run, whatever the flags
+            raise RunDirError(f"{self.folder}: holds a run made with another {', '.join(other)}; "
+                              "choose another --output-dir (that run stays as it is), or resume "
+                              "it with its own files")
+        if recorded is None:
             # Runs record their data beside the checkpoints and in them, so both were lost;
             # resuming without a record would skip the check silently.
             if not allowed:
@@ -361,16 +390,6 @@ class RunDir:
             warnings.warn(f"{self.data_file}: missing; resuming with the current data unchecked",
                           stacklevel=4)
             return
-        try:
-            recorded = json.loads(record.read_text())
-        except (OSError, ValueError) as exc:
-            raise RunDirError(f"{record}: unreadable ({exc}); restore it, or pass "
-                              "--allow-data-change to resume with the current data") from exc
-        other = inputs_differences(recorded, data)
-        if other:  # another vocabulary or starting model is another run, whatever the flags
-            raise RunDirError(f"{self.folder}: holds a run made with another {', '.join(other)}; "
-                              "choose another --output-dir (that run stays as it is), or resume "
-                              "it with its own files")
         changes = data_differences(recorded, data)
         if not changes:
             return

@@ -41,12 +41,13 @@ from .distributed import (
     DistInfo,
     barrier,
     broadcast_flag,
+    broadcast_object,
     gather_objects,
     init_distributed,
 )
 from .evaluation import evaluate
 from .loss_window import LossWindow
-from .metrics import METRICS_FILE, append_record, read_metrics, truncate_after
+from .metrics import METRICS_FILE, MetricsError, append_record, has_eval_at, truncate_after
 from .model import PretrainingModel, build_model, check_vocab, load_pretrained, unwrap
 from .optim import build_optimizer, build_scheduler, warmup_steps
 from .preemption import stop_signals
@@ -103,7 +104,8 @@ class Trainer:
         self.vocab_size = len(read_vocab(cfg.vocab_file))
         self._open_data()
         data = {**data_record({"train": self.train_data, "eval": self.eval_data}),
-                "inputs": inputs_record(cfg.vocab_file, cfg.model_name_or_path)}
+                # only rank 0 checks and writes the record: the others skip the hashing
+                "inputs": inputs_record(cfg.vocab_file, cfg.model_name_or_path) if self.dist.is_main else {}}
         self.data_json = data_text(data)  # also kept in every checkpoint
         self.run_dir = RunDir(self.output_dir, is_main=self.dist.is_main)
         resume_from = self.run_dir.open(cfg, data)  # locks the folder (rank 0)
@@ -185,25 +187,15 @@ class Trainer:
         self._unchecked: list[tuple[int, StepResult]] = []
         #: Every evaluation of this process's ``fit`` (a resumed run starts a new list).
         self.eval_history: list[dict[str, Any]] = []
-        #: A run stopped during its last step was saved before its final evaluation.
-        self._final_eval_pending = False
+        #: A run stopped in an epoch's (or the run's) last step was saved before evaluating it.
+        self._eval_pending = False
         if resume_from is not None:
             self._load_state(resume_from)
 
     def _load_state(self, checkpoint: Path) -> None:
         state = ckpt.load_training_state(checkpoint)
-        saved = state.get("samples_per_step",
-                          self.cfg.batch_size * self.cfg.grad_accum_steps * state.get("world_size", 1))
-        if saved != self.samples_per_step:
-            per_process = saved / (self.cfg.batch_size * self.dist.world_size)
-            hint = (f"e.g. --grad-accum-steps {int(per_process)}" if per_process.is_integer()
-                    else "choose batch_size x grad_accum_steps x processes to match")
-            raise ConfigError(
-                f"{checkpoint}: trained with {saved} sequences per optimizer step, but this run has "
-                f"{self.samples_per_step} (batch_size {self.cfg.batch_size} x grad_accum_steps "
-                f"{self.cfg.grad_accum_steps} x {self.dist.world_size} processes). The step count, LR "
-                f"schedule and data position are in optimizer steps: keep the global batch ({hint})"
-            )
+        ckpt.check_global_batch(checkpoint, state, self.cfg.batch_size, self.cfg.grad_accum_steps,
+                                self.dist.world_size)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         load_scaler_state(self.scaler, state["scaler"])
@@ -211,21 +203,38 @@ class Trainer:
         if p.step > self.total_steps:  # fewer steps now (--allow-data-change with less data)
             raise ConfigError(
                 f"{checkpoint}: the run is at step {p.step}, past the {self.total_steps} steps the "
-                f"current data give (--epochs {self.cfg.epochs}, --max-steps {self.cfg.max_steps}); "
-                "raise --epochs or --max-steps, or resume with the data it started on")
+                f"current data give; resume with the data it started on, or train on these data "
+                "in another --output-dir")
         if p.epoch_samples > self.steps_per_epoch * self.samples_per_step:
             p.epoch, p.epoch_samples = p.epoch + 1, 0  # the data shrank: this epoch is over
         rngs = state.get("rng_per_rank") or [state["rng"]]
         if self.dist.rank < len(rngs):
             ckpt.set_rng_state(rngs[self.dist.rank], self.device)
         # else: a rank the checkpoint did not have keeps its seed + rank stream
-        missing = False
+        pending, problem = False, None
         if self.dist.is_main:
-            logged = read_metrics(self.metrics_file) if self.metrics_file.exists() else []
-            missing = p.step == self.total_steps and self.eval_data is not None and not any(
-                r["kind"] == "eval" and r["step"] == p.step for r in logged)
+            try:  # rank 0 reads the log; every rank must hear the verdict (or the error)
+                pending = self._evaluation_missing()
+            except MetricsError as exc:
+                problem = str(exc)
             print(f"Resumed from {checkpoint} at step {p.step}")
-        self._final_eval_pending = broadcast_flag(missing, self.device)  # every rank evaluates
+        pending, problem = broadcast_object((pending, problem))
+        if problem is not None:
+            raise MetricsError(problem)
+        self._eval_pending = pending
+
+    def _evaluation_missing(self) -> bool:
+        """Whether the checkpoint closes an epoch (or the run) whose evaluation was not logged.
+
+        A stop in an epoch's last step saves before ``fit`` evaluates the epoch; the
+        resumed run evaluates it first, so its log equals an uninterrupted run's.
+        """
+        p = self.progress
+        epoch_end = (p.step == self.total_steps or p.epoch_samples == 0
+                     or p.epoch_samples >= self.steps_per_epoch * self.samples_per_step)
+        if self.eval_data is None or p.step == 0 or not epoch_end:
+            return False
+        return not has_eval_at(self.metrics_file, p.step)
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -244,16 +253,22 @@ class Trainer:
                 self.run_dir.commit(self.cfg, self._data, fresh=False)
             self.model.train()  # from_pretrained() returns a model in eval mode: dropout off
             if self.progress.step == 0 and self.eval_data is not None:
-                self._write_references()
+                if self.dist.is_main:  # the plots' reference lines: what a model without knowledge scores
+                    from .plotting import References  # matplotlib only when it is needed
+
+                    refs = References.measure(self.train_data.paths, self.eval_data.paths, self.vocab_size)
+                    append_record(self.metrics_file, refs.to_record())
                 self._evaluate_and_log()  # the untrained model: where the curves start
             bar = tqdm(
                 total=self.total_steps, initial=self.progress.step, desc="train",
                 disable=not self.dist.is_main, dynamic_ncols=True,
             )
             with stop_signals(self._request_stop), bar:
-                while self.progress.step < self.total_steps or self._final_eval_pending:
-                    self._final_eval_pending = False
-                    self._train_epoch(bar)  # 0 steps left when only the final evaluation is missing
+                if self._eval_pending:  # stopped after an epoch's last step: evaluate it first
+                    self._close_epoch()
+                    final_eval = self._evaluate_and_log()
+                while self.progress.step < self.total_steps:
+                    self._train_epoch(bar)
                     if self._agree_to_stop():
                         break
                     final_eval = self._evaluate_and_log()
@@ -332,11 +347,16 @@ class Trainer:
             if self._stop_requested:
                 self.save()
                 return
+        self._close_epoch()
+        if window.steps:
+            self._log_window(window, bar)
+
+    def _close_epoch(self) -> None:
+        """Move on to the next epoch once this one's samples are all used."""
+        p = self.progress
         if p.epoch_samples // self.samples_per_step >= self.steps_per_epoch:
             p.epoch += 1
             p.epoch_samples = 0
-        if window.steps:
-            self._log_window(window, bar)
 
     def _check_updates(self) -> None:
         """Count consecutive skipped (NaN/inf) updates; give up after ``max_bad_steps``.
@@ -376,21 +396,6 @@ class Trainer:
             append_record(self.metrics_file, record)
             bar.set_postfix(mlm=f"{record['mlm_loss']:.3f}", nsp=f"{record['nsp_loss']:.3f}",
                             lr=f"{record['lr']:.2e}")
-
-    def _write_references(self) -> None:
-        """Record what a model without knowledge scores, for the plots' reference lines.
-
-        The unigram baseline's frequencies come from at most the first 4 train shards:
-        enough for stable frequencies, and bounded work on a large corpus.
-        """
-        if not self.dist.is_main:
-            return
-        from .masking_stats import frequency_baseline  # numpy only; plotting stays lazy
-        from .plotting import References
-
-        base = frequency_baseline(self.train_data.paths[:4], self.eval_data.paths, self.vocab_size)
-        references = References(self.vocab_size, base["mlm_loss"], base["mlm_accuracy"])
-        append_record(self.metrics_file, references.to_record())
 
     def _evaluate_and_log(self) -> dict[str, Any] | None:
         if self.eval_data is None:

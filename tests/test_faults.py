@@ -641,3 +641,47 @@ def test_user_mistakes_on_the_command_line_are_named_without_a_traceback(finishe
     assert main([*config_args(cfg), "--dry-run"]) in (1, 2)
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err, err
+
+
+def test_a_stop_seen_after_an_epoch_closed_resumes_to_that_epochs_evaluation(tmp_path):
+    """Under DDP a stop can be seen after the epoch closed and before its evaluation."""
+    whole = tiny_config(tmp_path / "whole", epochs=2)
+    Trainer(whole).fit()
+    cfg = tiny_config(tmp_path / "cut", epochs=2)
+    shutil.copytree(whole.output_dir, cfg.output_dir)  # then undo what followed step 8's save:
+    shutil.rmtree(Path(cfg.output_dir) / "checkpoints" / "checkpoint-00000016")
+    metrics = Path(cfg.output_dir) / "metrics.jsonl"
+    kept = [r for r in read_metrics(metrics) if r["step"] < 8 or (r["step"] == 8 and r["kind"] == "train")]
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    trainer = Trainer(TrainConfig.from_dict(whole.to_dict() | {"output_dir": cfg.output_dir}))
+    assert (trainer.progress.step, trainer.progress.epoch, trainer.progress.epoch_samples) == (8, 1, 0)
+    trainer.fit()
+
+    def log(run):
+        return [{k: v for k, v in r.items() if k not in ("seq_per_s", "elapsed_s")} for r in read_metrics(run)]
+
+    assert log(cfg.output_dir) == log(whole.output_dir)
+
+
+def test_runs_recorded_before_contents_were_compare_paths_and_a_gone_model_folder_warns(finished, tmp_path):
+    cfg = copy_of(finished, tmp_path)
+    run = Path(cfg.output_dir)
+    for record in [run / "data.json", *(c / "data.json" for c in ckpt.list_checkpoints(run))]:
+        data = json.loads(record.read_text())
+        data.pop("inputs")  # as a run made before the vocabulary was hashed
+        record.write_text(json.dumps(data))
+    for checkpoint in ckpt.list_checkpoints(run):
+        ckpt.write_manifest(checkpoint)
+    other = tmp_path / "vocab.txt"
+    shutil.copy(finished.vocab_file, other)  # the same file elsewhere: the old rule refuses
+    with pytest.raises(RunDirError, match=r"another vocab_file \(.*vocab.txt -> .*vocab.txt\)"):
+        Trainer(TrainConfig.from_dict(cfg.to_dict() | {"vocab_file": str(other)}))
+
+    start = tmp_path / "start-model"  # a run that started from a model folder, now gone
+    shutil.copytree(ckpt.latest_checkpoint(finished.output_dir), start)
+    from_model = TrainConfig.from_dict(finished.to_dict() | {"output_dir": str(tmp_path / "m"),
+                                                             "model_name_or_path": str(start), "max_steps": 4})
+    Trainer(from_model).fit()
+    shutil.rmtree(start)
+    with pytest.warns(UserWarning, match="cannot compare .*start-model with the model the run started from"):
+        assert Trainer(from_model).progress.step == 4
