@@ -38,11 +38,8 @@ from pathlib import Path
 REPO_URL = "{url}"  # set in pyproject.toml; scripts/sync_notebooks.py writes it here
 CLONE = Path("/content/repo" if "google.colab" in sys.modules else "/kaggle/working/repo")
 if ("google.colab" in sys.modules or Path("/kaggle/working").is_dir()) and not (CLONE / "bert_tutorial").is_dir():
-    if "YOUR-ACCOUNT" in REPO_URL:  # the placeholder of an unpublished copy: cloning it cannot work
-        raise RuntimeError("REPO_URL is a placeholder: set it to this repository's GitHub address "
-                           "(pyproject.toml [project.urls] Repository, then scripts/sync_notebooks.py)")
-    if subprocess.run(["git", "clone", "--depth=1", REPO_URL, str(CLONE)]).returncode:
-        raise RuntimeError(f"cannot clone {{REPO_URL}}: is the internet on (Kaggle: Session options)?")
+    if "YOUR-ACCOUNT" in REPO_URL or subprocess.run(["git", "clone", "--depth=1", REPO_URL, str(CLONE)]).returncode:
+        raise RuntimeError(f"cannot clone {{REPO_URL}}: " + ("a placeholder: set [project.urls] Repository in pyproject.toml, run scripts/sync_notebooks.py" if "YOUR-ACCOUNT" in REPO_URL else "is the internet on (Kaggle: Session options)?"))
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", str(CLONE)], check=True)
 sys.path.insert(0, str(next((p for p in [CLONE, Path.cwd(), *Path.cwd().parents] if (p / "bert_tutorial").is_dir()), ".")))
 from bert_tutorial.runtime import enter_repository  # noqa: E402

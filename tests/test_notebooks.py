@@ -205,7 +205,7 @@ def test_setup_cell_in_a_hosted_runtime(tmp_path, case):
     elif case == "clone fails":
         assert "RuntimeError: cannot clone" in out and "internet" in out and "pip" not in out
     elif case == "placeholder URL":  # nothing cloned or installed, and the fix is named
-        assert "RuntimeError: REPO_URL is a placeholder" in out and "[project.urls] Repository" in out
+        assert "RuntimeError: cannot clone" in out and "a placeholder: set [project.urls] Repository" in out
         assert "calls: []" in out
     elif case == "transformers imported":  # the same version: nothing to restart
         assert "RuntimeError" not in out and f"cwd: {tmp_path / 'repo'}" in out
