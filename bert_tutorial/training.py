@@ -205,8 +205,7 @@ class Trainer:
                 f"{checkpoint}: the run is at step {p.step}, past the {self.total_steps} steps the "
                 f"current data give; resume with the data it started on, or train on these data "
                 "in another --output-dir")
-        if p.epoch_samples > self.steps_per_epoch * self.samples_per_step:
-            p.epoch, p.epoch_samples = p.epoch + 1, 0  # the data shrank: this epoch is over
+        self._close_epoch()  # saved at an epoch's end before it closed, or the data shrank
         rngs = state.get("rng_per_rank") or [state["rng"]]
         if self.dist.rank < len(rngs):
             ckpt.set_rng_state(rngs[self.dist.rank], self.device)
@@ -230,8 +229,7 @@ class Trainer:
         resumed run evaluates it first, so its log equals an uninterrupted run's.
         """
         p = self.progress
-        epoch_end = (p.step == self.total_steps or p.epoch_samples == 0
-                     or p.epoch_samples >= self.steps_per_epoch * self.samples_per_step)
+        epoch_end = p.step == self.total_steps or p.epoch_samples == 0  # closed by _load_state
         if self.eval_data is None or p.step == 0 or not epoch_end:
             return False
         return not has_eval_at(self.metrics_file, p.step)
@@ -265,7 +263,6 @@ class Trainer:
             )
             with stop_signals(self._request_stop), bar:
                 if self._eval_pending:  # stopped after an epoch's last step: evaluate it first
-                    self._close_epoch()
                     final_eval = self._evaluate_and_log()
                 while self.progress.step < self.total_steps:
                     self._train_epoch(bar)
@@ -334,8 +331,7 @@ class Trainer:
             if p.step % cfg.log_every_steps == 0 or p.step == self.total_steps:
                 self._log_window(window, bar)
             # An epoch's last step, and the run's, are evaluated and saved by fit() instead.
-            epoch_done = (p.epoch_samples // self.samples_per_step >= self.steps_per_epoch
-                          or p.step == self.total_steps)
+            epoch_done = self._epoch_used_up() or p.step == self.total_steps
             if cfg.eval_every_steps and p.step % cfg.eval_every_steps == 0 and not epoch_done:
                 with window.paused():  # evaluation time is not training throughput
                     self._evaluate_and_log()
@@ -351,12 +347,14 @@ class Trainer:
         if window.steps:
             self._log_window(window, bar)
 
+    def _epoch_used_up(self) -> bool:
+        return self.progress.epoch_samples // self.samples_per_step >= self.steps_per_epoch
+
     def _close_epoch(self) -> None:
         """Move on to the next epoch once this one's samples are all used."""
-        p = self.progress
-        if p.epoch_samples // self.samples_per_step >= self.steps_per_epoch:
-            p.epoch += 1
-            p.epoch_samples = 0
+        if self._epoch_used_up():
+            self.progress.epoch += 1
+            self.progress.epoch_samples = 0
 
     def _check_updates(self) -> None:
         """Count consecutive skipped (NaN/inf) updates; give up after ``max_bad_steps``.

@@ -584,18 +584,19 @@ def signals_in_step(n: int, step):
     return wrapped
 
 
-def test_a_stop_in_the_last_step_still_gets_its_final_evaluation(tmp_path, monkeypatch):
-    """Stopped in its last step, a run resumes to the evaluation it skipped: the same log."""
-    whole = tiny_config(tmp_path / "whole", epochs=1)
+@pytest.mark.parametrize("epochs", [1, 2])  # step 8 ends the run, or only its first epoch
+def test_a_stop_in_the_last_step_still_gets_its_final_evaluation(tmp_path, monkeypatch, epochs):
+    """Stopped in an epoch's last step, a run resumes to the evaluation it skipped: the same log."""
+    whole = tiny_config(tmp_path / "whole", epochs=epochs)
     Trainer(whole).fit()
-    cfg = tiny_config(tmp_path / "cut", epochs=1)
+    cfg = tiny_config(tmp_path / "cut", epochs=epochs)
     real_step = training.train_step
     monkeypatch.setattr(training, "train_step", signals_in_step(8, real_step))
     assert Trainer(cfg).fit().stopped_early
     monkeypatch.setattr(training, "train_step", real_step)
     assert [r["step"] for r in read_metrics(cfg.output_dir) if r["kind"] == "eval"] == [0]
     result = Trainer(cfg).fit()
-    assert result.final_eval is not None and result.steps == 8
+    assert result.final_eval is not None and result.steps == 8 * epochs
     records = [{k: v for k, v in r.items() if k not in ("seq_per_s", "elapsed_s")}
                for r in read_metrics(cfg.output_dir)]
     expected = [{k: v for k, v in r.items() if k not in ("seq_per_s", "elapsed_s")}
