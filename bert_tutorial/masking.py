@@ -88,10 +88,7 @@ def _mask_rows(
 
     # A uniformly random subset of each row's candidates: the positions with the smallest keys.
     keys = np.where(candidate, rng.random((n, width)), 2.0)
-    if predictions < width:  # the P smallest keys of each row, in no order
-        smallest = np.argpartition(keys, predictions - 1, axis=1)[:, :predictions]
-    else:
-        smallest = np.broadcast_to(np.arange(width), (n, width))
+    smallest = np.argpartition(keys, predictions - 1, axis=1)[:, :predictions]  # the P (<= T) smallest, unordered
     by_key = np.take_along_axis(smallest, np.argsort(np.take_along_axis(keys, smallest, 1), 1), 1)
     take = (np.arange(predictions) < wanted[:, None]) & (np.take_along_axis(keys, by_key, 1) < 2.0)
     positions = np.sort(np.where(take, by_key, width), axis=1)  # not taken -> width, at the end
