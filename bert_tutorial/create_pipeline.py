@@ -122,22 +122,18 @@ class Job:
     options: CreationOptions
     corpus: CorpusOptions
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        """(T, P) of the shards."""
-        return self.options.instances.max_seq_length, self.options.instances.max_predictions_per_seq
-
     def writer(self, vocab: VocabInfo, rng: random.Random, write: WriteFunction | None = None,
                name: str | None = None) -> ShardWriter:
         """A shard writer drawing from ``rng``; it masks whole shards with ``masking="vectorized"``."""
-        options = self.options
+        options, instances = self.options, self.options.instances
         masker = None
         if options.masking == "vectorized":
             from .masking import mask_shard  # numpy: not needed for --help
 
-            masker = partial(mask_shard, vocab=vocab, masked_lm_prob=options.instances.masked_lm_prob,
+            masker = partial(mask_shard, vocab=vocab, masked_lm_prob=instances.masked_lm_prob,
                              seed=options.seed, name=name)
-        return ShardWriter(self.output_dir, self.prefix, options.shard_size, self.shape, rng, write,
+        shape = (instances.max_seq_length, instances.max_predictions_per_seq)
+        return ShardWriter(self.output_dir, self.prefix, options.shard_size, shape, rng, write,
                            name, masker)
 
 
@@ -217,7 +213,8 @@ def run_one_stream(
     """
     from tqdm.auto import tqdm
 
-    options, max_seq_length = job.options, job.shape[0]
+    options = job.options
+    max_seq_length = options.instances.max_seq_length
     rng = random.Random(options.seed if name is None else f"{options.seed}:{name}")
     writer = job.writer(vocab, rng, pool.write if pool is not None else None, name)
     mask = writer.masker is None  # else the writer masks whole shards
