@@ -15,6 +15,10 @@ if TYPE_CHECKING:  # imported when a tokenizer is loaded: transformers takes sec
     from transformers import BertTokenizer
 
 
+#: The tokens BERT's inputs and masking need; a vocabulary without one of them is an error.
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
 def read_vocab(vocab_file: str | Path) -> dict[str, int]:
     """Token -> id, one token per line as in BERT's ``vocab.txt``."""
     path = Path(vocab_file)
@@ -22,6 +26,13 @@ def read_vocab(vocab_file: str | Path) -> dict[str, int]:
         raise FileNotFoundError(f"{path}: vocabulary file not found")
     with path.open(encoding="utf-8") as f:
         return {line.rstrip("\n"): i for i, line in enumerate(f)}
+
+
+def check_special_tokens(vocab: dict[str, int], vocab_file: str | Path) -> None:
+    """A named error if ``vocab`` (read from ``vocab_file``) lacks one of :data:`SPECIAL_TOKENS`."""
+    for special in SPECIAL_TOKENS:
+        if special not in vocab:
+            raise ValueError(f"{vocab_file}: vocabulary lacks the special token {special}")
 
 
 def load_tokenizer(vocab_file: str | Path, do_lower_case: bool = True) -> BertTokenizer:
@@ -37,7 +48,5 @@ def load_tokenizer(vocab_file: str | Path, do_lower_case: bool = True) -> BertTo
         raise RuntimeError(
             f"{vocab_file}: tokenizer has {tokenizer.vocab_size} tokens but the file has {len(vocab)}"
         )
-    for special in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"):
-        if special not in vocab:
-            raise ValueError(f"{vocab_file}: vocabulary lacks the special token {special}")
+    check_special_tokens(vocab, vocab_file)
     return tokenizer

@@ -24,9 +24,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .tokenization import read_vocab
-
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+from .tokenization import SPECIAL_TOKENS, check_special_tokens, read_vocab
 
 #: ASCII control characters are deleted, tab/newline/return become spaces (BertNormalizer's
 #: clean_text restricted to ASCII).
@@ -72,9 +70,7 @@ class WordPieceTokenizer:
     def from_file(cls, vocab_file: str | Path, do_lower_case: bool = True) -> WordPieceTokenizer:
         """Load ``vocab.txt``; a missing file or a missing special token is a named error."""
         vocab = read_vocab(vocab_file)
-        for special in SPECIAL_TOKENS:
-            if special not in vocab:
-                raise ValueError(f"{vocab_file}: vocabulary lacks the special token {special}")
+        check_special_tokens(vocab, vocab_file)
         return cls(vocab, do_lower_case)
 
     def get_vocab(self) -> dict[str, int]:
