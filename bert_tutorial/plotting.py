@@ -27,7 +27,6 @@ from matplotlib.ticker import PercentFormatter
 
 from .metrics import METRICS_FILE, read_metrics
 
-LOSS_CURVES_PNG = "loss_curves.png"
 Records = Sequence[Mapping[str, Any]]
 
 
@@ -246,12 +245,10 @@ def plot_lr_schedule(lrs: Sequence[float], path: str | Path | None = None,
     return save_figure(fig, path)
 
 
-def save_training_plots(output_dir: str | Path) -> Path:
+def save_training_plots(output_dir: str | Path) -> None:
     """Redraw ``loss_curves.png`` of a run folder from its metrics file."""
     output_dir = Path(output_dir)
-    path = output_dir / LOSS_CURVES_PNG
-    plot_training_curves(read_metrics(output_dir / METRICS_FILE), path)
-    return path
+    plot_training_curves(read_metrics(output_dir / METRICS_FILE), output_dir / "loss_curves.png")
 
 
 def save_figure(fig: Figure, path: str | Path | None) -> Figure:
