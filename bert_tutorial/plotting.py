@@ -122,8 +122,8 @@ def _mlm_loss_panel(ax: Axes, records: Records, refs: References | None) -> None
     _finish(ax, "MLM loss", "cross-entropy (nats)")
 
 
-def _nsp_loss_panel(ax: Axes, records: Records, smoothing: int) -> None:
-    _train_and_eval(ax, records, "nsp_loss", smoothing=smoothing)
+def _nsp_loss_panel(ax: Axes, records: Records) -> None:
+    _train_and_eval(ax, records, "nsp_loss", smoothing=5)
     _reference(ax, math.log(2), "coin flip ln 2 = 0.69", "grey")
     ax.set_ylim(0, 1.0)  # a fixed scale: NSP noise of +-0.02 must not fill the panel
     _finish(ax, "NSP loss", "cross-entropy (nats)")
@@ -174,7 +174,7 @@ def _lr_panel(ax: Axes, records: Records) -> None:
 
 
 def plot_training_curves(records: Records, path: str | Path | None = None,
-                         references: References | None = None, smoothing: int = 5) -> Figure:
+                         references: References | None = None) -> Figure:
     """The run's story in five panels: MLM loss, NSP loss, accuracies, perplexity, LR/throughput.
 
     ``records`` are ``metrics.jsonl`` records (``train``, ``eval`` and the ``reference``
@@ -185,7 +185,7 @@ def plot_training_curves(records: Records, path: str | Path | None = None,
     fig = Figure(figsize=(15, 7.5), layout="constrained")
     axes = fig.subplots(2, 3)
     _mlm_loss_panel(axes[0, 0], records, refs)
-    _nsp_loss_panel(axes[0, 1], records, smoothing)
+    _nsp_loss_panel(axes[0, 1], records)
     _accuracy_panel(axes[0, 2], records, refs)
     _perplexity_panel(axes[1, 0], records, refs)
     _lr_panel(axes[1, 1], records)
