@@ -86,8 +86,7 @@ def to_original_batch(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
     """
     input_ids = batch["input_ids"]
     pad = input_ids.shape[-1] - batch["masked_lm_positions"].shape[-1]
-    ids = batch["masked_lm_ids"]
-    ids = torch.where(ids == IGNORE_INDEX, torch.zeros_like(ids), ids)
+    ids = batch["masked_lm_ids"].masked_fill(batch["masked_lm_ids"] == IGNORE_INDEX, 0)
     return {
         "input_ids": input_ids,
         "token_type_ids": batch["token_type_ids"],

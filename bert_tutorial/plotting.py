@@ -27,7 +27,6 @@ from matplotlib.ticker import PercentFormatter
 
 from .metrics import METRICS_FILE, read_metrics
 
-LOSS_CURVES_PNG = "loss_curves.png"
 Records = Sequence[Mapping[str, Any]]
 
 
@@ -123,8 +122,8 @@ def _mlm_loss_panel(ax: Axes, records: Records, refs: References | None) -> None
     _finish(ax, "MLM loss", "cross-entropy (nats)")
 
 
-def _nsp_loss_panel(ax: Axes, records: Records, smoothing: int) -> None:
-    _train_and_eval(ax, records, "nsp_loss", smoothing=smoothing)
+def _nsp_loss_panel(ax: Axes, records: Records) -> None:
+    _train_and_eval(ax, records, "nsp_loss", smoothing=5)
     _reference(ax, math.log(2), "coin flip ln 2 = 0.69", "grey")
     ax.set_ylim(0, 1.0)  # a fixed scale: NSP noise of +-0.02 must not fill the panel
     _finish(ax, "NSP loss", "cross-entropy (nats)")
@@ -175,7 +174,7 @@ def _lr_panel(ax: Axes, records: Records) -> None:
 
 
 def plot_training_curves(records: Records, path: str | Path | None = None,
-                         references: References | None = None, smoothing: int = 5) -> Figure:
+                         references: References | None = None) -> Figure:
     """The run's story in five panels: MLM loss, NSP loss, accuracies, perplexity, LR/throughput.
 
     ``records`` are ``metrics.jsonl`` records (``train``, ``eval`` and the ``reference``
@@ -186,7 +185,7 @@ def plot_training_curves(records: Records, path: str | Path | None = None,
     fig = Figure(figsize=(15, 7.5), layout="constrained")
     axes = fig.subplots(2, 3)
     _mlm_loss_panel(axes[0, 0], records, refs)
-    _nsp_loss_panel(axes[0, 1], records, smoothing)
+    _nsp_loss_panel(axes[0, 1], records)
     _accuracy_panel(axes[0, 2], records, refs)
     _perplexity_panel(axes[1, 0], records, refs)
     _lr_panel(axes[1, 1], records)
@@ -246,12 +245,10 @@ def plot_lr_schedule(lrs: Sequence[float], path: str | Path | None = None,
     return save_figure(fig, path)
 
 
-def save_training_plots(output_dir: str | Path) -> Path:
+def save_training_plots(output_dir: str | Path) -> None:
     """Redraw ``loss_curves.png`` of a run folder from its metrics file."""
     output_dir = Path(output_dir)
-    path = output_dir / LOSS_CURVES_PNG
-    plot_training_curves(read_metrics(output_dir / METRICS_FILE), path)
-    return path
+    plot_training_curves(read_metrics(output_dir / METRICS_FILE), output_dir / "loss_curves.png")
 
 
 def save_figure(fig: Figure, path: str | Path | None) -> Figure:

@@ -20,27 +20,19 @@ from .instances import InstanceOptions
 
 #: The sample book and the split of ``data_samples/``: chapters 1-55 train, 56-61 eval.
 SAMPLE_CORPUS = DATA_SAMPLES / "corpus" / "pride-and-prejudice.txt"
+SAMPLE_VOCAB = DATA_SAMPLES / "vocab.txt"
 SAMPLE_SPLITS = {"train": (slice(0, 55), 5), "eval": (slice(55, 61), 2)}
 _DONE = "COMPLETE"
 
 
-def make_sample_shards(
-    root: PathLike,
-    max_seq_length: int = 512,
-    *,
-    vocab_file: PathLike = DATA_SAMPLES / "vocab.txt",
-    seed: int = 12345,
-    progress: bool = True,
-    workers: int = 1,
-) -> dict[str, str]:
+def make_sample_shards(root: PathLike, max_seq_length: int = 512, *, progress: bool = True) -> dict[str, str]:
     """Shards of the sample book at ``max_seq_length`` under ``root/train`` and ``root/eval``.
 
     The same split as ``data_samples/`` (held-out chapters for eval), made with
     :func:`bert_tutorial.create_data.create_pretraining_data` (what ``python -m
     bert_tutorial.create_data`` runs). A folder finished earlier (it holds a
-    ``COMPLETE`` marker) is reused; an unfinished one is made again. ``workers``
-    processes share the work (the shards are the same bytes for any number). Returns
-    the ``TrainConfig`` fields ``train_data``, ``eval_data`` and ``vocab_file``.
+    ``COMPLETE`` marker) is reused; an unfinished one is made again. Returns the
+    ``TrainConfig`` fields ``train_data``, ``eval_data`` and ``vocab_file``.
     """
     root = Path(root)
     instances = InstanceOptions(
@@ -51,13 +43,13 @@ def make_sample_shards(
         folder = root / split
         if (folder / _DONE).is_file():
             continue
-        options = CreationOptions(instances, dupe_factor=dupe_factor, seed=seed, shard_size=2500,
+        options = CreationOptions(instances, dupe_factor=dupe_factor, seed=12345, shard_size=2500,
                                   masking="google")
         corpus = CorpusOptions(input_format="gutenberg", documents=documents)
         create_pretraining_data(
-            [SAMPLE_CORPUS], vocab_file, folder, options, corpus,
-            prefix=split, overwrite=True, progress=progress, workers=workers,
+            [SAMPLE_CORPUS], SAMPLE_VOCAB, folder, options, corpus,
+            prefix=split, overwrite=True, progress=progress,
         )
         (folder / _DONE).write_text(f"max_seq_length={max_seq_length}\n")
     return {"train_data": str(root / "train"), "eval_data": str(root / "eval"),
-            "vocab_file": str(vocab_file)}
+            "vocab_file": str(SAMPLE_VOCAB)}

@@ -51,22 +51,9 @@ def _real_length(sample: Mapping[str, np.ndarray]) -> int:
     """Number of real (non-padding) tokens: from the mask, else up to the last non-zero id."""
     for key in ("input_mask", "attention_mask"):
         if key in sample:
-            return int(np.asarray(sample[key]).sum())
-    nonzero = np.flatnonzero(np.asarray(sample["input_ids"]))
+            return int(sample[key].sum())
+    nonzero = np.flatnonzero(sample["input_ids"])
     return int(nonzero[-1]) + 1 if nonzero.size else 0
-
-
-def _prediction_slots(sample: Mapping[str, np.ndarray]) -> list[tuple[int, int]]:
-    """(position, original id) of every used prediction slot.
-
-    Works for a raw shard row (unused slots have position 0) and for a
-    :class:`~bert_tutorial.data.PretrainingDataset` item (unused slots also hold -100).
-    """
-    positions = np.asarray(sample["masked_lm_positions"]).reshape(-1)
-    ids = np.asarray(sample["masked_lm_ids"]).reshape(-1)
-    return [
-        (int(p), int(i)) for p, i in zip(positions, ids, strict=True) if p != 0 and i != IGNORE_INDEX
-    ]
 
 
 @dataclass(frozen=True)
@@ -81,11 +68,18 @@ class MaskedToken:
 
 
 def masked_tokens(tokenizer: PreTrainedTokenizerBase, sample: Mapping[str, Any]) -> list[MaskedToken]:
-    """The prediction slots of one sample, in position order."""
+    """The prediction slots of one sample, in position order.
+
+    Works for a raw shard row (unused slots have position 0) and for a
+    :class:`~bert_tutorial.data.PretrainingDataset` item (unused slots also hold -100).
+    """
     row = _as_numpy(sample)
     input_ids = row["input_ids"].reshape(-1)
+    positions = row["masked_lm_positions"].reshape(-1).tolist()
     result = []
-    for position, original_id in _prediction_slots(row):
+    for position, original_id in zip(positions, row["masked_lm_ids"].reshape(-1).tolist(), strict=True):
+        if position == 0 or original_id == IGNORE_INDEX:
+            continue
         seen_id = int(input_ids[position])
         if seen_id == tokenizer.mask_token_id:
             kind = "[MASK]"
@@ -126,15 +120,15 @@ def decode_sample(
     row = _as_numpy(sample)
     input_ids = row["input_ids"].reshape(-1)
     length = _real_length(row)
-    slots = dict(_prediction_slots(row))
+    slots = {slot.position: slot for slot in masked_tokens(tokenizer, row)}
     tokens = tokenizer.convert_ids_to_tokens([int(i) for i in input_ids[:length]])
     pieces: list[str] = []
     glue_ok = False  # may the next "##" piece be glued to the previous output piece?
     for position, token in enumerate(tokens):
         if position in slots:
-            seen = "MASK" if token == tokenizer.mask_token else token
-            original = tokenizer.convert_ids_to_tokens(slots[position])
-            pieces.append(f"[{seen}{ARROW}{original}]")
+            slot = slots[position]
+            seen = "MASK" if slot.kind == "[MASK]" else slot.seen
+            pieces.append(f"[{seen}{ARROW}{slot.original}]")
             glue_ok = False
         elif merge_wordpieces and token.startswith("##") and glue_ok and pieces:
             pieces[-1] += token[2:]
