@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .distributed import barrier, broadcast_object
+from .distributed import barrier, decided_by_rank0
 from .metrics import METRICS_FILE
 from .safe_io import write_text_atomic
 
@@ -273,21 +273,11 @@ class RunDir:
 
     def open(self, cfg: TrainConfig, data: dict[str, Any]) -> Path | None:
         """Lock the folder and check it; return the checkpoint to resume (a collective)."""
-        decision: tuple[str | None, str | None] = (None, None)
-        error: BaseException | None = None
-        if self.is_main:
-            try:
-                found = self._open(cfg, data)
-                decision = (str(found) if found else None, None)
-            except Exception as exc:
-                self.lock.release()
-                error, decision = exc, (None, str(exc))
-        path, message = broadcast_object(decision)
-        if error is not None:
-            raise error
-        if message is not None:
-            raise RunDirError(message)
-        return Path(path) if path else None
+        try:
+            return decided_by_rank0(lambda: self._open(cfg, data), self.is_main, RunDirError)
+        except Exception:
+            self.lock.release()  # (held by rank 0 only)
+            raise
 
     def _open(self, cfg: TrainConfig, data: dict[str, Any]) -> Path | None:
         self._make_folder_and_lock()
