@@ -210,10 +210,10 @@ class Trainer:
         if self.dist.rank < len(rngs):
             ckpt.set_rng_state(rngs[self.dist.rank], self.device)
         # else: a rank the checkpoint did not have keeps its seed + rank stream
-        # rank 0 reads the log; every rank must hear the verdict (or the error)
-        self._eval_pending = decided_by_rank0(self._evaluation_missing, self.dist.is_main, MetricsError)
         if self.dist.is_main:
             print(f"Resumed from {checkpoint} at step {p.step}")
+        # rank 0 reads the log; every rank must hear the verdict (or the error)
+        self._eval_pending = decided_by_rank0(self._evaluation_missing, self.dist.is_main, MetricsError)
 
     def _evaluation_missing(self) -> bool:
         """Whether the checkpoint closes an epoch (or the run) whose evaluation was not logged.
