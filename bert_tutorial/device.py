@@ -13,11 +13,14 @@ without a GPU).
 
 from __future__ import annotations
 
+import typing
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+from .config import Precision
+
+PRECISIONS = typing.get_args(Precision)
 
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:

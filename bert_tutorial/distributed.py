@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -160,6 +161,26 @@ def broadcast_object(obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def decided_by_rank0(decide: Callable[[], Any], is_main: bool, error: type[Exception]) -> Any:
+    """``decide()``, run by rank 0 alone, on every rank: its result, or its error.
+
+    Rank 0 re-raises its own exception; the other ranks raise ``error`` with its message,
+    so every rank fails with the same message instead of hanging in the next collective.
+    """
+    result, message, raised = None, None, None
+    if is_main:
+        try:
+            result = decide()
+        except Exception as exc:
+            raised, message = exc, str(exc)
+    result, message = broadcast_object((result, message))
+    if raised is not None:
+        raise raised
+    if message is not None:
+        raise error(message)
+    return result
 
 
 def gather_objects(obj: Any) -> list[Any]:

@@ -36,6 +36,7 @@ import torch
 import torch.distributed as dist
 
 from .config import REPO_ROOT, TrainConfig
+from .distributed import backend_for
 
 #: The entry point every launch runs (a module, so no notebook-defined function is pickled).
 PRETRAIN_MODULE = "bert_tutorial.pretrain"
@@ -126,7 +127,7 @@ def plan_launch(nproc: int | None = None, gpu_count: int | None = None) -> Launc
     if gpus >= 2 or (gpus == 1 and n == 1):
         if n > gpus:
             raise ValueError(f"nproc={n} but only {gpus} GPUs: NCCL needs one GPU per process")
-        backend = "nccl" if dist.is_nccl_available() else "gloo"
+        backend = backend_for("cuda")
         if n == 1:  # a process group of one: the DDP code path, nothing to exchange
             return LaunchPlan(1, "cuda", backend, f"1 process on the only GPU, DDP in a {backend.upper()} "
                                                   "group of one (the code path of many GPUs)")

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .distributed import barrier, broadcast_object
+from .distributed import barrier, decided_by_rank0
 from .metrics import METRICS_FILE
 from .safe_io import write_text_atomic
 
@@ -218,7 +218,7 @@ def inputs_differences(recorded: dict[str, Any] | None, data: dict[str, Any],
         out.append(f"model_name_or_path ({old} -> {new})")
     elif any(hashed) and not all(hashed):
         warnings.warn(f"model_name_or_path: cannot compare {mine.get('model_name_or_path')} with the "
-                      "model the run started from; resuming from the checkpoint's weights", stacklevel=5)
+                      "model the run started from; resuming from the checkpoint's weights", stacklevel=7)
     return out
 
 
@@ -273,21 +273,11 @@ class RunDir:
 
     def open(self, cfg: TrainConfig, data: dict[str, Any]) -> Path | None:
         """Lock the folder and check it; return the checkpoint to resume (a collective)."""
-        decision: tuple[str | None, str | None] = (None, None)
-        error: BaseException | None = None
-        if self.is_main:
-            try:
-                found = self._open(cfg, data)
-                decision = (str(found) if found else None, None)
-            except Exception as exc:
-                self.lock.release()
-                error, decision = exc, (None, str(exc))
-        path, message = broadcast_object(decision)
-        if error is not None:
-            raise error
-        if message is not None:
-            raise RunDirError(message)
-        return Path(path) if path else None
+        try:
+            return decided_by_rank0(lambda: self._open(cfg, data), self.is_main, RunDirError)
+        except Exception:
+            self.lock.release()  # (held by rank 0 only)
+            raise
 
     def _open(self, cfg: TrainConfig, data: dict[str, Any]) -> Path | None:
         self._make_folder_and_lock()
@@ -304,7 +294,7 @@ class RunDir:
         if not cfg.resume:
             raise RunDirError(f"{self.folder}: holds checkpoints of this run but resume=False; "
                               "pass resume=True to continue it or choose another output_dir")
-        self._check_data(data, cfg.allow_data_change, existing, cfg.to_dict())  # before reading checkpoints
+        self._check_data(data, cfg, existing)  # before reading checkpoints
         return self._choose_checkpoint()
 
     def _make_folder_and_lock(self) -> None:
@@ -326,8 +316,8 @@ class RunDir:
 
     def _read_config(self) -> dict[str, Any] | None:
         """The stored config; None for a fresh folder. Refuses a run it cannot identify."""
-        latest = ckpt.latest_checkpoint(self.folder)
-        copy = f"; a copy is in {latest / CONFIG_FILE}" if latest and (latest / CONFIG_FILE).is_file() else ""
+        found = self._checkpoint_copy(CONFIG_FILE)
+        copy = f"; a copy is in {found}" if found else ""
         if not self.config_file.exists():
             if self._holds_a_run():
                 raise RunDirError(
@@ -358,23 +348,24 @@ class RunDir:
         for path, reason in rejected:
             moved = ckpt.set_aside(path)
             warnings.warn(f"skipping damaged checkpoint: {reason}; moved to {moved}; resuming "
-                          f"from {found}", stacklevel=4)
+                          f"from {found}", stacklevel=6)
         return found
 
-    def _check_data(self, data: dict[str, Any], allowed: bool, existing: dict[str, Any],
-                    mine: dict[str, Any]) -> None:
-        record = self.data_file
+    def _checkpoint_copy(self, name: str) -> Path | None:
+        """The newest checkpoint's copy of ``name`` (each keeps the config and data.json)."""
         latest = ckpt.latest_checkpoint(self.folder)
-        if not record.exists() and latest is not None and (latest / DATA_FILE).is_file():
-            record = latest / DATA_FILE  # every checkpoint keeps a copy, as of train_config.json
+        return latest / name if latest is not None and (latest / name).is_file() else None
+
+    def _check_data(self, data: dict[str, Any], cfg: TrainConfig, existing: dict[str, Any]) -> None:
+        record = self.data_file if self.data_file.exists() else self._checkpoint_copy(DATA_FILE)
         recorded = None
-        if record.exists():
+        if record is not None:
             try:
                 recorded = json.loads(record.read_text())
             except (OSError, ValueError) as exc:
                 raise RunDirError(f"{record}: unreadable ({exc}); restore it, or pass "
                                   "--allow-data-change to resume with the current data") from exc
-        other = inputs_differences(recorded, data, existing, mine)
+        other = inputs_differences(recorded, data, existing, cfg.to_dict())
         if other:  # another vocabulary or starting model is another run, whatever the flags
             raise RunDirError(f"{self.folder}: holds a run made with another {', '.join(other)}; "
                               "choose another --output-dir (that run stays as it is), or resume "
@@ -382,19 +373,19 @@ class RunDir:
         if recorded is None:
             # Runs record their data beside the checkpoints and in them, so both were lost;
             # resuming without a record would skip the check silently.
-            if not allowed:
+            if not cfg.allow_data_change:
                 raise DataChangedError(
                     f"{self.data_file}: missing, so the shards cannot be checked against those the "
                     "run started with; restore the file, or pass --allow-data-change "
                     "(allow_data_change=True) to resume with the current data")
             warnings.warn(f"{self.data_file}: missing; resuming with the current data unchecked",
-                          stacklevel=4)
+                          stacklevel=6)
             return
         changes = data_differences(recorded, data)
         if not changes:
             return
         what = "; ".join(changes)
-        if not allowed:
+        if not cfg.allow_data_change:
             train = recorded.get("train") != data.get("train")
             why = ("The step count, LR schedule and data position depend on them" if train else
                    "Its evaluation curve would mix two eval sets")
@@ -404,7 +395,7 @@ class RunDir:
                 "(allow_data_change=True) to go on"
             )
         warnings.warn(f"{self.folder}: resuming on changed data ({what}); the LR schedule and "
-                      "epoch length follow the new data", stacklevel=4)
+                      "epoch length follow the new data", stacklevel=6)
 
     def commit(self, cfg: TrainConfig, data: dict[str, Any], fresh: bool) -> None:
         """Record the run's config and data (rank 0), once the Trainer is fully built."""

@@ -131,7 +131,7 @@ def fsync_dir(folder: str | Path) -> None:
             os.close(fd)
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
+def write_text_atomic(path: str | Path, text: str) -> None:
     """Replace ``path`` by ``text`` all at once: readers see the old file or the new one.
 
     A full disk raises :class:`DiskFullError` and leaves the old file as it was.
@@ -151,4 +151,3 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
             raise disk_full_error(exc, path, "its previous version is intact") from exc
         raise
     fsync_dir(path.parent)
-    return path

@@ -41,7 +41,7 @@ from .distributed import (
     DistInfo,
     barrier,
     broadcast_flag,
-    broadcast_object,
+    decided_by_rank0,
     gather_objects,
     init_distributed,
 )
@@ -210,17 +210,10 @@ class Trainer:
         if self.dist.rank < len(rngs):
             ckpt.set_rng_state(rngs[self.dist.rank], self.device)
         # else: a rank the checkpoint did not have keeps its seed + rank stream
-        pending, problem = False, None
         if self.dist.is_main:
-            try:  # rank 0 reads the log; every rank must hear the verdict (or the error)
-                pending = self._evaluation_missing()
-            except MetricsError as exc:
-                problem = str(exc)
             print(f"Resumed from {checkpoint} at step {p.step}")
-        pending, problem = broadcast_object((pending, problem))
-        if problem is not None:
-            raise MetricsError(problem)
-        self._eval_pending = pending
+        # rank 0 reads the log; every rank must hear the verdict (or the error)
+        self._eval_pending = decided_by_rank0(self._evaluation_missing, self.dist.is_main, MetricsError)
 
     def _evaluation_missing(self) -> bool:
         """Whether the checkpoint closes an epoch (or the run) whose evaluation was not logged.
