@@ -272,9 +272,11 @@ class Trainer:
         """The first SIGTERM/SIGINT: stop after this step (the ranks agree on it, see below)."""
         self._stop_requested = True
         if self.dist.is_main:
-            tqdm.write(f"{signal.Signals(signum).name}: finishing step {self.progress.step + 1}, "
-                       "saving a checkpoint, then stopping (send it again to stop at once)",
-                       file=sys.stderr)
+            every = self.cfg.log_every_steps
+            until = (f"finishing step {self.progress.step + 1}" if not self.dist.enabled or every == 1
+                     else f"training on to the next log step (every {every}: the ranks agree there)")
+            tqdm.write(f"{signal.Signals(signum).name}: {until}, saving a checkpoint, "
+                       "then stopping (send it again to stop at once)", file=sys.stderr)
 
     def _agree_to_stop(self) -> bool:
         """Stop on every rank if SIGTERM reached any rank (a collective: call it on all ranks).
@@ -331,10 +333,9 @@ class Trainer:
             if cfg.save_every_steps and p.step % cfg.save_every_steps == 0 and not epoch_done:
                 self.save()
             # Under DDP agreeing on a stop is a collective; do it where logging syncs anyway.
-            if not self.dist.enabled or p.step % cfg.log_every_steps == 0:
-                self._stop_requested = broadcast_flag(self._stop_requested, self.device)
-            if self._stop_requested:
-                self.save()
+            # Until then a rank that got the signal trains on: saving alone would enter the
+            # checkpoint's collectives while the others enter the next step's all-reduce.
+            if (not self.dist.enabled or p.step % cfg.log_every_steps == 0) and self._agree_to_stop():
                 return
         self._close_epoch()
         if window.steps:

@@ -38,7 +38,7 @@ from bert_tutorial import distributed as bdist
 from bert_tutorial.config import TrainConfig
 from bert_tutorial.data import PretrainingDataset, ShardedSampler, find_shards, make_dataloader
 from bert_tutorial.metrics import read_metrics
-from bert_tutorial.multi_gpu import config_args
+from bert_tutorial.multi_gpu import config_args, stop_process_group
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -76,9 +76,9 @@ def torchrun(*launches: list[str], timeout: float = TIMEOUT_S) -> list[str]:
         try:
             out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            for p in procs:
+            for p in procs:  # torchrun stops its ranks (they run in sessions of their own)
                 if p.poll() is None:
-                    os.killpg(p.pid, signal.SIGKILL)
+                    stop_process_group(p)
             out, _ = proc.communicate()
             pytest.fail(f"torchrun did not finish in {timeout}s (a hung collective?):\n{out[-4000:]}")
         outputs.append(out)
@@ -184,6 +184,23 @@ def test_ranks_draw_different_dropout_masks_and_resume_stays_exact(dropout_runs)
     losses = [[(r["step"], r["mlm_loss"], r["nsp_loss"]) for r in train_records(run["run"])]
               for run in (straight, resumed)]
     assert losses[0] == losses[1] and len(losses[0]) == STEPS
+
+
+def test_a_stop_between_log_steps_waits_for_the_next_one_on_every_rank(data, reference, tmp_path):
+    """Under DDP the ranks agree on a stop where they log (log_every_steps=3 here). SIGTERM on
+    rank 1 alone in step 1 must not send rank 1 into a checkpoint's collectives while rank 0
+    goes on into step 2's all-reduce: both stop after step 3, and the resumed run ends with
+    the weights of the uninterrupted one."""
+    cfg = run_config(data, tmp_path / "run", batch_size=GLOBAL_BATCH // 2, log_every_steps=3, plots=False)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"config": cfg.to_dict(), "sigterm_rank1_at_step": 1,
+                                "report": str(tmp_path / "report.json")}))
+    torchrun(["--standalone", "--nproc_per_node=2", str(TESTS / "test_distributed.py"), str(spec)],
+             timeout=150)
+    ranks = json.loads((tmp_path / "report.json").read_text())["ranks"]
+    assert [(r["stopped_early"], r["stopped_at"], r["resumed_at"], r["final_step"]) for r in ranks] \
+        == [(True, 3, 3, STEPS)] * 2
+    assert_same_weights(weights(tmp_path / "run"), weights(reference))
 
 
 # --- 2 processes == 1 process ------------------------------------------------------------------
