@@ -283,12 +283,15 @@ class Trainer:
 
         A signal can land on one rank after the last in-step check; acting on the local
         flag alone would send that rank home while the others enter evaluation's
-        all-reduce and wait for it forever (NCCL) or crash (gloo).
+        all-reduce and wait for it forever (NCCL) or crash (gloo). The reduced flag decides,
+        and it never overwrites this rank's own: a signal whose handler runs while the
+        all-reduce waits for the other ranks is kept for the next agreement, not erased.
         """
-        self._stop_requested = broadcast_flag(self._stop_requested, self.device)
-        if self._stop_requested:
-            self.save()  # a no-op when this step is saved already
-        return self._stop_requested
+        if not broadcast_flag(self._stop_requested, self.device):
+            return False
+        self._stop_requested = True
+        self.save()  # a no-op when this step is saved already
+        return True
 
     def _loader(self, data: PretrainingDataset, train: bool) -> torch.utils.data.DataLoader:
         """This rank's loader, built once: its sampler is moved to each epoch and position.

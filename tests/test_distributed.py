@@ -203,6 +203,21 @@ def test_a_stop_between_log_steps_waits_for_the_next_one_on_every_rank(data, ref
     assert_same_weights(weights(tmp_path / "run"), weights(reference))
 
 
+def test_a_stop_that_arrives_during_the_agreement_is_not_lost(data, tmp_path):
+    """SIGTERM on rank 1 alone while it waits in step 1's stop agreement (its all-reduce): the
+    handler runs before the reduced flag (False) comes back. That result must not erase the
+    request: the ranks agree on it at the next log step (2), save and stop there."""
+    cfg = run_config(data, tmp_path / "run", batch_size=GLOBAL_BATCH // 2, plots=False)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"config": cfg.to_dict(), "sigterm_rank1_at_step": 0,
+                                "sigterm_rank1_in_agreement": 1, "report": str(tmp_path / "report.json")}))
+    torchrun(["--standalone", "--nproc_per_node=2", str(TESTS / "test_distributed.py"), str(spec)],
+             timeout=120)
+    ranks = json.loads((tmp_path / "report.json").read_text())["ranks"]
+    assert [(r["stopped_early"], r["stopped_at"], r["resumed_at"], r["final_step"]) for r in ranks] \
+        == [(True, 2, 2, STEPS)] * 2
+
+
 # --- 2 processes == 1 process ------------------------------------------------------------------
 
 
@@ -457,6 +472,18 @@ def _worker(spec_path: str) -> None:
         return result
 
     training.train_step = preempted_step
+    # A SIGTERM that reaches rank 1 while it waits in the stop agreement's all-reduce.
+    agree = training.broadcast_flag
+    agreements = {"n": 0}
+
+    def signalled_agreement(flag, device):
+        agreed = agree(flag, device)
+        agreements["n"] += 1
+        if agreements["n"] == spec.get("sigterm_rank1_in_agreement") and info.rank == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # its handler runs before this call returns
+        return agreed
+
+    training.broadcast_flag = signalled_agreement
     cfg = TrainConfig.from_dict(spec["config"])
     first = Trainer(cfg)
     with torch.random.fork_rng():  # peek at the stream dropout will draw from, leaving it untouched
