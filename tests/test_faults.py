@@ -354,6 +354,18 @@ def test_fault_04_trainers_of_one_process_take_over_only_an_idle_folder(tmp_path
     assert len(refused) == 2 and "is training into it" in refused[0]
 
 
+
+def test_fault_04_a_finished_trainers_loader_workers_do_not_hold_the_folder(tmp_path):
+    # DataLoader workers are forked while the folder is locked and inherit the flock's
+    # descriptor; persistent ones outlive fit() while the Trainer is referenced. They must
+    # not keep the folder locked: notebook 05 creates a second Trainer to resume, and its
+    # FULL_RUN (TrainConfig.full) has num_workers >= 1.
+    cfg = tiny_config(tmp_path, epochs=1, max_steps=2, num_workers=1)
+    finished = Trainer(cfg)
+    assert finished.fit().steps == 2
+    assert Trainer(cfg).fit().steps == 2  # was: "in use by another run (pid unknown)"
+    del finished
+
 # --- 9. resuming on other data ----------------------------------------------------------------
 
 

@@ -6,8 +6,11 @@ running one in Jupyter: ``python scripts/strip_notebooks.py``.
 
 from __future__ import annotations
 
+import ast
 import copy
+import dataclasses
 import importlib.util
+import inspect
 import re
 import shutil
 import subprocess
@@ -91,6 +94,103 @@ def test_training_and_evaluation_notebooks_share_their_run_settings():
     assert {n[:2] for n in settings} == {"05", "06"}
     assert len(set(settings.values())) == 1
 
+
+
+def python_of(source: str) -> str:
+    """A code cell as plain Python: line magics and shell lines (and their continuations) blanked."""
+    if source.startswith("%%"):
+        return ""  # a cell magic (%%writefile): its body is not run by the kernel's Python
+    lines, skipping = [], False
+    for line in source.splitlines():
+        skipping = skipping or line.lstrip().startswith(("%", "!"))
+        if skipping:
+            skipping = line.rstrip().endswith("\\")
+            line = ""
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def notebook_trees(path: Path) -> list[ast.Module]:
+    return [ast.parse(python_of(source)) for source in code_cells(read(path))]
+
+
+def _bound_names(nodes, walk: bool = True) -> set[str]:
+    """Names that ``nodes`` bind (with everything inside them when ``walk``)."""
+    names = set()
+    for node in (n for top in nodes for n in ast.walk(top)) if walk else nodes:
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_full_run_branches_leave_no_name_undefined(path):
+    """CI runs one side of every ``if FULL_RUN``: a name that only the other side sets, and that
+    a later line reads, would be a NameError that only a user with FULL_RUN meets."""
+    trees = notebook_trees(path)
+    branches = [(cell, node) for cell, tree in enumerate(trees) for node in ast.walk(tree)
+                if isinstance(node, ast.If)
+                and any(isinstance(n, ast.Name) and n.id == "FULL_RUN" for n in ast.walk(node.test))]
+    problems = []
+    for cell, branch in branches:
+        inside = {id(n) for part in (branch.body, branch.orelse) for top in part for n in ast.walk(top)}
+        outside = [n for tree in trees for n in ast.walk(tree) if id(n) not in inside]
+        read_outside = {n.id for n in outside if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        bound_outside = _bound_names(outside, walk=False)
+        one_side = _bound_names(branch.body) ^ _bound_names(branch.orelse)
+        problems += [f"code cell {cell}, line {branch.lineno}: {name} is set on one side only"
+                     for name in sorted((one_side & read_outside) - bound_outside)]
+    assert problems == [], problems
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_calls_fit_the_package_signatures(path):
+    """Every call of a ``bert_tutorial`` function or class binds to its current signature, in
+    both FULL_RUN branches (CI executes only one): an argument the package dropped fails here."""
+    import bert_tutorial
+    from bert_tutorial.config import TrainConfig
+
+    trees = notebook_trees(path)
+    imported = {alias.asname or alias.name: getattr(bert_tutorial, alias.name)
+                for tree in trees for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.module == "bert_tutorial"
+                for alias in node.names}
+
+    def resolve(func):  # a name imported from the package, or an attribute chain on one
+        if isinstance(func, ast.Name):
+            return imported.get(func.id)
+        if isinstance(func, ast.Attribute):
+            owner = resolve(func.value)
+            return None if owner is None else getattr(owner, func.attr)
+        return None
+
+    checked, problems = 0, []
+    calls = [(cell, n) for cell, tree in enumerate(trees) for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    for cell, call in calls:
+        target = resolve(call.func)
+        if target is None or not callable(target):
+            continue
+        keywords = [k.arg for k in call.keywords if k.arg is not None]
+        where = f"code cell {cell}, line {call.lineno}: {ast.unparse(call.func)}"
+        if getattr(target, "__func__", None) is TrainConfig.full.__func__:
+            fields = {f.name for f in dataclasses.fields(TrainConfig)}
+            problems += [f"{where}: no TrainConfig field {k!r}" for k in keywords if k not in fields]
+        signature = inspect.signature(target)
+        if any(isinstance(a, ast.Starred) for a in call.args) or len(keywords) < len(call.keywords):
+            takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+            problems += [f"{where}: no parameter {k!r}" for k in keywords
+                         if not takes_any and k not in signature.parameters]
+        else:
+            try:
+                signature.bind(*call.args, **dict.fromkeys(keywords))
+            except TypeError as err:
+                problems.append(f"{where}: {err}")
+        checked += 1
+    assert checked > 0 and problems == [], problems
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_links_to_other_notebooks_resolve(path):
