@@ -157,27 +157,28 @@ class RunLock:
         os.close(self._fd)  # closing the descriptor releases the flock
         self._fd = None
 
+    @classmethod
+    def drop_inherited(cls) -> None:
+        """In a forked child (a DataLoader worker): close the lock descriptors it inherited.
 
-def _drop_inherited_locks() -> None:
-    """In a forked child (a DataLoader worker): close the lock descriptors it inherited.
-
-    A flock belongs to the open file description, which a fork shares with the child. A
-    worker keeping it would hold the folder locked after its Trainer released it (the
-    persistent workers of a finished Trainer live on while the Trainer is referenced, as
-    ``trainer`` in a notebook), and the next Trainer of this process would be refused with
-    "in use by another run (pid unknown)". Closing only drops the child's reference: the
-    parent's lock stands (``LOCK_UN`` here would release it for the parent too).
-    """
-    for lock in RunLock._held.values():
-        if lock._fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(lock._fd)
-            lock._fd = None
-    RunLock._held.clear()
+        A flock belongs to the open file description, which a fork shares with the child.
+        A worker keeping it would hold the folder locked after its Trainer released it (the
+        persistent workers of a finished Trainer live on while the Trainer is referenced,
+        as ``trainer`` in a notebook), and the next Trainer of this process would be refused
+        with "in use by another run (pid unknown)". Closing only drops the child's
+        reference: the parent's lock stands (``LOCK_UN`` here would release it for the
+        parent too).
+        """
+        for lock in cls._held.values():
+            if lock._fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(lock._fd)
+                lock._fd = None
+        cls._held.clear()
 
 
 if hasattr(os, "register_at_fork"):  # POSIX; subprocesses (fork + exec) close the descriptor anyway
-    os.register_at_fork(after_in_child=_drop_inherited_locks)
+    os.register_at_fork(after_in_child=RunLock.drop_inherited)
 
 
 # --- what the run was started with -------------------------------------------------------

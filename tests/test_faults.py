@@ -354,7 +354,6 @@ def test_fault_04_trainers_of_one_process_take_over_only_an_idle_folder(tmp_path
     assert len(refused) == 2 and "is training into it" in refused[0]
 
 
-
 def test_fault_04_a_finished_trainers_loader_workers_do_not_hold_the_folder(tmp_path):
     # DataLoader workers are forked while the folder is locked and inherit the flock's
     # descriptor; persistent ones outlive fit() while the Trainer is referenced. They must
@@ -365,6 +364,7 @@ def test_fault_04_a_finished_trainers_loader_workers_do_not_hold_the_folder(tmp_
     assert finished.fit().steps == 2
     assert Trainer(cfg).fit().steps == 2  # was: "in use by another run (pid unknown)"
     del finished
+
 
 # --- 9. resuming on other data ----------------------------------------------------------------
 
