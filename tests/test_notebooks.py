@@ -95,7 +95,6 @@ def test_training_and_evaluation_notebooks_share_their_run_settings():
     assert len(set(settings.values())) == 1
 
 
-
 def python_of(source: str) -> str:
     """A code cell as plain Python: line magics and shell lines (and their continuations) blanked."""
     if source.startswith("%%"):
@@ -191,6 +190,7 @@ def test_notebook_calls_fit_the_package_signatures(path):
                 problems.append(f"{where}: {err}")
         checked += 1
     assert checked > 0 and problems == [], problems
+
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_links_to_other_notebooks_resolve(path):
