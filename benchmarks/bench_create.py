@@ -47,7 +47,7 @@ from typing import Any
 from common import MIB, cpu_model, fmt, table
 
 from bert_tutorial.config import DATA_SAMPLES, REPO_ROOT
-from bert_tutorial.corpus import gutenberg_to_documents
+from bert_tutorial.create_data.corpus import gutenberg_to_documents
 
 BOOK = DATA_SAMPLES / "corpus" / "pride-and-prejudice.txt"
 VOCAB = DATA_SAMPLES / "vocab.txt"

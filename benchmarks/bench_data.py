@@ -1,14 +1,14 @@
 """Can the data loader keep up with the GPU? Samples/s per worker, and memory per shard.
 
 ``python benchmarks/bench_data.py`` writes one synthetic gzip HDF5 shard (100k sequences
-of T=128 by default, made by :func:`bert_tutorial.synthetic.synthetic_arrays`, written by
+of T=128 by default, made by :func:`synthetic.synthetic_arrays`, written by
 :func:`bert_tutorial.hdf5_format.write_shard`) to a temporary folder, and measures:
 
-* the memory one shard takes as the numpy arrays that :class:`~bert_tutorial.data.PretrainingDataset`
-  holds per process, against :class:`bert_tutorial.original.OriginalDataset`, which reads
+* the memory one shard takes as the numpy arrays that :class:`~bert_tutorial.core.data.PretrainingDataset`
+  holds per process, against :class:`bert_tutorial.teach.original.OriginalDataset`, which reads
   every row of every shard into Python lists up front;
 * samples/s of the original's dataset in a plain ``DataLoader``, and of ``PretrainingDataset``
-  through :func:`~bert_tutorial.data.make_dataloader` for each ``--workers`` count,
+  through :func:`~bert_tutorial.core.data.make_dataloader` for each ``--workers`` count,
   after the first batch (worker start-up and the shard read are reported apart);
 * how many workers the step needs: at the issue's goal (40 % MFU for BERT-base on an
   H100 SXM) and at ``--gpu-seq-per-s`` (a rate measured with ``bench_step.py``).
@@ -44,17 +44,17 @@ from common import (
     rss_bytes,
     table,
 )
+from synthetic import synthetic_arrays
 from torch.utils.data import DataLoader
 
-from bert_tutorial.data import PretrainingDataset, make_dataloader
+from bert_tutorial.core.data import PretrainingDataset, make_dataloader
 from bert_tutorial.hdf5_format import (
     default_max_predictions,
     inspect_shard,
     read_shard,
     write_shard,
 )
-from bert_tutorial.original import OriginalDataset
-from bert_tutorial.synthetic import synthetic_arrays
+from bert_tutorial.teach.original import OriginalDataset
 
 
 @dataclass

@@ -2,16 +2,16 @@
 
 ``python benchmarks/bench_step.py`` times, on a CUDA GPU if there is one (else the CPU):
 
-* ``original``: :func:`bert_tutorial.original.original_train_step`: fp32, eager attention,
+* ``original``: :func:`bert_tutorial.teach.original.train_step`: fp32, eager attention,
   vocabulary logits on all T positions, per-parameter AdamW, a blocking copy per tensor;
-* ``project``: :func:`bert_tutorial.step.train_step`, the step the ``Trainer`` runs, with a
+* ``project``: :func:`bert_tutorial.core.step.train_step`, the step the ``Trainer`` runs, with a
   model, optimizer and precision built by the package's own builders from a ``TrainConfig``
   (bf16 autocast on a GPU, SDPA, masked-only MLM head, fused AdamW on CUDA);
 * ``project+mod+...``: the project step with features switched one at a time.
 
 Both start from the same weights (same seed) and get the same synthetic batch
-(:func:`bert_tutorial.synthetic.synthetic_arrays`, collated as the DataLoader does). Each
-row is timed by :func:`bert_tutorial.timing.time_steps` after warm-up, and reports
+(:func:`synthetic.synthetic_arrays`, collated as the DataLoader does). Each
+row is timed by :func:`bert_tutorial.teach.timing.time_steps` after warm-up, and reports
 sequences/s, ms/step (median, mean), peak memory, TFLOP/s and MFU (FLOPs convention in
 ``common.py``). ``--json`` records every figure and the environment.
 """
@@ -47,28 +47,27 @@ from common import (
     table,
     tf32_matmul,
 )
+from synthetic import synthetic_arrays
 from transformers import BertForPreTraining
 
 from bert_tutorial.config import TrainConfig
-from bert_tutorial.data import sample_to_tensors
-from bert_tutorial.device import (
+from bert_tutorial.core.data import sample_to_tensors
+from bert_tutorial.core.model import PretrainingModel, build_model
+from bert_tutorial.core.optim import build_optimizer, build_scheduler
+from bert_tutorial.core.step import train_step
+from bert_tutorial.hdf5_format import default_max_predictions
+from bert_tutorial.pretrain.device import (
     autocast_context,
     make_grad_scaler,
     resolve_device,
     resolve_precision,
 )
-from bert_tutorial.hdf5_format import default_max_predictions
-from bert_tutorial.model import PretrainingModel, build_model
-from bert_tutorial.optim import build_optimizer, build_scheduler
-from bert_tutorial.original import (
-    original_optimizer,
-    original_scheduler,
-    original_train_step,
+from bert_tutorial.pretrain.speed import fused_skip_or_step, prepared_attention_mask
+from bert_tutorial.teach import original
+from bert_tutorial.teach.original import (
     to_original_batch,
 )
-from bert_tutorial.step import train_step
-from bert_tutorial.synthetic import synthetic_arrays
-from bert_tutorial.timing import time_steps
+from bert_tutorial.teach.timing import time_steps
 
 #: Length of both LR schedules: far longer than any run, so the LR barely moves while timed.
 SCHEDULE_STEPS = 10**6
@@ -170,12 +169,12 @@ def original_runner(cfg: TrainConfig, vocab_size: int, batch: dict[str, torch.Te
     """
     bert = seeded_model(dataclasses.replace(cfg, attn_implementation="eager"), vocab_size)
     bert.to(device).train()
-    optimizer = original_optimizer(bert, lr=cfg.lr)
-    scheduler = original_scheduler(optimizer, SCHEDULE_STEPS)
+    optimizer = original.optimizer(bert, lr=cfg.lr)
+    scheduler = original.scheduler(optimizer, SCHEDULE_STEPS)
     inputs = to_original_batch(batch)
 
     def step() -> torch.Tensor:
-        return original_train_step(bert, inputs, optimizer, scheduler, device,
+        return original.train_step(bert, inputs, optimizer, scheduler, device,
                                    max_grad_norm=max_grad_norm)
 
     described = {"precision": "fp32", "attn": bert.config._attn_implementation, "head": "full",
@@ -202,7 +201,10 @@ def project_runner(variant: Variant, cfg: TrainConfig, vocab_size: int,
     if cfg.compile:
         torch._dynamo.reset()  # else a second compiled variant is traced with dynamic shapes
     bert = seeded_model(cfg, padded_vocab(vocab_size, variant.vocab_multiple))
-    module = PretrainingModel(bert, sparse_mlm_head=cfg.sparse_mlm_head).to(device).train()
+    # The Trainer's module and step: the speed plug-ins on a GPU, the plain path elsewhere.
+    module = PretrainingModel(bert, sparse_mlm_head=cfg.sparse_mlm_head,
+                              prepare_mask=prepared_attention_mask if device.type == "cuda" else None)
+    module.to(device).train()
     model = torch.compile(module) if cfg.compile else module
     optimizer = build_optimizer(module, cfg, device)
     scheduler = build_scheduler(optimizer, SCHEDULE_STEPS, warmup=0)
@@ -212,7 +214,8 @@ def project_runner(variant: Variant, cfg: TrainConfig, vocab_size: int,
 
     def step() -> torch.Tensor:
         result = train_step(model, [host_batch], optimizer, scheduler, device=device,
-                            autocast=autocast, scaler=scaler, max_grad_norm=cfg.max_grad_norm)
+                            autocast=autocast, scaler=scaler, max_grad_norm=cfg.max_grad_norm,
+                            optimizer_step=fused_skip_or_step)
         return result.losses.sum()
 
     head = "masked" if cfg.sparse_mlm_head else "full"

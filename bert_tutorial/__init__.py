@@ -1,14 +1,25 @@
 """Companion package of the BERT pre-training tutorial (MLM + NSP on HDF5 shards).
 
-The notebooks in ``notebooks/`` write each stage's core in plain cells, check it
-against the tested code here, then let the package do the heavy lifting. Everything
-a notebook needs is importable from the top level::
+The notebooks write each stage's code in plain cells, check it against the tested code
+here, then use it. What they import is this module's public API, and nothing more::
 
     from bert_tutorial import PretrainingDataset, TrainConfig, Trainer, train_step
 
-Names are resolved on first use (PEP 562), so ``python -m bert_tutorial.create_data``
-does not pay for importing torch's training stack, transformers' models or matplotlib.
-The original tutorial's code, re-created for comparison, is :mod:`bert_tutorial.original`.
+The package, by layer (each folder's docstring says its job and what it may import;
+``tests/test_architecture.py`` checks the rules):
+
+* contracts, importing nothing else of the package: :mod:`.config` (``TrainConfig``),
+  :mod:`.hdf5_format` (the shard format), :mod:`.tokenization` (the vocabulary),
+  :mod:`.safe_io` (atomic writes, the named disk-full error);
+* :mod:`.core` - the method: dataset and loader, model and loss, the step, evaluation,
+  optimizer and schedule;
+* :mod:`.create_data` - text -> shards (``python -m bert_tutorial.create_data``);
+* :mod:`.pretrain` - the run machinery: Trainer, run folder, checkpoints, signals, DDP
+  and launching, curves, the CLI (``python -m bert_tutorial.pretrain``);
+* :mod:`.teach` - what the notebooks use to show things, the original tutorial re-created.
+
+Names are resolved on first use (PEP 562), so ``import bert_tutorial`` stays cheap:
+``python -m bert_tutorial.create_data`` does not pay for torch, transformers or matplotlib.
 """
 
 from __future__ import annotations
@@ -18,33 +29,34 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-#: Public name -> the module that defines it.
+#: Public name -> the module that defines it (a module itself where the name is its last part).
 _EXPORTS: dict[str, str] = {
-    **dict.fromkeys(["TrainConfig", "DATA_SAMPLES", "REPO_ROOT"], "config"),
-    **dict.fromkeys(["find_shards", "PretrainingDataset", "ShardedSampler", "make_dataloader",
-                     "build_mlm_labels", "sample_to_tensors", "move_batch", "IGNORE_INDEX"], "data"),
-    **dict.fromkeys(["inspect_shard", "read_shard", "write_shard"], "hdf5_format"),
+    "TrainConfig": "config",
+    **dict.fromkeys(["inspect_shard"], "hdf5_format"),
     **dict.fromkeys(["load_tokenizer", "read_vocab"], "tokenization"),
-    **dict.fromkeys(["build_model", "load_pretrained", "PretrainingModel", "pretraining_loss",
-                     "unwrap"], "model"),
-    **dict.fromkeys(["build_optimizer", "build_scheduler", "parameter_groups", "warmup_steps",
-                     "lr_schedule"], "optim"),
-    **dict.fromkeys(["resolve_device", "resolve_precision", "autocast_context",
-                     "make_grad_scaler"], "device"),
-    **dict.fromkeys(["train_step", "StepResult", "step_token_counts"], "step"),
-    **dict.fromkeys(["Trainer", "TrainResult"], "training"),
-    **dict.fromkeys(["evaluate", "finalize_metrics"], "evaluation"),
-    **dict.fromkeys(["read_metrics"], "metrics"),
-    **dict.fromkeys(["References", "plot_training_curves", "plot_runs", "plot_lr_schedule"], "plotting"),
-    **dict.fromkeys(["load_shard", "sample_at", "decode_sample", "masked_tokens_table",
-                     "plot_batch"], "samples"),
-    **dict.fromkeys(["masking_statistics", "plot_masking_statistics", "frequency_baseline"],
-                    "masking_stats"),
-    **dict.fromkeys(["fill_mask", "fill_mask_table", "plot_fill_mask", "plot_before_after"], "fill_mask"),
-    **dict.fromkeys(["make_sample_shards"], "sample_data"),
-    **dict.fromkeys(["gpu_report", "plan_launch", "launch_torchrun", "torchrun_command",
-                     "config_args"], "multi_gpu"),
-    **dict.fromkeys(["checkpoint", "original"], ""),  # modules themselves
+    **dict.fromkeys(["IGNORE_INDEX", "PretrainingDataset", "ShardedSampler", "find_shards",
+                     "make_dataloader"], "core.data"),
+    **dict.fromkeys(["PretrainingModel", "load_pretrained", "unwrap"], "core.model"),
+    **dict.fromkeys(["build_optimizer", "build_scheduler", "lr_schedule", "parameter_groups",
+                     "warmup_steps"], "core.optim"),
+    "train_step": "core.step",
+    **dict.fromkeys(["evaluate", "frequency_baseline"], "core.evaluation"),
+    "Trainer": "pretrain.trainer",
+    "resolve_device": "pretrain.device",
+    "read_metrics": "pretrain.metrics",
+    **dict.fromkeys(["References", "plot_lr_schedule", "plot_runs", "plot_training_curves"],
+                    "pretrain.curves"),
+    **dict.fromkeys(["config_args", "gpu_report", "launch_torchrun", "plan_launch",
+                     "torchrun_command"], "pretrain.launch"),
+    "checkpoint": "pretrain.checkpoint",
+    "original": "teach.original",
+    **dict.fromkeys(["decode_sample", "load_shard", "masked_tokens_table", "plot_batch",
+                     "sample_at"], "teach.decode"),
+    **dict.fromkeys(["masking_statistics", "plot_masking_statistics"], "teach.masking_stats"),
+    **dict.fromkeys(["fill_mask", "fill_mask_table", "plot_before_after", "plot_fill_mask"],
+                    "teach.fill_mask"),
+    "make_sample_shards": "teach.book_shards",
+    "enter_repository": "teach.notebook_setup",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -54,8 +66,8 @@ def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'bert_tutorial' has no attribute '{name}'")
     module = _EXPORTS[name]
-    value = importlib.import_module(f".{module or name}", __name__)
-    if module:
+    value = importlib.import_module(f".{module}", __name__)
+    if not module.endswith(f".{name}"):
         value = getattr(value, name)
     globals()[name] = value  # later look-ups skip this function
     return value

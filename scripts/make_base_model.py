@@ -114,9 +114,9 @@ def evaluate_base_model(batch_size: int) -> dict[str, float]:
     """The shipped fp16 model, upcast to fp32, on the held-out eval shard (CPU)."""
     from transformers import BertForPreTraining
 
-    from bert_tutorial.data import PretrainingDataset, make_dataloader
-    from bert_tutorial.evaluation import evaluate
-    from bert_tutorial.model import PretrainingModel
+    from bert_tutorial.core.data import PretrainingDataset, make_dataloader
+    from bert_tutorial.core.evaluation import evaluate
+    from bert_tutorial.core.model import PretrainingModel
     from bert_tutorial.tokenization import read_vocab
 
     bert = BertForPreTraining.from_pretrained(BASE_MODEL).float()
@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="training device (default cpu: the shipped figures are CPU figures)")
     args = parser.parse_args(argv)
 
-    from bert_tutorial.checkpoint import latest_checkpoint
-    from bert_tutorial.masking_stats import frequency_baseline
+    from bert_tutorial.core.evaluation import frequency_baseline
+    from bert_tutorial.pretrain.checkpoint import latest_checkpoint
     from bert_tutorial.tokenization import read_vocab
 
     seconds = None

@@ -42,7 +42,7 @@ if ("google.colab" in sys.modules or Path("/kaggle/working").is_dir()) and not (
         raise RuntimeError(f"cannot clone {{REPO_URL}}: " + ("a placeholder: set [project.urls] Repository in pyproject.toml, run scripts/sync_notebooks.py" if "YOUR-ACCOUNT" in REPO_URL else "is the internet on (Kaggle: Session options)?"))
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", str(CLONE)], check=True)
 sys.path.insert(0, str(next((p for p in [CLONE, Path.cwd(), *Path.cwd().parents] if (p / "bert_tutorial").is_dir()), ".")))
-from bert_tutorial.runtime import enter_repository  # noqa: E402
+from bert_tutorial import enter_repository  # noqa: E402
 
 ROOT = enter_repository()'''
 

@@ -86,8 +86,8 @@ def run_and_kill(cmd: list[str], env: dict[str, str], output_dir: Path, kill_aft
 def final_state(output_dir: Path) -> tuple[list[tuple], dict]:
     from safetensors.torch import load_file
 
-    from bert_tutorial.checkpoint import latest_checkpoint
-    from bert_tutorial.metrics import read_metrics
+    from bert_tutorial.pretrain.checkpoint import latest_checkpoint
+    from bert_tutorial.pretrain.metrics import read_metrics
 
     losses = [(r["step"], r["mlm_loss"], r["nsp_loss"]) for r in read_metrics(output_dir)
               if r["kind"] == "train"]

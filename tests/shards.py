@@ -12,9 +12,9 @@ from typing import Any
 
 import h5py
 import numpy as np
+from synthetic import TOY_IDS, synthetic_arrays
 
 from bert_tutorial.hdf5_format import FIELDS, write_shard
-from bert_tutorial.synthetic import TOY_IDS, synthetic_arrays
 
 #: Special ids of the toy vocabulary used by the generated shards.
 PAD, CLS, SEP, MASK = 0, TOY_IDS.cls, TOY_IDS.sep, TOY_IDS.mask

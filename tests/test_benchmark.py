@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import torch
 from shards import CLS, MASK, SEP, make_arrays
+from synthetic import synthetic_arrays
 
-from bert_tutorial.data import PretrainingDataset
+from bert_tutorial.core.data import PretrainingDataset
 from bert_tutorial.hdf5_format import FIELDS, validate_values, write_shard
-from bert_tutorial.synthetic import synthetic_arrays
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 CPU = torch.device("cpu")

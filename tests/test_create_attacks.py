@@ -31,10 +31,10 @@ import numpy as np
 import pytest
 from test_create_data import BOOK, VOCAB, cli_error, read_all, restore, run_cli
 
-from bert_tutorial.corpus import split_long_text, split_sentences
-from bert_tutorial.create_data import CreationWarning, create_pretraining_data, main
-from bert_tutorial.create_pipeline import CreationOptions
-from bert_tutorial.instances import InstanceOptions, truncate_seq_pair
+from bert_tutorial.create_data.cli import CreationWarning, create_pretraining_data, main
+from bert_tutorial.create_data.corpus import split_long_text, split_sentences
+from bert_tutorial.create_data.instances import InstanceOptions, truncate_seq_pair
+from bert_tutorial.create_data.pipeline import CreationOptions
 from bert_tutorial.tokenization import read_vocab
 
 CLS, SEP = 101, 102
@@ -115,7 +115,7 @@ def test_single_document_block_warns_and_never_labels_same_document_b_random(tmp
 
 
 def _paragraphs():
-    from bert_tutorial.corpus import CorpusOptions
+    from bert_tutorial.create_data.corpus import CorpusOptions
 
     return CorpusOptions(input_format="paragraphs")
 
@@ -184,13 +184,13 @@ def _imported_modules(code: str) -> set[str]:
 def test_help_and_small_runs_do_not_import_transformers(tmp_path):
     """transformers takes ~6 s to import; create_data tokenises with ``tokenizers`` alone."""
     help_modules = _imported_modules(
-        "from bert_tutorial.create_data import main\n"
+        "from bert_tutorial.create_data.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass")
     assert not {"transformers", "torch", "h5py", "numpy", "tokenizers"} & help_modules
     corpus = tmp_path / "c.txt"
     corpus.write_text("One line of text.\nAnother line of text.\n\nA second document.\nEnd.\n")
     run_modules = _imported_modules(
-        "from bert_tutorial.create_data import main\n"
+        "from bert_tutorial.create_data.cli import main\n"
         f"main(['--input', {str(corpus)!r}, '--vocab-file', {str(VOCAB)!r}, '--output-dir', "
         f"{str(tmp_path / 'o')!r}, '--max-seq-length', '16', '--quiet'])")
     assert "h5py" in run_modules and not {"transformers", "torch"} & run_modules
@@ -344,7 +344,7 @@ def test_a_successful_overwrite_leaves_only_the_new_shards(tmp_path):
 
 
 def test_remove_temporary_shards_removes_this_runs_only(tmp_path):
-    from bert_tutorial.shard_writer import remove_temporary_shards
+    from bert_tutorial.create_data.shard_writer import remove_temporary_shards
 
     names = ["p_shard_00000.hdf5.tmp", "p_a_shard_00001.hdf5.tmp", "p_b_shard_00000.hdf5.tmp",
              "q_shard_00000.hdf5.tmp", "p_shard_00000.hdf5", "p_shard_x.hdf5.tmp", "notes.tmp"]
@@ -359,7 +359,7 @@ def test_remove_temporary_shards_removes_this_runs_only(tmp_path):
 def test_a_worker_cut_off_mid_write_leaves_no_temporary_file(tmp_path, monkeypatch, capsys):
     """A write that dies after creating its .tmp, as a worker the pool terminates does."""
     from bert_tutorial import hdf5_format
-    from bert_tutorial.corpus import gutenberg_to_documents
+    from bert_tutorial.create_data.corpus import gutenberg_to_documents
 
     chapters = gutenberg_to_documents(BOOK.read_text(encoding="utf-8"))[:3]
     good = tmp_path / "in" / "bb-good.txt"

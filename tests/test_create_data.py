@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 from bert_tutorial.config import DATA_SAMPLES, REPO_ROOT
-from bert_tutorial.corpus import (
+from bert_tutorial.core.data import PretrainingDataset
+from bert_tutorial.create_data.cli import CreationOptions, create_pretraining_data, main
+from bert_tutorial.create_data.corpus import (
     CorpusOptions,
     gutenberg_to_documents,
     parse_document_range,
@@ -25,13 +27,11 @@ from bert_tutorial.corpus import (
     strip_gutenberg,
     tokenize_documents,
 )
-from bert_tutorial.create_data import CreationOptions, create_pretraining_data, main
-from bert_tutorial.data import PretrainingDataset
+from bert_tutorial.create_data.instances import InstanceOptions, VocabInfo, mask_tokens
+from bert_tutorial.create_data.wordpiece import WordPieceTokenizer
 from bert_tutorial.hdf5_format import FIELDS
-from bert_tutorial.instances import InstanceOptions, VocabInfo, mask_tokens
-from bert_tutorial.sample_data import make_sample_shards
+from bert_tutorial.teach.book_shards import make_sample_shards
 from bert_tutorial.tokenization import load_tokenizer
-from bert_tutorial.wordpiece import WordPieceTokenizer
 
 VOCAB = DATA_SAMPLES / "vocab.txt"
 BOOK = DATA_SAMPLES / "corpus" / "pride-and-prejudice.txt"

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import reference_instances as ref
 
-from bert_tutorial import instances as new
 from bert_tutorial.config import DATA_SAMPLES
-from bert_tutorial.corpus import gutenberg_to_documents, split_sentences
-from bert_tutorial.shard_writer import instances_to_arrays
+from bert_tutorial.create_data import instances as new
+from bert_tutorial.create_data.corpus import gutenberg_to_documents, split_sentences
+from bert_tutorial.create_data.shard_writer import instances_to_arrays
+from bert_tutorial.create_data.wordpiece import WordPieceTokenizer
 from bert_tutorial.tokenization import load_tokenizer, read_vocab
-from bert_tutorial.wordpiece import WordPieceTokenizer
 
 VOCAB = DATA_SAMPLES / "vocab.txt"
 BOOK = DATA_SAMPLES / "corpus" / "pride-and-prejudice.txt"
@@ -117,7 +117,7 @@ _OLD_LAST_WORD = re.compile(r"(\S+)$")
 
 def old_split_sentences(paragraph: str) -> list[str]:
     """``corpus.split_sentences`` before the linear-time rewrite (commit c4341d8)."""
-    from bert_tutorial.corpus import ABBREVIATIONS
+    from bert_tutorial.create_data.corpus import ABBREVIATIONS
 
     def is_abbreviation(text_before: str) -> bool:
         match = _OLD_LAST_WORD.search(text_before)

@@ -20,8 +20,8 @@ import pytest
 from test_create_data import BOOK, VOCAB, cli_error, readme_commands
 
 from bert_tutorial.config import DATA_SAMPLES, REPO_ROOT
-from bert_tutorial.corpus import gutenberg_to_documents
-from bert_tutorial.create_data import main
+from bert_tutorial.create_data.cli import main
+from bert_tutorial.create_data.corpus import gutenberg_to_documents
 
 
 def run(output: Path, *args: str) -> dict[str, bytes]:
@@ -147,13 +147,12 @@ def test_a_worker_error_names_the_file(tmp_path, book_files, capsys):
 
 def test_spawned_workers_give_the_same_bytes(tmp_path, book_files, monkeypatch):
     """Where processes cannot fork (macOS, Windows) workers are spawned: the same shards."""
-    from bert_tutorial import create_workers
 
     parts = [str(p) for p in sorted(book_files.glob("*.txt"))[:2]]
     forked = run(tmp_path / "fork", "--input", *parts, *PER_FILE, "--workers", "2")
     one_stream = ["--input", *parts, "--max-seq-length", "64", "--shard-size", "150"]
     forked_stream = run(tmp_path / "fork1", *one_stream, "--workers", "2")
-    monkeypatch.setattr(create_workers, "start_method", lambda: "spawn")
+    monkeypatch.setattr(workers, "start_method", lambda: "spawn")
     assert run(tmp_path / "spawn", "--input", *parts, *PER_FILE, "--workers", "2") == forked
     assert run(tmp_path / "spawn1", *one_stream, "--workers", "2") == forked_stream
     assert run(tmp_path / "all", *one_stream, "--workers", "0") == forked_stream  # 0: every core

@@ -11,7 +11,7 @@ import pytest
 import torch
 from shards import DROP, make_arrays
 
-from bert_tutorial.data import (
+from bert_tutorial.core.data import (
     IGNORE_INDEX,
     PretrainingDataset,
     ShardedSampler,

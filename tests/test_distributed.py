@@ -9,7 +9,7 @@ Two real jobs are launched (each a few seconds of start-up on a 2-core machine):
   4 with ``grad_accum_steps=2``; rank 1 alone gets SIGTERM in step 3, the job saves and
   stops, and a new Trainer resumes it in the same processes. The
   worker records which samples each rank read, counts ``no_sync`` entries and exercises
-  the collectives of ``bert_tutorial.distributed``.
+  the collectives of ``bert_tutorial.pretrain.distributed``.
 
 Both have the global batch 16 of the one-process reference (batch 16, run in this
 process). The Trainer normalises the loss by the whole step's masked tokens and the
@@ -33,12 +33,12 @@ import torch
 from safetensors.torch import load_file
 from tiny import free_port
 
-from bert_tutorial import checkpoint as ckpt
-from bert_tutorial import distributed as bdist
 from bert_tutorial.config import TrainConfig
-from bert_tutorial.data import PretrainingDataset, ShardedSampler, find_shards, make_dataloader
-from bert_tutorial.metrics import read_metrics
-from bert_tutorial.multi_gpu import config_args, stop_process_group
+from bert_tutorial.core.data import PretrainingDataset, ShardedSampler, find_shards, make_dataloader
+from bert_tutorial.pretrain import checkpoint as ckpt
+from bert_tutorial.pretrain import distributed as bdist
+from bert_tutorial.pretrain.launch import config_args, stop_process_group
+from bert_tutorial.pretrain.metrics import read_metrics
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -124,7 +124,7 @@ def data(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def reference(data, tmp_path_factory) -> Path:
     """One process, batch 16: the run every distributed job must reproduce."""
-    from bert_tutorial.training import Trainer
+    from bert_tutorial.pretrain.trainer import Trainer
 
     out = tmp_path_factory.mktemp("reference") / "run"
     result = Trainer(run_config(data, out)).fit()
@@ -352,7 +352,7 @@ def test_checkpoint_of_two_processes_loads_in_transformers(two_proc):
 
 def test_checkpoint_of_two_processes_resumes_in_one_process(two_proc, reference, tmp_path, capsys):
     """Step 6 of the 2-process job, continued by one process with the same global batch."""
-    from bert_tutorial.training import CONFIG_FILE, Trainer
+    from bert_tutorial.pretrain.trainer import CONFIG_FILE, Trainer
 
     run, _ = two_proc
     out = tmp_path / "run"
@@ -428,8 +428,8 @@ def _worker(spec_path: str) -> None:
     """Runs in each rank: collectives check, then train (stop at N steps, resume), recording."""
     from torch.nn.parallel import DistributedDataParallel
 
-    from bert_tutorial import training
-    from bert_tutorial.training import Trainer
+    from bert_tutorial.pretrain import trainer as training
+    from bert_tutorial.pretrain.trainer import Trainer
 
     spec = json.loads(Path(spec_path).read_text())
     info = bdist.init_distributed("cpu")

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from bert_tutorial.config import TrainConfig
-from bert_tutorial.data import PretrainingDataset, make_dataloader
-from bert_tutorial.evaluation import evaluate, finalize_metrics
-from bert_tutorial.model import PretrainingModel, build_model
+from bert_tutorial.core.data import PretrainingDataset, make_dataloader
+from bert_tutorial.core.evaluation import evaluate, finalize_metrics
+from bert_tutorial.core.model import PretrainingModel, build_model
 
 VOCAB = 50
 

@@ -25,15 +25,16 @@ import torch
 from fault_kill_resume import command
 from tiny import tiny_config, tiny_data
 
-from bert_tutorial import checkpoint as ckpt
-from bert_tutorial import safe_io, training
+from bert_tutorial import safe_io
 from bert_tutorial.config import ConfigError, TrainConfig
-from bert_tutorial.data import PretrainingDataset
+from bert_tutorial.core.data import PretrainingDataset
 from bert_tutorial.hdf5_format import ShardError
-from bert_tutorial.multi_gpu import config_args
-from bert_tutorial.pretrain import error_message, main
+from bert_tutorial.pretrain import checkpoint as ckpt
+from bert_tutorial.pretrain import trainer as training
+from bert_tutorial.pretrain.cli import error_message, main
+from bert_tutorial.pretrain.launch import config_args
+from bert_tutorial.pretrain.trainer import Trainer
 from bert_tutorial.safe_io import DiskFullError
-from bert_tutorial.training import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -119,7 +120,7 @@ def test_fault_07_shards_longer_than_the_model_positions_are_named(tmp_path):
         Trainer(tiny_config(tmp_path, max_position_embeddings=8))
     assert not (tmp_path / "run").exists()
     small = tiny_config(tmp_path / "model", max_position_embeddings=8)  # a pretrained model too
-    from bert_tutorial.model import build_model
+    from bert_tutorial.core.model import build_model
     build_model(small, 50).save_pretrained(tmp_path / "small-model")
     cfg = tiny_config(tmp_path, model_name_or_path=str(tmp_path / "small-model"))
     with pytest.raises(ConfigError, match="max_position_embeddings 8"):
@@ -205,7 +206,7 @@ def test_fault_07_a_file_size_limit_while_saving_a_checkpoint_is_named(tmp_path)
     """safetensors says "File too large (os error 27)", torch.save only "unexpected pos"."""
     cfg = tiny_config(tmp_path, save_every_steps=2, max_steps=4)
     limit = "import resource; resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000)); "
-    run = f"{limit}from bert_tutorial.pretrain import main; raise SystemExit(main({config_args(cfg)!r}))"
+    run = f"{limit}from bert_tutorial.pretrain.cli import main; raise SystemExit(main({config_args(cfg)!r}))"
     out = subprocess.run([sys.executable, "-c", run], capture_output=True, text=True, timeout=300,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.returncode == 1, out.stderr
@@ -262,7 +263,7 @@ def test_fault_07_disk_full_for_real_stops_with_a_named_error_and_loses_nothing(
     mnt.mkdir()
     run = mnt / "run"
     cmd = " ".join([*command(data, run), "--save-every-steps", "0"])  # a checkpoint per epoch
-    check = (f"{sys.executable} -c \"from bert_tutorial.checkpoint import newest_verified_checkpoint"
+    check = (f"{sys.executable} -c \"from bert_tutorial.pretrain.checkpoint import newest_verified_checkpoint"
              f" as n; print('verified', n('{run}'))\"")
     script = f"""
         mount -t tmpfs -o size=4m tmpfs {mnt}

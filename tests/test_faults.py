@@ -30,16 +30,16 @@ from safetensors.torch import load_file
 from shards import make_shard
 from tiny import dies_at_step, tiny_config, tiny_data
 
-from bert_tutorial import checkpoint as ckpt
-from bert_tutorial import training
 from bert_tutorial.config import TrainConfig
-from bert_tutorial.metrics import read_metrics
-from bert_tutorial.multi_gpu import config_args
-from bert_tutorial.preemption import GRACE_S, StopNow, stop_signals
-from bert_tutorial.pretrain import main
-from bert_tutorial.run_dir import DataChangedError, RunDirError, RunLockedError
+from bert_tutorial.pretrain import checkpoint as ckpt
+from bert_tutorial.pretrain import trainer as training
+from bert_tutorial.pretrain.cli import main
+from bert_tutorial.pretrain.launch import config_args
+from bert_tutorial.pretrain.metrics import read_metrics
+from bert_tutorial.pretrain.run_dir import DataChangedError, RunDirError, RunLockedError
+from bert_tutorial.pretrain.signals import GRACE_S, StopNow, stop_signals
+from bert_tutorial.pretrain.trainer import Trainer
 from bert_tutorial.safe_io import DiskFullError
-from bert_tutorial.training import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -132,7 +132,8 @@ def test_sigkill_at_random_steps_then_resume_is_bit_identical(tmp_path):
 PAUSED_RUN = """
 import sys, time
 from pathlib import Path
-from bert_tutorial import pretrain, training
+from bert_tutorial.pretrain import cli
+from bert_tutorial.pretrain import trainer as training
 at, gate, real_step, calls = int(sys.argv[1]), Path(sys.argv[2]), training.train_step, [0]
 def wait_at_gate():
     print("paused", flush=True)
@@ -149,7 +150,7 @@ def paused_step(*args, **kwargs):
 training.train_step = paused_step
 if at == 0:
     wait_at_gate()
-sys.exit(pretrain.main(sys.argv[3:]))
+sys.exit(cli.main(sys.argv[3:]))
 """
 CHILD_LIMIT_S = 300  # a child still running then is killed: the test fails instead of hanging CI
 
@@ -253,13 +254,13 @@ def test_fault_03_a_repeated_signal_counts_once_and_a_second_request_stops_at_on
 
 
 def test_fault_03_second_signal_exits_with_the_signal_status(monkeypatch, tmp_path, capsys):
-    from bert_tutorial import pretrain
+    from bert_tutorial.pretrain import cli
 
     def interrupted(cfg, do_train):
         raise StopNow(signal.SIGTERM)
 
-    monkeypatch.setattr(pretrain, "_train", interrupted)
-    assert pretrain.main(["--output-dir", str(tmp_path / "run")]) == 128 + signal.SIGTERM
+    monkeypatch.setattr(cli, "_train", interrupted)
+    assert cli.main(["--output-dir", str(tmp_path / "run")]) == 128 + signal.SIGTERM
     assert "SIGTERM received twice" in capsys.readouterr().err
 
 
@@ -291,7 +292,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from bert_tutorial.run_dir import RunLock
+from bert_tutorial.pretrain.run_dir import RunLock
 RunLock(Path(sys.argv[1])).acquire()
 print("locked", flush=True)
 time.sleep(120)

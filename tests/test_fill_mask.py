@@ -1,4 +1,4 @@
-"""``bert_tutorial.fill_mask``: top-k predictions for [MASK] and the before/after views."""
+"""``bert_tutorial.teach.fill_mask``: top-k predictions for [MASK] and the before/after views."""
 
 from __future__ import annotations
 
@@ -8,8 +8,13 @@ from tiny import SEQ_LENGTH, VOCAB_SIZE, write_vocab
 from transformers import BertForPreTraining
 
 from bert_tutorial.config import TrainConfig
-from bert_tutorial.fill_mask import FillMaskResult, fill_mask, fill_mask_table, plot_before_after
-from bert_tutorial.model import build_model
+from bert_tutorial.core.model import build_model
+from bert_tutorial.teach.fill_mask import (
+    FillMaskResult,
+    fill_mask,
+    fill_mask_table,
+    plot_before_after,
+)
 from bert_tutorial.tokenization import load_tokenizer
 
 
@@ -78,7 +83,7 @@ def test_plot_before_after_draws_one_bar_per_model_and_metric(tmp_path):
 
 
 def test_plot_fill_mask_marks_the_right_answer_in_green():
-    from bert_tutorial.fill_mask import FillMaskResult, plot_fill_mask
+    from bert_tutorial.teach.fill_mask import FillMaskResult, plot_fill_mask
 
     sentences = ["Mr. [MASK] smiled.", "She [MASK] home."]
     results = {"before": [FillMaskResult(sentences[0], [[("the", 0.2), (",", 0.1)]]),

@@ -14,13 +14,13 @@ import pytest
 import torch
 from tiny import dies_at_step, free_port, tiny_config
 
-from bert_tutorial import training
-from bert_tutorial.device import autocast_context, make_grad_scaler
-from bert_tutorial.metrics import read_metrics
-from bert_tutorial.model import PretrainingModel, build_model
-from bert_tutorial.optim import build_optimizer, build_scheduler
-from bert_tutorial.step import train_step
-from bert_tutorial.training import Trainer
+from bert_tutorial.core.model import PretrainingModel, build_model
+from bert_tutorial.core.optim import build_optimizer, build_scheduler
+from bert_tutorial.core.step import train_step
+from bert_tutorial.pretrain import trainer as training
+from bert_tutorial.pretrain.device import autocast_context, make_grad_scaler
+from bert_tutorial.pretrain.metrics import read_metrics
+from bert_tutorial.pretrain.trainer import Trainer
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -134,7 +134,7 @@ def test_resume_on_gpu_is_exact_enough(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL DDP needs 2 GPUs")
 def test_nccl_ddp_matches_one_process(tmp_path):
-    from bert_tutorial.multi_gpu import config_args
+    from bert_tutorial.pretrain.launch import config_args
 
     one = gpu_config(tmp_path / "one", batch_size=16, dropout=0.0)
     Trainer(one).fit()

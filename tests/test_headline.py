@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from bert_tutorial import (
-    DATA_SAMPLES,
     PretrainingDataset,
     PretrainingModel,
     evaluate,
@@ -23,6 +22,7 @@ from bert_tutorial import (
     load_pretrained,
     make_dataloader,
 )
+from bert_tutorial.config import DATA_SAMPLES
 
 BASE_MODEL = DATA_SAMPLES / "base-model"
 

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from bert_tutorial.config import DATA_SAMPLES
-from bert_tutorial.corpus import gutenberg_to_documents, tokenize_documents
-from bert_tutorial.create_data import CreationOptions, create_pretraining_data, main
-from bert_tutorial.instances import InstanceOptions, VocabInfo, create_instances
-from bert_tutorial.masking import mask_arrays, shard_generator
-from bert_tutorial.shard_writer import instances_to_arrays
-from bert_tutorial.wordpiece import WordPieceTokenizer
+from bert_tutorial.create_data.cli import CreationOptions, create_pretraining_data, main
+from bert_tutorial.create_data.corpus import gutenberg_to_documents, tokenize_documents
+from bert_tutorial.create_data.instances import InstanceOptions, VocabInfo, create_instances
+from bert_tutorial.create_data.masking import mask_arrays, shard_generator
+from bert_tutorial.create_data.shard_writer import instances_to_arrays
+from bert_tutorial.create_data.wordpiece import WordPieceTokenizer
 
 VOCAB = DATA_SAMPLES / "vocab.txt"
 BOOK = DATA_SAMPLES / "corpus" / "pride-and-prejudice.txt"

@@ -1,4 +1,4 @@
-"""``bert_tutorial.masking_stats``: counts over whole shards, their plot, the frequency baseline."""
+"""``bert_tutorial.teach.masking_stats``: counts over whole shards, their plot, the frequency baseline."""
 
 from __future__ import annotations
 
@@ -9,13 +9,9 @@ from shards import MASK, make_arrays
 from tiny import SEQ_LENGTH, VOCAB_SIZE
 
 from bert_tutorial.config import DATA_SAMPLES
+from bert_tutorial.core.evaluation import frequency_baseline, masked_targets
 from bert_tutorial.hdf5_format import write_shard
-from bert_tutorial.masking_stats import (
-    frequency_baseline,
-    masked_targets,
-    masking_statistics,
-    plot_masking_statistics,
-)
+from bert_tutorial.teach.masking_stats import masking_statistics, plot_masking_statistics
 
 
 def test_masking_statistics_of_the_sample_training_data(bert_tokenizer):

@@ -8,8 +8,9 @@ from torch import nn
 from transformers import BertForPreTraining
 
 from bert_tutorial.config import TrainConfig
-from bert_tutorial.data import PretrainingDataset, build_mlm_labels
-from bert_tutorial.model import PretrainingModel, build_model, prepared_attention_mask, unwrap
+from bert_tutorial.core.data import PretrainingDataset, build_mlm_labels
+from bert_tutorial.core.model import PretrainingModel, build_model, unwrap
+from bert_tutorial.pretrain.speed import prepared_attention_mask
 
 VOCAB = 50
 
@@ -104,7 +105,7 @@ def test_overfitting_one_batch_drives_loss_near_zero(batch):
 def test_vocab_mismatch_is_refused():
     cfg = TrainConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
     bert = build_model(cfg, vocab_size=40)
-    from bert_tutorial.model import check_vocab
+    from bert_tutorial.core.model import check_vocab
 
     with pytest.raises(ValueError, match="vocab_size 40 is smaller than the data's vocabulary"):
         check_vocab(bert, 50, source="my-model")

@@ -14,10 +14,10 @@ import pytest
 import torch
 from tiny import tiny_config
 
-from bert_tutorial import multi_gpu
 from bert_tutorial.config import REPO_ROOT, TrainConfig
-from bert_tutorial.metrics import read_metrics
-from bert_tutorial.multi_gpu import (
+from bert_tutorial.pretrain import launch
+from bert_tutorial.pretrain.cli import config_from_args
+from bert_tutorial.pretrain.launch import (
     config_args,
     gpu_report,
     launch_env,
@@ -25,7 +25,7 @@ from bert_tutorial.multi_gpu import (
     plan_launch,
     torchrun_command,
 )
-from bert_tutorial.pretrain import config_from_args
+from bert_tutorial.pretrain.metrics import read_metrics
 
 
 def test_torchrun_command_single_node():
@@ -111,7 +111,7 @@ def test_gpu_report_with_two_gpus(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props)
     monkeypatch.setattr(torch.cuda, "can_device_access_peer", lambda a, b: True)
     monkeypatch.setattr(torch.distributed, "is_nccl_available", lambda: True)
-    gpus = multi_gpu.list_gpus()
+    gpus = launch.list_gpus()
     assert [g.index for g in gpus] == [0, 1] and all(g.bf16 for g in gpus)
     report = gpu_report()
     assert "cuda:0  NVIDIA H100" in report and "cuda:1" in report and "80.0 GiB" in report
@@ -160,7 +160,7 @@ def test_stop_terminates_the_whole_process_group():
     )
     worker = int(proc.stdout.readline())
     start = time.perf_counter()
-    multi_gpu.stop_process_group(proc, grace=10)
+    launch.stop_process_group(proc, grace=10)
     assert proc.returncode == -15 and time.perf_counter() - start < 10
     deadline = time.monotonic() + 5
     while _alive(worker) and time.monotonic() < deadline:

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from bert_tutorial.config import TrainConfig
-from bert_tutorial.model import build_model
-from bert_tutorial.optim import (
+from bert_tutorial.core.model import build_model
+from bert_tutorial.core.optim import (
     build_optimizer,
     build_scheduler,
     linear_warmup_decay,

@@ -1,4 +1,4 @@
-"""``bert_tutorial.original``: the original tutorial re-created, checked against the files and
+"""``bert_tutorial.teach.original``: the original tutorial re-created, checked against the files and
 against what it claims to compute, and the demonstrations of its mistakes."""
 
 from __future__ import annotations
@@ -13,20 +13,20 @@ from torch.utils.data import default_collate
 from transformers import BertForPreTraining
 
 from bert_tutorial.config import DATA_SAMPLES, TrainConfig
-from bert_tutorial.data import IGNORE_INDEX, PretrainingDataset, build_mlm_labels, make_dataloader
+from bert_tutorial.core.data import (
+    IGNORE_INDEX,
+    PretrainingDataset,
+    build_mlm_labels,
+    make_dataloader,
+)
+from bert_tutorial.core.model import PretrainingModel, build_model
 from bert_tutorial.hdf5_format import write_shard
-from bert_tutorial.model import PretrainingModel, build_model
-from bert_tutorial.original import (
+from bert_tutorial.teach import original
+from bert_tutorial.teach.original import (
     OriginalDataset,
     attention_mask_demo,
     compare_mlm_heads,
     data_parallel_demo,
-    original_evaluate,
-    original_labels,
-    original_loss,
-    original_optimizer,
-    original_scheduler,
-    original_train_step,
     to_original_batch,
 )
 
@@ -41,7 +41,7 @@ def tiny_bert(seed: int = 0, vocab: int = VOCAB_SIZE, positions: int = SEQ_LENGT
 def test_original_labels_use_minus_one_and_label_cls_with_pad():
     s = hand_sample()
     padded = torch.as_tensor(np.pad(s["masked_lm_positions"], (0, 6)))  # as the dataset pads to T
-    labels = original_labels(padded, torch.as_tensor(np.pad(s["masked_lm_ids"], (0, 6)))).numpy()
+    labels = original.labels(padded, torch.as_tensor(np.pad(s["masked_lm_ids"], (0, 6)))).numpy()
     assert labels.tolist() == [0, -1, 6, -1, -1, 9, 8, -1, -1, -1]  # [PAD] label on [CLS]
     fixed, _ = build_mlm_labels(s["masked_lm_positions"], s["masked_lm_ids"], 10)
     assert fixed.tolist() == [IGNORE_INDEX, IGNORE_INDEX, 6, IGNORE_INDEX, IGNORE_INDEX, 9, 8,
@@ -111,20 +111,20 @@ def test_original_loss_is_consistent_with_its_own_minus_one_but_not_with_hf_labe
     arrays = make_arrays(num_samples=4, seq_length=SEQ_LENGTH, max_predictions=4, seed=3)
     batch = _tiny_batch(arrays)
     bert = tiny_bert().eval()
-    labels = original_labels(batch["masked_lm_positions"], batch["masked_lm_ids"])
+    labels = original.labels(batch["masked_lm_positions"], batch["masked_lm_ids"])
     assert (labels[:, 0] == 0).all()  # the spurious [PAD] label on every [CLS]
     hf = bert(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
               attention_mask=batch["attention_mask"], labels=labels.masked_fill(labels == -1, -100),
               next_sentence_label=batch["next_sentence_labels"])
-    torch.testing.assert_close(original_loss(bert, batch), hf.loss)  # -1 with ignore_index=-1: fine
+    torch.testing.assert_close(original.loss(bert, batch), hf.loss)  # -1 with ignore_index=-1: fine
     with pytest.raises(IndexError):  # -1 handed to a Hugging Face model's labels=: out of range
         bert(input_ids=batch["input_ids"], labels=labels, next_sentence_label=batch["next_sentence_labels"])
     with pytest.raises(AttributeError, match="config"):  # model.config on a wrapped model
-        original_loss(torch.nn.DataParallel(bert), batch)
+        original.loss(torch.nn.DataParallel(bert), batch)
 
 
 def _tiny_batch(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    from bert_tutorial.data import sample_to_tensors
+    from bert_tutorial.core.data import sample_to_tensors
 
     return to_original_batch(sample_to_tensors(arrays, slice(None)))
 
@@ -134,24 +134,24 @@ def test_original_step_trains_and_evaluation_is_a_mean_of_batch_means(tmp_path):
                                                  max_predictions=4, seed=5))
     data = OriginalDataset(tmp_path, max_seq_length=SEQ_LENGTH)
     bert = tiny_bert().train()
-    optimizer = original_optimizer(bert)
-    scheduler = original_scheduler(optimizer, total_steps=10)
+    optimizer = original.optimizer(bert)
+    scheduler = original.scheduler(optimizer, total_steps=10)
     assert optimizer.defaults["lr"] == 1e-3 and optimizer.param_groups[0]["weight_decay"] == 0.01
     before = bert.bert.embeddings.word_embeddings.weight.clone()
     batch = default_collate([data[i] for i in range(4)])
-    loss = original_train_step(bert, batch, optimizer, scheduler, torch.device("cpu"))
+    loss = original.train_step(bert, batch, optimizer, scheduler, torch.device("cpu"))
     assert torch.isfinite(loss) and torch.equal(before, bert.bert.embeddings.word_embeddings.weight)
     assert scheduler.get_last_lr()[0] == pytest.approx(1e-3)  # step 0 had LR 0; warmup 0.1 * 10 = 1.0
-    original_train_step(bert, batch, optimizer, scheduler, torch.device("cpu"))
+    original.train_step(bert, batch, optimizer, scheduler, torch.device("cpu"))
     assert not torch.equal(before, bert.bert.embeddings.word_embeddings.weight)
 
-    result = original_evaluate(bert, data, torch.device("cpu"), batch_size=4)  # batches of 4, 4, 2
+    result = original.evaluate(bert, data, torch.device("cpu"), batch_size=4)  # batches of 4, 4, 2
     assert not bert.training  # left in eval mode, as the original did
     per_batch, correct, labelled = [], 0, 0
     with torch.no_grad():
         for start in (0, 4, 8):
             b = default_collate([data[i] for i in range(start, min(start + 4, 10))])
-            labels = original_labels(b["masked_lm_positions"], b["masked_lm_ids"])
+            labels = original.labels(b["masked_lm_positions"], b["masked_lm_ids"])
             scores = bert(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"],
                           attention_mask=b["attention_mask"]).prediction_logits
             per_batch.append(F.cross_entropy(scores.view(-1, VOCAB_SIZE), labels.view(-1), ignore_index=-1))
@@ -165,7 +165,7 @@ def test_original_step_trains_and_evaluation_is_a_mean_of_batch_means(tmp_path):
 
 def test_data_parallel_demo_runs_where_data_parallel_passes_through():
     arrays = make_arrays(num_samples=4, seq_length=SEQ_LENGTH, max_predictions=4, seed=2)
-    from bert_tutorial.data import sample_to_tensors
+    from bert_tutorial.core.data import sample_to_tensors
 
     batch = sample_to_tensors(arrays, slice(None))
     result = data_parallel_demo(lambda: tiny_bert(), batch, device_ids=[0], steps=1)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from bert_tutorial.plotting import References, plot_runs, plot_training_curves, smooth
+from bert_tutorial.pretrain.curves import References, plot_runs, plot_training_curves, smooth
 
 
 def records() -> list[dict]:

@@ -11,13 +11,13 @@ import pytest
 import torch
 from tiny import dies_at_step, tiny_config
 
-from bert_tutorial import checkpoint as ckpt
-from bert_tutorial import training
 from bert_tutorial.config import TrainConfig
-from bert_tutorial.device import load_scaler_state, make_grad_scaler, resolve_precision
-from bert_tutorial.metrics import read_metrics
-from bert_tutorial.step import train_step
-from bert_tutorial.training import Trainer
+from bert_tutorial.core.step import train_step
+from bert_tutorial.pretrain import checkpoint as ckpt
+from bert_tutorial.pretrain import trainer as training
+from bert_tutorial.pretrain.device import load_scaler_state, make_grad_scaler, resolve_precision
+from bert_tutorial.pretrain.metrics import read_metrics
+from bert_tutorial.pretrain.trainer import Trainer
 
 
 @pytest.mark.parametrize(("capability", "expected"), [((7, 5), "fp16"), ((7, 0), "fp16"),

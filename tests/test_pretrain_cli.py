@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from bert_tutorial.config import DATA_SAMPLES, REPO_ROOT, TrainConfig
-from bert_tutorial.corpus import gutenberg_to_documents
-from bert_tutorial.metrics import read_metrics
-from bert_tutorial.pretrain import config_from_args, main
+from bert_tutorial.create_data.corpus import gutenberg_to_documents
+from bert_tutorial.pretrain.cli import config_from_args, main
+from bert_tutorial.pretrain.metrics import read_metrics
 
 
 def test_no_arguments_is_the_default_config():
@@ -58,8 +58,8 @@ def test_end_to_end_on_sample_data_eval_accuracy_rises(tmp_path, capsys):
 def test_dry_run_builds_the_run_and_does_not_train(tmp_path, capsys):
     from tiny import tiny_config
 
-    from bert_tutorial.multi_gpu import config_args
-    from bert_tutorial.pretrain import main
+    from bert_tutorial.pretrain.cli import main
+    from bert_tutorial.pretrain.launch import config_args
 
     args = config_args(tiny_config(tmp_path), only_changed=False)
     # "--dry" too: argparse takes an unambiguous prefix, so a run must not start for it.

@@ -1,4 +1,4 @@
-"""``bert_tutorial.samples``: shards and single samples decoded, and a batch as heatmaps."""
+"""``bert_tutorial.teach.decode``: shards and single samples decoded, and a batch as heatmaps."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from tiny import SEQ_LENGTH, hand_sample
 from torch.utils.data import default_collate
 
 from bert_tutorial.config import DATA_SAMPLES
-from bert_tutorial.data import IGNORE_INDEX, PretrainingDataset
+from bert_tutorial.core.data import IGNORE_INDEX, PretrainingDataset
 from bert_tutorial.hdf5_format import write_shard
-from bert_tutorial.samples import (
+from bert_tutorial.teach.decode import (
     batch_categories,
     decode_sample,
     load_shard,

@@ -10,12 +10,12 @@ from safetensors.torch import load_file
 from tiny import tiny_config
 from transformers import BertForPreTraining
 
-from bert_tutorial import checkpoint as ckpt
-from bert_tutorial import training
-from bert_tutorial.masking_stats import frequency_baseline
-from bert_tutorial.metrics import read_metrics
-from bert_tutorial.step import train_step
-from bert_tutorial.training import Trainer
+from bert_tutorial.core.evaluation import frequency_baseline
+from bert_tutorial.core.step import train_step
+from bert_tutorial.pretrain import checkpoint as ckpt
+from bert_tutorial.pretrain import trainer as training
+from bert_tutorial.pretrain.metrics import read_metrics
+from bert_tutorial.pretrain.trainer import Trainer
 
 
 def train_losses(run_dir) -> list[tuple[int, float, float]]:
@@ -158,7 +158,7 @@ def test_repeated_non_finite_losses_stop_with_step_and_batch(tmp_path, fused):
     trainer = Trainer(tiny_config(tmp_path, epochs=1, max_bad_steps=2, fused_adamw=fused))
     with torch.no_grad():
         trainer.module.bert.bert.embeddings.word_embeddings.weight[5:].fill_(float("nan"))
-    from bert_tutorial.training import NonFiniteLossError
+    from bert_tutorial.pretrain.trainer import NonFiniteLossError
 
     with pytest.warns(UserWarning, match="non-finite gradient norm"), \
             pytest.raises(NonFiniteLossError, match=r"2 consecutive non-finite gradients, last at step 2 \(epoch 0, samples 8-16"):

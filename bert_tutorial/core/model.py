@@ -1,0 +1,221 @@
+"""The model and its pre-training loss: MLM + NSP with a masked-only MLM head.
+
+``BertForPreTraining`` computes vocabulary logits for every one of the T positions,
+although only ~15 % of them carry a label. At T=128 and a 30k vocabulary that
+decoder is the largest matrix multiply of the whole step. ``PretrainingModel``
+gathers the hidden states of the masked positions first and decodes only those:
+the loss is identical, the work is ~6x smaller.
+
+The loss lives inside an ``nn.Module`` on purpose: DistributedDataParallel and
+``torch.compile`` wrap a module's ``forward``, so the whole computation that
+produces the loss must run through it for gradients to be synchronised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import BertConfig, BertForPreTraining
+from transformers.utils import logging as hf_logging
+
+from ..config import ConfigError, TrainConfig
+from .data import IGNORE_INDEX
+
+
+def build_model(cfg: TrainConfig, vocab_size: int) -> BertForPreTraining:
+    """A pretrained BERT (continued pre-training) or a fresh one sized by ``cfg``.
+
+    ``vocab_size`` is the size of the vocabulary the data was made with; a model with
+    a smaller embedding table would index out of range (a CUDA device-side assert).
+    """
+    if cfg.model_name_or_path:
+        model = load_pretrained(cfg.model_name_or_path, cfg.attn_implementation)
+    else:
+        config = BertConfig(
+            vocab_size=vocab_size,
+            hidden_size=cfg.hidden_size,
+            num_hidden_layers=cfg.num_hidden_layers,
+            num_attention_heads=cfg.num_attention_heads,
+            intermediate_size=cfg.intermediate_size,
+            max_position_embeddings=cfg.max_position_embeddings,
+            hidden_dropout_prob=cfg.dropout,
+            attention_probs_dropout_prob=cfg.dropout,
+        )
+        config._attn_implementation = cfg.attn_implementation
+        model = BertForPreTraining(config)
+    check_vocab(model, vocab_size, source=cfg.model_name_or_path or "TrainConfig")
+    return model
+
+
+def load_pretrained(name_or_path: str, attn_implementation: str = "sdpa") -> BertForPreTraining:
+    """``from_pretrained`` in float32, whatever dtype the weights were stored in.
+
+    Weights may be stored in half precision to save space (the sample model in
+    ``data_samples/base-model`` is fp16), and transformers 5 keeps the stored dtype.
+    Training keeps fp32 master weights; autocast handles bf16/fp16 compute.
+    """
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar per load in notebooks and logs
+    try:
+        model = BertForPreTraining.from_pretrained(name_or_path, attn_implementation=attn_implementation)
+    except (OSError, ValueError) as exc:  # a mistyped folder becomes a hub lookup: say both
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"{name_or_path}: cannot load a model from it ({reason}); --model-name-or-path takes "
+            "a folder holding config.json and the weights, or a Hugging Face Hub name (online)"
+        ) from exc
+    finally:
+        hf_logging.enable_progress_bar()
+    return model.float() if model.dtype != torch.float32 else model
+
+
+def check_vocab(model: BertForPreTraining, vocab_size: int, source: str) -> None:
+    """Refuse a model whose embedding table cannot hold every token id of the data."""
+    model_vocab = model.config.vocab_size
+    if model_vocab < vocab_size:
+        raise ConfigError(
+            f"{source}: model vocab_size {model_vocab} is smaller than the data's vocabulary "
+            f"({vocab_size} tokens); token ids would index past the embedding table"
+        )
+
+
+class PretrainingOutput(NamedTuple):
+    """Per-batch mean losses plus sums that aggregate exactly over many batches.
+
+    Sums and counts (not means) are kept so that evaluation can average over every
+    masked token of the data set instead of averaging batch means, and so that training
+    can normalise by the masked tokens of a whole optimizer step (see ``step``). A NamedTuple
+    because DDP and ``torch.compile`` look for tensors inside a module's outputs, and
+    tuples are a structure both understand.
+    """
+
+    loss: torch.Tensor
+    mlm_loss: torch.Tensor
+    nsp_loss: torch.Tensor
+    mlm_loss_sum: torch.Tensor
+    mlm_correct: torch.Tensor
+    mlm_count: torch.Tensor
+    nsp_loss_sum: torch.Tensor
+    nsp_correct: torch.Tensor
+    nsp_count: torch.Tensor
+
+
+class PretrainingModel(nn.Module):
+    """Wraps ``BertForPreTraining`` and returns MLM and NSP losses reported separately.
+
+    ``sparse_mlm_head=False`` runs the stock head over all positions, as the
+    original tutorial did; it exists to demonstrate (and test) that both agree.
+    ``prepare_mask`` (``(mask, dtype) -> mask``) may turn the [B, T] padding mask into
+    another form BERT accepts before the encoder sees it (a speed trick on a GPU, see
+    :func:`bert_tutorial.pretrain.speed.prepared_attention_mask`).
+    """
+
+    def __init__(self, bert: BertForPreTraining, sparse_mlm_head: bool = True,
+                 prepare_mask: Callable[[torch.Tensor, torch.dtype], torch.Tensor] | None = None) -> None:
+        super().__init__()
+        self.bert = bert
+        self.sparse_mlm_head = sparse_mlm_head
+        self.prepare_mask = prepare_mask
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        next_sentence_label: torch.Tensor,
+        masked_lm_positions: torch.Tensor,
+        masked_lm_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+    ) -> PretrainingOutput:
+        if self.prepare_mask is not None:
+            attention_mask = self.prepare_mask(attention_mask, self.bert.dtype)
+        encoded = self.bert.bert(
+            input_ids=input_ids,
+            token_type_ids=token_type_ids,
+            attention_mask=attention_mask,
+            return_dict=True,
+        )
+        hidden, targets = encoded.last_hidden_state, labels
+        if self.sparse_mlm_head:
+            # [B, P] positions -> [B, P, H] hidden states of the masked tokens only.
+            index = masked_lm_positions.unsqueeze(-1).expand(-1, -1, hidden.size(-1))
+            hidden, targets = torch.gather(hidden, 1, index), masked_lm_ids
+        elif labels is None:
+            raise ValueError("the full MLM head needs 'labels' of shape [B, T]")
+        heads = self.bert.cls
+        return pretraining_loss(heads.predictions(hidden), targets,
+                                heads.seq_relationship(encoded.pooler_output), next_sentence_label)
+
+
+def pretraining_loss(
+    mlm_logits: torch.Tensor,
+    mlm_targets: torch.Tensor,
+    nsp_logits: torch.Tensor,
+    nsp_labels: torch.Tensor,
+) -> PretrainingOutput:
+    """MLM loss averaged over labelled tokens, NSP loss over sequences, plus exact sums.
+
+    Cross-entropy is taken in fp32 even under autocast. A batch without any masked
+    token yields an MLM loss of 0 (sum 0 over a count clamped to 1), not NaN.
+    """
+    flat_logits = mlm_logits.reshape(-1, mlm_logits.size(-1)).float()
+    flat_targets = mlm_targets.reshape(-1)
+    labelled = flat_targets != IGNORE_INDEX
+    mlm_count = labelled.sum()
+    mlm_loss_sum = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE_INDEX, reduction="sum")
+    mlm_loss = mlm_loss_sum / mlm_count.clamp(min=1)
+    mlm_correct = ((flat_logits.argmax(-1) == flat_targets) & labelled).sum()
+
+    nsp_logits = nsp_logits.float()
+    nsp_loss_sum = F.cross_entropy(nsp_logits, nsp_labels.reshape(-1), reduction="sum")
+    # A fill on the device, not torch.tensor(n, device=...): no host-to-device copy per forward.
+    nsp_count = torch.full((), nsp_labels.numel(), dtype=torch.long, device=nsp_logits.device)
+    nsp_loss = nsp_loss_sum / nsp_count.clamp(min=1)
+    nsp_correct = (nsp_logits.argmax(-1) == nsp_labels.reshape(-1)).sum()
+
+    return PretrainingOutput(
+        loss=mlm_loss + nsp_loss,
+        mlm_loss=mlm_loss,
+        nsp_loss=nsp_loss,
+        mlm_loss_sum=mlm_loss_sum,
+        mlm_correct=mlm_correct,
+        mlm_count=mlm_count,
+        nsp_loss_sum=nsp_loss_sum,
+        nsp_correct=nsp_correct,
+        nsp_count=nsp_count,
+    )
+
+
+def unwrap(model: nn.Module) -> BertForPreTraining:
+    """The ``BertForPreTraining`` inside any DataParallel/DDP/compile/PretrainingModel wrapping.
+
+    The original tutorial called ``model.module`` unconditionally, which fails as soon
+    as the model is not wrapped; peeling wrappers by type works in every setup.
+    """
+    while True:
+        if isinstance(model, BertForPreTraining):
+            return model
+        if hasattr(model, "_orig_mod"):  # torch.compile
+            model = model._orig_mod
+        elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        elif isinstance(model, PretrainingModel):
+            model = model.bert
+        else:
+            raise TypeError(f"cannot find a BertForPreTraining inside {type(model).__name__}")
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode (no dropout) inside the block, the model's previous mode restored after it,
+    so that evaluation or a demonstration can run in the middle of training."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)

@@ -1,0 +1,258 @@
+"""Training curves that can be read without a guide: reference lines, honest scales, one cadence.
+
+A loss curve alone does not say whether a model learnt anything. Each panel therefore
+carries the figure a model with no knowledge would reach (``References``): ln V for
+MLM loss (a uniform guess over the vocabulary), the unigram-frequency baseline (every
+masked token predicted from its frequency, no context), ln 2 for NSP loss and 50 % for
+NSP accuracy (a coin), the most-frequent-token accuracy for MLM accuracy. NSP is drawn
+on a fixed 0-1 scale, with the raw train curve faint under a smoothed one, so noise
+does not look like progress.
+
+Figures are ``matplotlib.figure.Figure`` objects (no pyplot state): they work headless
+in a training process, and a notebook shows one by leaving it as a cell's value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
+
+from .metrics import METRICS_FILE, read_metrics
+
+Records = Sequence[Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class References:
+    """What a model without knowledge scores, for the reference lines (see module docstring)."""
+
+    vocab_size: int
+    unigram_mlm_loss: float | None = None
+    most_frequent_accuracy: float | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        """The ``metrics.jsonl`` record the Trainer writes once, before step 1."""
+        return {"kind": "reference", "step": 0, **asdict(self)}
+
+    @classmethod
+    def measure(cls, train_paths: Sequence[Path], eval_paths: Sequence[Path], vocab_size: int) -> References:
+        """The unigram baseline on ``eval_paths``, its frequencies counted on at most the first
+        4 train shards: enough for stable frequencies, and bounded work on a large corpus."""
+        from ..core.evaluation import frequency_baseline
+
+        base = frequency_baseline(list(train_paths)[:4], list(eval_paths), vocab_size)
+        return cls(vocab_size, base["mlm_loss"], base["mlm_accuracy"])
+
+    @classmethod
+    def from_records(cls, records: Records) -> References | None:
+        found = [r for r in records if r.get("kind") == "reference"]
+        if not found:
+            return None
+        return cls(**{k: v for k, v in found[-1].items() if k not in ("kind", "step")})
+
+
+def smooth(values: Sequence[float], window: int) -> np.ndarray:
+    """Trailing moving average (shorter at the start), so a curve never looks ahead."""
+    v = np.asarray(values, dtype=float)
+    if window <= 1 or v.size == 0:
+        return v
+    sums = np.cumsum(np.insert(v, 0, 0.0))
+    idx = np.arange(1, v.size + 1)
+    lo = np.maximum(idx - window, 0)
+    return (sums[idx] - sums[lo]) / (idx - lo)
+
+
+def _series(records: Records, kind: str, key: str) -> tuple[list[int], list[float]]:
+    rows = [r for r in records if r.get("kind") == kind and r.get(key) is not None]
+    return [r["step"] for r in rows], [float(r[key]) for r in rows]
+
+
+def _reference(ax: Axes, value: float | None, label: str, color: str) -> None:
+    if value is not None and math.isfinite(value):
+        ax.axhline(value, color=color, linestyle="--", linewidth=1.1, label=label)
+
+
+def _train_and_eval(ax: Axes, records: Records, key: str, smoothing: int) -> None:
+    steps, values = _series(records, "train", key)
+    if steps:
+        if smoothing > 1:
+            ax.plot(steps, values, color="tab:blue", alpha=0.25, linewidth=1)
+            ax.plot(steps, smooth(values, smoothing), color="tab:blue", label=f"train (mean of {smoothing})")
+        else:
+            ax.plot(steps, values, color="tab:blue", label="train")
+    steps, values = _series(records, "eval", key)
+    if steps:
+        ax.plot(steps, values, "o-", color="tab:orange", markersize=4, label="eval (held out)")
+
+
+def _finish(ax: Axes, title: str, ylabel: str) -> None:
+    ax.set_title(title)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _mlm_loss_panel(ax: Axes, records: Records, refs: References | None) -> None:
+    _train_and_eval(ax, records, "mlm_loss", smoothing=1)
+    shown = [v for kind in ("train", "eval") for v in _series(records, kind, "mlm_loss")[1]]
+    if refs:
+        _reference(ax, refs.unigram_mlm_loss, f"token frequencies only = {refs.unigram_mlm_loss or 0:.2f}",
+                   "tab:red")
+        shown += [refs.unigram_mlm_loss] if refs.unigram_mlm_loss is not None else []
+        ln_v = math.log(refs.vocab_size)
+        if shown and ln_v > max(shown) + 0.5 * (max(shown) - min(shown) + 0.2):
+            # A continued run sits far below ln V: an axis reaching up to it would flatten the
+            # gain into a line, so the axis follows the data and ln V is named in the legend.
+            ax.plot([], [], " ", label=f"uniform guess ln V = {ln_v:.2f} (off the top)")
+        else:
+            _reference(ax, ln_v, f"uniform guess ln V = {ln_v:.2f}", "grey")
+            shown.append(ln_v)
+    if shown:
+        pad = 0.08 * (max(shown) - min(shown)) + 0.02
+        ax.set_ylim(min(shown) - pad, max(shown) + pad)
+    _finish(ax, "MLM loss", "cross-entropy (nats)")
+
+
+def _nsp_loss_panel(ax: Axes, records: Records) -> None:
+    _train_and_eval(ax, records, "nsp_loss", smoothing=5)
+    _reference(ax, math.log(2), "coin flip ln 2 = 0.69", "grey")
+    ax.set_ylim(0, 1.0)  # a fixed scale: NSP noise of +-0.02 must not fill the panel
+    _finish(ax, "NSP loss", "cross-entropy (nats)")
+
+
+def _accuracy_panel(ax: Axes, records: Records, refs: References | None) -> None:
+    for key, label, color in (("mlm_accuracy", "MLM accuracy (eval)", "tab:orange"),
+                              ("nsp_accuracy", "NSP accuracy (eval)", "tab:green")):
+        steps, values = _series(records, "eval", key)
+        ax.plot(steps, values, "o-", color=color, markersize=4, label=label)
+    _reference(ax, 0.5, "NSP coin flip 50 %", "tab:green")
+    if refs:
+        _reference(ax, refs.most_frequent_accuracy,
+                   f"MLM: always the most frequent token = {refs.most_frequent_accuracy or 0:.1%}", "tab:red")
+    ax.set_ylim(0, 1.0)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    _finish(ax, "accuracy on held-out text", "share correct")
+
+
+def _perplexity_panel(ax: Axes, records: Records, refs: References | None) -> None:
+    steps, values = _series(records, "eval", "perplexity")
+    ax.plot(steps, values, "o-", color="tab:orange", markersize=4, label="eval perplexity")
+    if refs:
+        _reference(ax, float(refs.vocab_size), f"uniform guess V = {refs.vocab_size:,}", "grey")
+        if refs.unigram_mlm_loss is not None:
+            _reference(ax, math.exp(refs.unigram_mlm_loss),
+                       f"token frequencies only = {math.exp(refs.unigram_mlm_loss):,.0f}", "tab:red")
+    ax.set_yscale("log")
+    _finish(ax, "MLM perplexity = exp(loss), log scale", "perplexity")
+
+
+def _lr_panel(ax: Axes, records: Records) -> None:
+    steps, lrs = _series(records, "train", "lr")
+    if not steps:  # eval-only records (checkpoints evaluated after training)
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no training records:\nno learning rate to show", ha="center", va="center")
+        return
+    ax.plot(steps, lrs, color="tab:purple", label="learning rate")
+    ax.set_ylim(bottom=0)
+    _finish(ax, "learning rate and throughput", "learning rate")
+    steps, rates = _series(records, "train", "seq_per_s")
+    if steps:
+        twin = ax.twinx()
+        twin.plot(steps, rates, color="tab:brown", alpha=0.6, label="sequences/s")
+        twin.set_ylim(bottom=0)
+        twin.set_ylabel("sequences / s (all processes)")
+        twin.legend(fontsize=8, loc="lower right")
+
+
+def plot_training_curves(records: Records, path: str | Path | None = None,
+                         references: References | None = None) -> Figure:
+    """The run's story in five panels: MLM loss, NSP loss, accuracies, perplexity, LR/throughput.
+
+    ``records`` are ``metrics.jsonl`` records (``train``, ``eval`` and the ``reference``
+    record the Trainer writes, used when ``references`` is not given). Eval records alone
+    (e.g. checkpoints evaluated after training) plot fine.
+    """
+    refs = references or References.from_records(records)
+    fig = Figure(figsize=(15, 7.5), layout="constrained")
+    axes = fig.subplots(2, 3)
+    _mlm_loss_panel(axes[0, 0], records, refs)
+    _nsp_loss_panel(axes[0, 1], records)
+    _accuracy_panel(axes[0, 2], records, refs)
+    _perplexity_panel(axes[1, 0], records, refs)
+    _lr_panel(axes[1, 1], records)
+    axes[1, 2].axis("off")
+    axes[1, 2].text(0, 0.95, _summary(records, refs), va="top", family="monospace", fontsize=9)
+    return save_figure(fig, path)
+
+
+def _summary(records: Records, refs: References | None) -> str:
+    """First and last evaluation against the baselines, as text beside the plots."""
+    evals = [r for r in records if r.get("kind") == "eval"]
+    if not evals:
+        return "no evaluation yet"
+    lines = [f"{'':14}{'MLM loss':>9}{'MLM acc':>9}{'NSP acc':>9}"]
+    for name, r in (("first eval", evals[0]), ("last eval", evals[-1])):
+        lines.append(f"{name} @{r['step']:<4}{r['mlm_loss']:9.3f}{r['mlm_accuracy']:9.1%}"
+                     f"{r['nsp_accuracy']:9.1%}")
+    if refs and refs.unigram_mlm_loss is not None:
+        lines.append(f"{'frequencies':14}{refs.unigram_mlm_loss:9.3f}{refs.most_frequent_accuracy or 0:9.1%}"
+                     f"{'-':>9}")
+        lines.append("(frequencies: each masked token guessed\n from its corpus frequency alone)")
+    return "\n".join(lines)
+
+
+def plot_runs(runs: Mapping[str, Records], key: str = "mlm_loss", path: str | Path | None = None,
+              references: References | None = None) -> Figure:
+    """One metric of several runs on shared axes (e.g. a DDP run over a one-process run)."""
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.subplots()
+    styles = [("-", "tab:blue"), ("--", "tab:orange"), (":", "tab:green"), ("-.", "tab:red")]
+    for k, ((name, records), (line, color)) in enumerate(zip(runs.items(), styles * 4, strict=False)):
+        # Later runs thinner and smaller, so runs that coincide still show both.
+        steps, values = _series(records, "train", key)
+        ax.plot(steps, values, line, color=color, label=f"{name} (train)", linewidth=3.0 / (1 + k))
+        steps, values = _series(records, "eval", key)
+        ax.plot(steps, values, "o", color=color, label=f"{name} (eval)", markersize=9 - 3 * min(k, 2),
+                fillstyle="none" if k else "full", alpha=0.9)
+    if references and key == "mlm_loss":
+        _reference(ax, math.log(references.vocab_size), "uniform guess ln V", "grey")
+    _finish(ax, key.replace("_", " "), key)
+    return save_figure(fig, path)
+
+
+def plot_lr_schedule(lrs: Sequence[float], path: str | Path | None = None,
+                     warmup: int | None = None) -> Figure:
+    """The learning rate per optimizer step, from step 0 (as ``optim.lr_schedule`` gives it)."""
+    fig = Figure(figsize=(6, 3.2), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(range(len(lrs)), lrs)
+    if warmup:  # the LR reaches its peak at step warmup - 1 (steps count from 0)
+        ax.axvline(warmup - 1, color="grey", linestyle=":", label=f"end of warmup ({warmup} steps)")
+        ax.legend()
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("learning rate")
+    ax.set_title("linear warmup, then linear decay")
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def save_training_plots(output_dir: str | Path) -> None:
+    """Redraw ``loss_curves.png`` of a run folder from its metrics file."""
+    output_dir = Path(output_dir)
+    plot_training_curves(read_metrics(output_dir / METRICS_FILE), output_dir / "loss_curves.png")
+
+
+def save_figure(fig: Figure, path: str | Path | None) -> Figure:
+    """Write ``fig`` as a PNG when a path is given; return it either way (for notebooks)."""
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig

@@ -1,0 +1,92 @@
+"""Stopping on request the way clusters and notebooks ask: SIGTERM and SIGINT.
+
+SLURM's ``scancel``, ``kill -TERM -<pgid>`` and ``timeout`` send SIGTERM to every
+process of the job; Ctrl-C and Jupyter's stop button send SIGINT. The first signal
+asks the Trainer to finish the current optimizer step, save a checkpoint and return
+(``TrainResult.stopped_early``); a second one stops at once (:class:`StopNow`), for
+when saving is not worth waiting for. DataLoader workers ignore both
+(:func:`ignore_stop_signals`) so they cannot turn the request into
+a crash.
+
+A launcher may deliver one request twice: ``torchrun`` forwards the SIGTERM its
+workers already got from the process group. Signals within ``GRACE_S`` of the first
+therefore count as the same request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+#: A repeat within this many seconds is the same request delivered twice, not a second one.
+GRACE_S = 1.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StopNow(KeyboardInterrupt):
+    """A second stop signal: training stops at once, without saving."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        name = signal.Signals(signum).name
+        super().__init__(f"{name} received twice: stopped at once, without saving; "
+                         "the last checkpoint is intact")
+
+
+@contextlib.contextmanager
+def stop_signals(on_request: Callable[[int], None]) -> Iterator[None]:
+    """Within the block, SIGTERM/SIGINT call ``on_request(signum)`` once; a later one stops.
+
+    Outside the main thread (some notebook runners) handlers cannot be installed and
+    the block runs without them, as it would without this function.
+    """
+    first: dict[str, float] = {}
+
+    def handle(signum: int, frame: Any) -> None:
+        now = time.monotonic()
+        if "at" not in first:
+            first["at"] = now
+            on_request(signum)
+        elif now - first["at"] > GRACE_S:
+            raise StopNow(signum)
+
+    previous = {}
+    with contextlib.suppress(ValueError):  # not the main thread: no handler is installed
+        for sig in STOP_SIGNALS:
+            previous[sig] = signal.signal(sig, handle)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: leave SIGTERM and SIGINT to the main process.
+
+    A cluster delivers preemption to the whole process group (``scancel``, ``kill -TERM
+    -PGID``, ``timeout``) and Ctrl-C reaches every process of the terminal's group. A
+    worker killed by it makes the main process fail with "DataLoader worker ... killed
+    by signal" before it can save. So a worker ignores SIGINT, and SIGTERM from anyone
+    but its parent; the parent's own SIGTERM (how ``multiprocessing`` ends workers at
+    exit) still ends it quietly, or the interpreter's exit would wait for it forever.
+    Python handlers cannot see who sent a signal, so SIGTERM is blocked and received
+    by a thread with ``sigwaitinfo`` (Linux; elsewhere only SIGINT is ignored).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not hasattr(signal, "sigwaitinfo"):
+        return
+    parent = os.getppid()
+
+    def receive() -> None:
+        while True:
+            if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+                os._exit(0)
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # inherited by the thread
+    threading.Thread(target=receive, name="sigterm-from-parent", daemon=True).start()

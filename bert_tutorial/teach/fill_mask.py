@@ -1,0 +1,162 @@
+"""What the model learnt: fill-mask predictions and eval metrics before vs after training.
+
+A falling loss curve says little to a reader; the model completing "it is a truth
+universally [MASK]" does. The pre-training MLM head is run directly (no fine-tuning, no
+pipeline object), and several models' answers are lined up as text or as a grid.
+
+Plots are ``matplotlib.figure.Figure`` objects (no pyplot state), like
+:mod:`bert_tutorial.pretrain.curves`: a notebook shows one by leaving it as a cell's value.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from ..core.data import PathLike
+from ..core.model import eval_mode, unwrap
+from ..pretrain.curves import save_figure
+
+
+@dataclass(frozen=True)
+class FillMaskResult:
+    """Top-k predictions for each ``[MASK]`` of one sentence, best first."""
+
+    sentence: str
+    predictions: list[list[tuple[str, float]]]
+
+    def filled(self) -> str:
+        """The sentence with every [MASK] replaced by its top prediction."""
+        text = self.sentence
+        for options in self.predictions:
+            text = text.replace("[MASK]", f"<{options[0][0]}>", 1)
+        return text
+
+
+@torch.no_grad()
+def fill_mask(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    sentences: Sequence[str],
+    top_k: int = 5,
+    device: torch.device | str | None = None,
+) -> list[FillMaskResult]:
+    """The MLM head's top-k tokens (with probabilities) for every ``[MASK]`` in each sentence.
+
+    ``model`` is a ``BertForPreTraining`` or anything :func:`~bert_tutorial.core.model.unwrap`
+    peels. Sentences are padded into one batch with their real attention mask, and only
+    the masked positions are decoded. The model's train/eval mode is restored afterwards.
+    """
+    if not sentences:
+        return []
+    missing = [s for s in sentences if tokenizer.mask_token not in s]
+    if missing:
+        raise ValueError(f"sentence(s) without {tokenizer.mask_token}: {missing}")
+    bert = unwrap(model)
+    device = torch.device(device) if device is not None else next(bert.parameters()).device
+    enc = tokenizer(list(sentences), padding=True, truncation=True, return_tensors="pt",
+                    max_length=bert.config.max_position_embeddings)
+    enc = {k: v.to(device) for k, v in enc.items()}
+    with eval_mode(bert):
+        hidden = bert.bert(input_ids=enc["input_ids"], token_type_ids=enc["token_type_ids"],
+                           attention_mask=enc["attention_mask"], return_dict=True).last_hidden_state
+        where = (enc["input_ids"] == tokenizer.mask_token_id).nonzero()
+        probs = bert.cls.predictions(hidden[where[:, 0], where[:, 1]]).float().softmax(-1)
+        top = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+    per_sentence: list[list[list[tuple[str, float]]]] = [[] for _ in sentences]
+    for row, ids, values in zip(where[:, 0].tolist(), top.indices.tolist(), top.values.tolist(),
+                                strict=True):
+        tokens = tokenizer.convert_ids_to_tokens(ids)
+        per_sentence[row].append(list(zip(tokens, values, strict=True)))
+    return [FillMaskResult(s, p) for s, p in zip(sentences, per_sentence, strict=True)]
+
+
+def fill_mask_table(results: Mapping[str, Sequence[FillMaskResult]], top_k: int = 5) -> str:
+    """Side-by-side text of :func:`fill_mask` results of several models (e.g. before/after).
+
+    ``results`` maps a model's name to its results for the same sentences.
+    """
+    names = list(results)
+    if not names:
+        return ""
+    lines = []
+    width = max(len(n) for n in names)
+    for k, item in enumerate(results[names[0]]):
+        lines.append(item.sentence)
+        for m in range(len(item.predictions)):
+            for name in names:
+                options = results[name][k].predictions[m][:top_k]
+                shown = ", ".join(f"{tok} {p:.1%}" for tok, p in options)
+                label = f"  [MASK] {m + 1} " if len(item.predictions) > 1 else "  "
+                lines.append(f"{label}{name.ljust(width)}: {shown}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def plot_fill_mask(results: Mapping[str, Sequence[FillMaskResult]], answers: Sequence[str] | None = None,
+                   top_k: int = 3, path: PathLike | None = None) -> Figure:
+    """A grid of fill-mask guesses: one row per sentence, one column per model.
+
+    Each cell lists a model's top-k tokens for the sentence's first ``[MASK]`` with their
+    probabilities; a guess equal to the sentence's answer (``answers``) is drawn in green.
+    """
+    names = list(results)
+    sentences = [r.sentence for r in results[names[0]]] if names else []
+    text_width = 2.2  # the sentence column, in units of a model column
+    fig = Figure(figsize=(2.4 * (text_width + len(names)), 0.4 + 0.75 * (len(sentences) + 0.5)),
+                 layout="constrained")
+    ax = fig.subplots()
+    ax.set_axis_off()
+    ax.set_xlim(0, text_width + len(names))
+    ax.set_ylim(len(sentences) - 0.4, -0.9)
+    for col, name in enumerate(names):
+        ax.text(text_width + col + 0.05, -0.7, name, fontweight="bold", fontsize=10, va="center")
+    for row, sentence in enumerate(sentences):
+        label = textwrap.fill(sentence, 52) + (f"\nanswer: {answers[row]}" if answers else "")
+        ax.text(0, row, label, fontsize=8, va="center")
+        for col, name in enumerate(names):
+            for k, (token, prob) in enumerate(results[name][row].predictions[0][:top_k]):
+                hit = answers is not None and token.lower() == answers[row].lower()
+                ax.text(text_width + col + 0.05, row + 0.24 * (k - (top_k - 1) / 2), f"{token}  {prob:.0%}",
+                        fontsize=9, va="center", color="tab:green" if hit else "black",
+                        fontweight="bold" if hit else "normal")
+        ax.axhline(row + 0.5, color="lightgrey", linewidth=0.8)
+    return save_figure(fig, path)
+
+
+def plot_before_after(
+    metrics: Mapping[str, Mapping[str, float]], path: PathLike | None = None
+) -> Figure:
+    """Bars of MLM accuracy, NSP accuracy and MLM loss for several models (e.g. before/after).
+
+    ``metrics`` maps a name to an :func:`~bert_tutorial.core.evaluation.evaluate` result.
+    """
+    names = list(metrics)
+    colors = ["tab:gray", "tab:blue", "tab:orange", "tab:green"]
+    fig = Figure(figsize=(12, 3.4), layout="constrained")
+    panels = (("mlm_accuracy", "MLM accuracy (masked tokens)"),
+              ("nsp_accuracy", "NSP accuracy (sequences)"),
+              ("mlm_loss", "MLM loss (cross-entropy)"))
+    for ax, (key, title) in zip(fig.subplots(1, 3), panels, strict=True):
+        values = [float(metrics[n][key]) for n in names]
+        bars = ax.bar(names, values, color=[colors[i % len(colors)] for i in range(len(names))])
+        is_share = key.endswith("accuracy")
+        ax.bar_label(bars, labels=[f"{v:.1%}" if is_share else f"{v:.2f}" for v in values])
+        top = max([*values, 0.0])
+        if key == "nsp_accuracy":
+            ax.axhline(0.5, color="black", linestyle="--", linewidth=1, label="50 %")
+            ax.legend(loc="lower right")
+            top = max(top, 0.5)
+        ax.set_ylim(0, min(1.0, top * 1.2 + 0.01) if is_share else top * 1.15 + 0.01)
+        if is_share:
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))  # 12.5 %, not "12 %"
+        ax.set_title(title)
+        ax.grid(alpha=0.3, axis="y")
+    return save_figure(fig, path)
