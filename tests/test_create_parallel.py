@@ -147,6 +147,7 @@ def test_a_worker_error_names_the_file(tmp_path, book_files, capsys):
 
 def test_spawned_workers_give_the_same_bytes(tmp_path, book_files, monkeypatch):
     """Where processes cannot fork (macOS, Windows) workers are spawned: the same shards."""
+    from bert_tutorial.create_data import workers
 
     parts = [str(p) for p in sorted(book_files.glob("*.txt"))[:2]]
     forked = run(tmp_path / "fork", "--input", *parts, *PER_FILE, "--workers", "2")
