@@ -27,16 +27,6 @@ VOCAB = DATA_SAMPLES / "vocab.txt"
 BOOK = DATA_SAMPLES / "corpus" / "pride-and-prejudice.txt"
 
 
-@pytest.mark.parametrize("length", [0, 1, 2, 3, 4, 5, 7, 8, 9, 17, 125, 128, 129, 2500])
-def test_shuffle_is_random_shuffle(length):
-    for seed in range(25):
-        a, b = random.Random(seed), random.Random(seed)
-        xa, xb = list(range(length)), list(range(length))
-        a.shuffle(xa)
-        new.shuffle(xb, b)
-        assert xa == xb and a.getstate() == b.getstate()
-
-
 def random_documents(rng: random.Random, count: int) -> list[list[list[int]]]:
     """Documents with segments of 1-300 tokens, some [CLS]/[SEP]/"##" ids among them."""
     documents = []

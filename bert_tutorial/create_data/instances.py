@@ -23,12 +23,14 @@ The steps, as in the original BERT code:
 
 Every random choice comes from the one ``random.Random`` passed in, in a fixed
 order, which is what makes the shards reproducible byte for byte. The code is
-tuned for speed without changing that order: :func:`shuffle` draws exactly the
-bits ``random.Random.shuffle`` draws (2-3x faster), candidates are shuffled as a
-flat list of positions (a shuffle's permutation depends only on the list's length),
+tuned for speed without changing that order: candidates are shuffled as a flat list
+of positions (a shuffle's permutation depends only on the list's length),
 truncation counts instead of deleting one token at a time (linear, not quadratic),
-and instances hold 32-bit arrays, padded in one copy. ``tests/test_create_equivalence.py``
-checks it against the original implementation, instance by instance, state by state.
+and instances hold 32-bit arrays, padded in one copy. The draws themselves are the
+generator's own methods (``shuffle``, ``randint``, ``choice``), not copies of its
+internals, so they are the original's on any Python version.
+``tests/test_create_equivalence.py`` checks it against the original implementation,
+instance by instance, state by state.
 """
 
 from __future__ import annotations
@@ -36,10 +38,9 @@ from __future__ import annotations
 import random
 import re
 from array import array
-from collections.abc import Iterator, MutableSequence, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any
 
 #: The ``array`` type code of a 32-bit signed integer (``int32`` in the shards).
 INT32 = next(code for code in "ilh" if array(code).itemsize == 4)
@@ -147,30 +148,6 @@ class Instance:
     same_document_b: bool = False
 
 
-def shuffle(x: MutableSequence[Any], rng: random.Random) -> None:
-    """Shuffle ``x`` in place exactly as ``rng.shuffle(x)`` does, from the same bits, faster.
-
-    CPython's ``shuffle`` calls ``_randbelow(i + 1)`` for every position, which calls
-    ``getrandbits(k)`` (``k`` = bit length of ``i + 1``) until the value is at most
-    ``i``. Here that call is inlined and ``k`` tracked, not recomputed: the same
-    ``getrandbits`` calls in the same order, so the same permutation and generator
-    state, in under half the time (``tests/test_create_equivalence.py``).
-    """
-    if len(x) < 2:
-        return
-    getrandbits = rng.getrandbits
-    bits = len(x).bit_length()
-    below = (1 << (bits - 1)) - 1  # i < below <=> i + 1 has fewer than `bits` bits
-    for i in range(len(x) - 1, 0, -1):
-        if i < below:
-            bits -= 1
-            below >>= 1
-        j = getrandbits(bits)
-        while j > i:
-            j = getrandbits(bits)
-        x[i], x[j] = x[j], x[i]
-
-
 def truncate_seq_pair(
     tokens_a: list[int], tokens_b: list[int], max_num_tokens: int, rng: random.Random
 ) -> int:
@@ -233,20 +210,16 @@ def _corrupt(output: list[int], chosen: list[int], vocab: VocabInfo, rng: random
     """80 % [MASK], 10 % unchanged, 10 % a random word piece, drawn position by position.
 
     The original's draws: ``random() < 0.8``, else ``random() < 0.5`` to keep, else
-    ``randint(0, len(replacement_ids) - 1)``, the last inlined as ``_randbelow``.
+    ``randint(0, len(replacement_ids) - 1)``; ``choice`` draws the same bits (both are
+    one ``_randbelow(len(replacement_ids))``).
     """
-    draw, getrandbits = rng.random, rng.getrandbits
+    draw = rng.random
     replacements, mask_id = vocab.replacement_ids, vocab.mask_id
-    count = len(replacements)
-    bits = count.bit_length()
     for index in chosen:
         if draw() < 0.8:
             output[index] = mask_id
         elif draw() >= 0.5:  # below 0.5: keep the original token
-            j = getrandbits(bits)
-            while j >= count:
-                j = getrandbits(bits)
-            output[index] = replacements[j]
+            output[index] = rng.choice(replacements)
 
 
 def mask_tokens(
@@ -272,12 +245,12 @@ def mask_tokens(
     if not whole_word:  # every position but those of [CLS] and [SEP]
         cls_id, sep_id = vocab.cls_id, vocab.sep_id
         candidates = [i for i, token in enumerate(output) if token != cls_id and token != sep_id]
-        shuffle(candidates, rng)
+        rng.shuffle(candidates)
         chosen = candidates[:num_to_predict]
         _corrupt(output, chosen, vocab, rng)
     else:
         groups = _candidate_groups(output, vocab)
-        shuffle(groups, rng)
+        rng.shuffle(groups)
         chosen = []
         for group in groups:
             if len(chosen) >= num_to_predict:
@@ -407,7 +380,7 @@ def create_instances(
     """
     for _ in range(dupe_factor):
         order = list(range(len(documents_tokens)))
-        shuffle(order, rng)
+        rng.shuffle(order)
         for index in order:
             yield from create_instances_from_document(
                 documents_tokens, index, options, vocab, rng, mask)

@@ -18,7 +18,9 @@ Two ways to draw the random stream, both reproducible byte for byte:
 
 :func:`run_one_stream` and :func:`run_per_file` are the two modes; :func:`tokenize_chunk`
 and :func:`create_file_shards` are the steps that
-:class:`~bert_tutorial.create_data.workers.WorkerPool` runs in worker processes.
+:class:`~bert_tutorial.create_data.workers.WorkerPool` runs in worker processes. The
+pipeline knows that pool only as a :class:`Pool`: ``workers`` imports this module
+(its tasks are these steps), not the other way round.
 """
 
 from __future__ import annotations
@@ -29,15 +31,16 @@ from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from .corpus import CorpusCounts, CorpusOptions, read_documents, tokenize_documents
 from .instances import Instance, InstanceOptions, VocabInfo, create_instances, split_long_segments
 from .shard_writer import ShardWriter, WriteFunction, shard_name
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from .wordpiece import WordPieceTokenizer
-    from .workers import WorkerPool
 
 #: A chunk of text handed to a tokenizer process holds about this many characters (or
 #: :data:`CHUNK_DOCUMENTS` documents): big enough that sending it costs little next to
@@ -137,6 +140,33 @@ class Job:
                            name, masker)
 
 
+class Pool(Protocol):
+    """Other processes to run the work that draws nothing from the random stream (``--workers N``).
+
+    :class:`~bert_tutorial.create_data.workers.WorkerPool` is the one implementation; the
+    pipeline names only what it calls, so it does not import ``workers`` (which imports
+    the pipeline's steps, :func:`tokenize_chunk` and :func:`create_file_shards`).
+    """
+
+    def tokenized(
+        self, chunks: Iterable[list[list[str]]], max_seq_length: int, ahead_documents: int
+    ) -> Iterator[tuple[list[list[list[int]]], CorpusCounts]]:
+        """:func:`tokenize_chunk` of every chunk, results in input order."""
+        ...
+
+    def write(self, path: Path, arrays: dict[str, np.ndarray]) -> None:
+        """A shard writer's write function: compress and write one shard elsewhere."""
+        ...
+
+    def wait_writes(self) -> None:
+        """Return once every shard handed to :meth:`write` is written."""
+        ...
+
+    def per_file(self, files: Iterable[Path], job: Job) -> Iterator[Summary]:
+        """:func:`create_file_shards` of every file, summaries in input order."""
+        ...
+
+
 def text_chunks(documents: Iterable[list[str]]) -> Iterator[list[list[str]]]:
     """Consecutive groups of documents of about :data:`CHUNK_CHARS` characters each."""
     chunk: list[list[str]] = []
@@ -200,7 +230,7 @@ def run_one_stream(
     job: Job,
     tokenizer: Callable[[list[str]], list[list[int]]],
     vocab: VocabInfo,
-    pool: WorkerPool | None = None,
+    pool: Pool | None = None,
     progress: bool = False,
     name: str | None = None,
 ) -> Summary:
@@ -255,7 +285,7 @@ def run_per_file(
     job: Job,
     tokenizer: WordPieceTokenizer,
     vocab: VocabInfo,
-    pool: WorkerPool | None,
+    pool: Pool | None,
     progress: bool,
 ) -> Summary:
     """``--per-file``: every file on its own (in ``pool``'s processes, if there is one)."""

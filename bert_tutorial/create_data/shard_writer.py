@@ -25,7 +25,7 @@ from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .instances import INT32, Instance, shuffle
+from .instances import INT32, Instance
 
 if TYPE_CHECKING:  # numpy and h5py are imported by the process that writes
     import numpy as np
@@ -232,7 +232,7 @@ class ShardWriter:
         """Write the buffer (shuffled, so a shard does not hold one document's instances in a row)."""
         if not self.buffer:
             return
-        shuffle(self.buffer, self.rng)
+        self.rng.shuffle(self.buffer)
         stem = shard_stem(self.prefix, self.name)
         path = self.output_dir / f"{stem}_shard_{len(self.written):05d}.hdf5"
         arrays = instances_to_arrays(self.buffer, *self.shape)

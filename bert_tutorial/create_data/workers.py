@@ -1,7 +1,7 @@
 """``--workers N``: the worker processes of ``create_data`` and what they are given to do.
 
-Only work that draws nothing from the random stream is sent out (see
-``create_pipeline``), so the shards are the same bytes for every N:
+Only work that draws nothing from the random stream is sent out (see ``pipeline``), so
+the shards are the same bytes for every N:
 
 * tokenising chunks of documents ahead of the main process (:meth:`WorkerPool.tokenized`),
   up to about one block ahead, results taken back in input order;
