@@ -61,13 +61,23 @@ def test_frequency_baseline_by_hand(tmp_path):
     train = shard("train.hdf5", [[1, 2, 0], [1, 2, 3]], [[7, 8, 0], [7, 7, 0]])
     evald = shard("eval.hdf5", [[1, 2, 0]], [[7, 9, 5]])
     assert masked_targets(train).tolist() == [7, 8, 7, 7, 0] and masked_targets(evald).tolist() == [7, 9]
-    result = frequency_baseline(train, evald, vocab_size=10, smoothing=0.0)
+    result = frequency_baseline(train, evald, vocab_size=VOCAB_SIZE, smoothing=0.0)
     assert result["mlm_accuracy"] == 0.5  # always "7": right for 7, wrong for 9
     assert result["mlm_loss"] == float("inf")  # 9 never seen and no smoothing
-    smoothed = frequency_baseline(train, evald, vocab_size=10, smoothing=1.0)
-    p7, p9 = (3 + 1) / (5 + 10), (0 + 1) / (5 + 10)
+    smoothed = frequency_baseline(train, evald, vocab_size=VOCAB_SIZE, smoothing=1.0)
+    p7, p9 = (3 + 1) / (5 + VOCAB_SIZE), (0 + 1) / (5 + VOCAB_SIZE)
     assert smoothed["mlm_loss"] == pytest.approx(-(np.log(p7) + np.log(p9)) / 2)
     assert smoothed["most_frequent"][0] == (7, pytest.approx(p7))
+
+
+def test_frequency_baseline_names_a_shard_beyond_the_vocabulary(tmp_path):
+    """Every shard is validated before its ids index the counts: a named error, no IndexError."""
+    arrays = make_arrays(2, SEQ_LENGTH)
+    arrays["masked_lm_ids"][0, 0] = VOCAB_SIZE + 3
+    bad = write_shard(tmp_path / "eval.hdf5", arrays)
+    good = write_shard(tmp_path / "train.hdf5", make_arrays(2, SEQ_LENGTH))
+    with pytest.raises(ValueError, match="eval.hdf5: field 'masked_lm_ids'"):
+        frequency_baseline(good, bad, vocab_size=VOCAB_SIZE)
 
 
 def test_frequency_baseline_of_the_sample_data():
