@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import re
 import sys
@@ -38,26 +37,6 @@ def _none_or(kind: type):
     return parse
 
 
-def _field_help() -> dict[str, str]:
-    """Each ``TrainConfig`` field's ``#:`` comment in config.py: the help of its flag."""
-    helps: dict[str, str] = {}
-    comment: list[str] = []
-    try:
-        source = inspect.getsource(TrainConfig)
-    except (OSError, TypeError):  # an install without .py sources: flags keep their defaults only
-        return helps
-    for line in source.splitlines():
-        text = line.strip()
-        if text.startswith("#:"):
-            comment.append(text[2:].strip().replace("``", ""))
-        elif comment and (field := re.match(r"(\w+)\s*:", text)):
-            helps[field.group(1)] = " ".join(comment)
-            comment = []
-        else:
-            comment = []
-    return helps
-
-
 def build_parser() -> argparse.ArgumentParser:
     # SUPPRESS: flags not given stay out of the namespace, so "--eval-data none" can
     # still mean None while an absent flag means "keep the TrainConfig default".
@@ -66,7 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[1].replace("``", ""),
         argument_default=argparse.SUPPRESS,
     )
-    helps = _field_help()
     full, default = TrainConfig.full(), TrainConfig()
     changed = ", ".join(f"{f.name} {getattr(full, f.name)}" for f in dataclasses.fields(TrainConfig)
                         if getattr(full, f.name) != getattr(default, f.name))
@@ -78,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         flag, hint = "--" + f.name.replace("_", "-"), hints[f.name]
-        text = f"{helps.get(f.name, '')} (default {f.default})".lstrip()
+        text = f"{f.metadata.get('help', '')} (default {f.default})".lstrip()
         if typing.get_origin(hint) is typing.Literal:  # a fixed set of names; never None
             parser.add_argument(flag, help=text, choices=typing.get_args(hint))
         elif _field_type(hint) is bool:
