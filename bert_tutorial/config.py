@@ -13,7 +13,7 @@ import numbers
 import os
 import re
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,79 +35,82 @@ class ConfigError(ValueError):
 
 @dataclass
 class TrainConfig:
+    """Every knob of a run; ``metadata["help"]`` is the help of its ``python -m bert_tutorial.pretrain`` flag."""
+
     # --- data -------------------------------------------------------------------------------
-    #: Training shards: a folder of .hdf5 files or one file.
-    train_data: str = str(DATA_SAMPLES / "train")
-    #: Held-out shards, evaluated when a run starts (not on resume), at epoch ends and every
-    #: eval_every_steps; None ("none" on the command line) = no evaluation.
-    eval_data: str | None = str(DATA_SAMPLES / "eval")
-    #: The WordPiece vocabulary the shards were made with (its size is checked against the model).
-    vocab_file: str = str(DATA_SAMPLES / "vocab.txt")
-    #: DataLoader worker processes per rank (0 = read in the training process).
-    num_workers: int = 0
-    #: Cap on eval batches (None = whole eval set); keeps in-training evaluation cheap.
-    eval_max_batches: int | None = None
-    #: Also evaluate every N optimizer steps (0 = only before training and at epoch ends),
-    #: so that train and eval curves share a cadence.
-    eval_every_steps: int = 0
+    train_data: str = field(default=str(DATA_SAMPLES / "train"), metadata={
+        "help": "Training shards: a folder of .hdf5 files or one file."})
+    eval_data: str | None = field(default=str(DATA_SAMPLES / "eval"), metadata={
+        "help": "Held-out shards, evaluated when a run starts (not on resume), at epoch ends and every "
+                'eval_every_steps; None ("none" on the command line) = no evaluation.'})
+    vocab_file: str = field(default=str(DATA_SAMPLES / "vocab.txt"), metadata={
+        "help": "The WordPiece vocabulary the shards were made with (its size is checked against the model)."})
+    num_workers: int = field(default=0, metadata={
+        "help": "DataLoader worker processes per rank (0 = read in the training process)."})
+    eval_max_batches: int | None = field(default=None, metadata={
+        "help": "Cap on eval batches (None = whole eval set); keeps in-training evaluation cheap."})
+    eval_every_steps: int = field(default=0, metadata={
+        "help": "Also evaluate every N optimizer steps (0 = only before training and at epoch ends), "
+                "so that train and eval curves share a cadence."})
 
     # --- model ------------------------------------------------------------------------------
-    #: A hub name ("bert-base-uncased", needs network) or a local folder saved with
-    #: ``save_pretrained``. None builds a fresh model from the size fields below.
-    model_name_or_path: str | None = None
+    model_name_or_path: str | None = field(default=None, metadata={
+        "help": 'A hub name ("bert-base-uncased", needs network) or a local folder saved with '
+                "save_pretrained. None builds a fresh model from the size fields below."})
     hidden_size: int = 128
     num_hidden_layers: int = 2
     num_attention_heads: int = 2
     intermediate_size: int = 512
     max_position_embeddings: int = 512
-    #: Hidden and attention dropout of a fresh model (a pretrained one keeps its own).
-    dropout: float = 0.1
-    #: "sdpa" (fused attention kernels) or "eager" (the reference implementation).
-    attn_implementation: Attention = "sdpa"
+    dropout: float = field(default=0.1, metadata={
+        "help": "Hidden and attention dropout of a fresh model (a pretrained one keeps its own)."})
+    attn_implementation: Attention = field(default="sdpa", metadata={
+        "help": '"sdpa" (fused attention kernels) or "eager" (the reference implementation).'})
 
     # --- optimisation -----------------------------------------------------------------------
     epochs: int = 3
-    #: Per-device micro-batch; the global batch is this x grad_accum_steps x world size.
-    batch_size: int = 32
+    batch_size: int = field(default=32, metadata={
+        "help": "Per-device micro-batch; the global batch is this x grad_accum_steps x world size."})
     grad_accum_steps: int = 1
-    #: Peak learning rate; None = 1e-4 when continuing a pretrained model, 1e-3 from scratch.
-    learning_rate: float | None = None
+    learning_rate: float | None = field(default=None, metadata={
+        "help": "Peak learning rate; None = 1e-4 when continuing a pretrained model, 1e-3 from scratch."})
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1
-    #: Clip the gradient's global norm to this; None (or inf) = no clipping.
-    max_grad_norm: float | None = 1.0
+    max_grad_norm: float | None = field(default=1.0, metadata={
+        "help": "Clip the gradient's global norm to this; None (or inf) = no clipping."})
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-6
-    #: Stop after this many optimizer steps (None = run all epochs).
-    max_steps: int | None = None
+    max_steps: int | None = field(default=None, metadata={
+        "help": "Stop after this many optimizer steps (None = run all epochs)."})
     seed: int = 42
 
     # --- speed ------------------------------------------------------------------------------
-    #: "auto" = this process's GPU if there is one, else "cpu"; or a torch device ("cuda:1").
-    device: str = "auto"
-    #: "auto" = bf16 autocast on a GPU that supports it, else fp16 + GradScaler on GPU, fp32 on CPU.
-    precision: Precision = "auto"
-    #: Run the MLM decoder only on masked positions instead of all T positions.
-    sparse_mlm_head: bool = True
-    #: Fused AdamW kernel (CUDA only). None = use it when on CUDA.
-    fused_adamw: bool | None = None
+    device: str = field(default="auto", metadata={
+        "help": '"auto" = this process\'s GPU if there is one, else "cpu"; or a torch device ("cuda:1").'})
+    precision: Precision = field(default="auto", metadata={
+        "help": '"auto" = bf16 autocast on a GPU that supports it, else fp16 + GradScaler on GPU, '
+                "fp32 on CPU."})
+    sparse_mlm_head: bool = field(default=True, metadata={
+        "help": "Run the MLM decoder only on masked positions instead of all T positions."})
+    fused_adamw: bool | None = field(default=None, metadata={
+        "help": "Fused AdamW kernel (CUDA only). None = use it when on CUDA."})
     compile: bool = False
 
     # --- output -----------------------------------------------------------------------------
     output_dir: str = "runs/pretrain"
-    #: Checkpoint every N optimizer steps in addition to every epoch end (0 = epoch ends only).
-    save_every_steps: int = 0
+    save_every_steps: int = field(default=0, metadata={
+        "help": "Checkpoint every N optimizer steps in addition to every epoch end (0 = epoch ends only)."})
     keep_last_checkpoints: int = 2
     log_every_steps: int = 10
-    #: Redraw loss_curves.png after every evaluation.
-    plots: bool = True
-    #: Continue from the newest checkpoint in output_dir if there is one.
-    resume: bool = True
-    #: Stop with an error after this many consecutive non-finite losses.
-    max_bad_steps: int = 5
-    #: Resume even though the data differ from those the run started with (shards added,
-    #: removed or changed): the step count and LR schedule are then recomputed.
-    allow_data_change: bool = False
+    plots: bool = field(default=True, metadata={
+        "help": "Redraw loss_curves.png after every evaluation."})
+    resume: bool = field(default=True, metadata={
+        "help": "Continue from the newest checkpoint in output_dir if there is one."})
+    max_bad_steps: int = field(default=5, metadata={
+        "help": "Stop with an error after this many consecutive non-finite losses."})
+    allow_data_change: bool = field(default=False, metadata={
+        "help": "Resume even though the data differ from those the run started with (shards added, "
+                "removed or changed): the step count and LR schedule are then recomputed."})
 
     def __post_init__(self) -> None:
         self.adam_betas = tuple(self.adam_betas)  # JSON and argparse give lists
