@@ -14,83 +14,70 @@ import dataclasses
 import json
 import re
 import sys
+import types
+import typing
 from collections.abc import Sequence
 from typing import Any
 
 from ..config import ConfigError, TrainConfig
 
 
-def _none_or(kind: Any):
+def _field_type(hint: Any) -> type:
+    """The concrete scalar type behind an annotation like ``int | None``."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
+
+
+def _none_or(kind: type):
     def parse(text: str) -> Any:
         return None if text.lower() in ("none", "null", "") else kind(text)
 
-    parse.__name__ = kind.__name__  # argparse's "invalid int value: 'x'" names the type
+    parse.__name__ = kind.__name__
     return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """``--full``, ``--dry-run``, then a flag per ``TrainConfig`` field, made by ``HfArgumentParser``.
-
-    HfArgumentParser reads each field's type, default, choices (a ``Literal``) and help
-    (``metadata["help"]``). Where its conventions differ from this command line's, the
-    command line stays as it was (``launch.config_args`` writes it; the README uses it):
-
-    * it also spells each flag with underscores (``--batch_size``), which makes every
-      abbreviation ambiguous (``--batch``) and doubles the flag's name in error messages:
-      dashes only;
-    * its booleans are ``--plots [BOOL]``, with ``--no-plots`` only when the default is
-      True, and an ``Optional[bool]`` needs a value: each is ``--plots`` / ``--no-plots``;
-    * it cannot say None on the command line: "none" (or "null", or "") is None for a
-      typed value (``--eval-data none``, ``--max-grad-norm none``); ``validate`` names
-      the flag where None is not allowed;
-    * it takes a list, not a tuple: ``--adam-betas`` takes two floats.
-    """
-    from transformers import HfArgumentParser
-    from transformers.hf_argparser import string_to_bool
-
+    # SUPPRESS: flags not given stay out of the namespace, so "--eval-data none" can
+    # still mean None while an absent flag means "keep the TrainConfig default".
     parser = argparse.ArgumentParser(
         prog="python -m bert_tutorial.pretrain",
         description=__doc__.split("\n\n")[1].replace("``", ""),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,  # HfArgumentParser's
+        argument_default=argparse.SUPPRESS,
     )
     full, default = TrainConfig.full(), TrainConfig()
     changed = ", ".join(f"{f.name} {getattr(full, f.name)}" for f in dataclasses.fields(TrainConfig)
                         if getattr(full, f.name) != getattr(default, f.name))
-    parser.add_argument("--full", action="store_true",
+    parser.add_argument("--full", action="store_true", default=False,
                         help=f"start from TrainConfig.full() instead of the defaults below: {changed} "
                              "(a GPU run; pass --train-data/--eval-data for real, e.g. T=512, shards)")
-    parser.add_argument("--dry-run", action="store_true",
+    parser.add_argument("--dry-run", action="store_true", default=False,
                         help="build the run (data, model, optimizer, output folder) and stop before training")
-    for action in HfArgumentParser(TrainConfig, add_help=False)._actions:
-        flags = [s for s in action.option_strings if "_" not in s]
-        # A field without help text still shows its default (argparse shows nothing for no help).
-        shown = {"default": action.default, "help": action.help or "(default: %(default)s)"}
-        if action.type is string_to_bool:
-            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, **shown)
-        elif action.type is None:
-            continue  # its --no-X of a bool field: made by BooleanOptionalAction above
-        elif action.dest == "adam_betas":
-            parser.add_argument(*flags, type=float, nargs=2, **shown)
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        flag, hint = "--" + f.name.replace("_", "-"), hints[f.name]
+        text = f"{f.metadata.get('help', '')} (default {f.default})".lstrip()
+        if typing.get_origin(hint) is typing.Literal:  # a fixed set of names; never None
+            parser.add_argument(flag, help=text, choices=typing.get_args(hint))
+        elif _field_type(hint) is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
+        elif f.name == "adam_betas":
+            parser.add_argument(flag, type=float, nargs=2, help=text)
         else:
-            kind = action.type if action.choices else _none_or(action.type)  # a Literal is never None
-            parser.add_argument(*flags, type=kind, choices=action.choices, **shown)
+            parser.add_argument(flag, type=_none_or(_field_type(hint)), help=text)
     return parser
 
 
 def parse_command_line(argv: Sequence[str] | None = None) -> tuple[TrainConfig, bool]:
     """The ``TrainConfig`` a command line describes (not yet validated) and its ``--dry-run``.
 
-    Both come from argparse: it accepts any unambiguous prefix of a flag, so ``--dry``
-    is ``--dry-run`` and must not be looked up as a literal string. With ``--full`` the
-    command line is parsed again, over ``TrainConfig.full()``'s values as the defaults.
+    Both come from one parse: argparse accepts any unambiguous prefix of a flag, so
+    ``--dry`` is ``--dry-run`` and must not be looked up as a literal string.
     """
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.full:
-        parser.set_defaults(**TrainConfig.full().to_dict())
-        args = parser.parse_args(argv)
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**values), args.dry_run
+    overrides = vars(build_parser().parse_args(argv))
+    dry_run = overrides.pop("dry_run")
+    full = overrides.pop("full")
+    return (TrainConfig.full(**overrides) if full else TrainConfig(**overrides)), dry_run
 
 
 def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
