@@ -384,8 +384,8 @@ def test_single_process_helpers_are_no_ops(monkeypatch):
     assert not bdist.is_initialized()
     t = torch.tensor([2.0])
     assert bdist.all_reduce_sum(t) is t and t.item() == 2.0
-    assert bdist.broadcast_flag(True, torch.device("cpu")) is True
-    assert bdist.broadcast_flag(False, torch.device("cpu")) is False
+    assert bdist.any_rank(True, torch.device("cpu")) is True
+    assert bdist.any_rank(False, torch.device("cpu")) is False
     assert bdist.gather_objects({"a": 1}) == [{"a": 1}]
     assert bdist.broadcast_object("x") == "x"
     bdist.barrier()
@@ -436,8 +436,8 @@ def _worker(spec_path: str) -> None:
     cpu = torch.device("cpu")
     collectives = {
         "sum": bdist.all_reduce_sum(torch.tensor([info.rank + 1.0])).item(),
-        "any": bdist.broadcast_flag(info.rank == 1, cpu),
-        "none": bdist.broadcast_flag(False, cpu),
+        "any": bdist.any_rank(info.rank == 1, cpu),
+        "none": bdist.any_rank(False, cpu),
         "gather": bdist.gather_objects(info.rank),
         "broadcast": bdist.broadcast_object(f"from rank {info.rank}"),
     }
@@ -473,7 +473,7 @@ def _worker(spec_path: str) -> None:
 
     training.train_step = preempted_step
     # A SIGTERM that reaches rank 1 while it waits in the stop agreement's all-reduce.
-    agree = training.broadcast_flag
+    agree = training.any_rank
     agreements = {"n": 0}
 
     def signalled_agreement(flag, device):
@@ -483,7 +483,7 @@ def _worker(spec_path: str) -> None:
             os.kill(os.getpid(), signal.SIGTERM)  # its handler runs before this call returns
         return agreed
 
-    training.broadcast_flag = signalled_agreement
+    training.any_rank = signalled_agreement
     cfg = TrainConfig.from_dict(spec["config"])
     first = Trainer(cfg)
     with torch.random.fork_rng():  # peek at the stream dropout will draw from, leaving it untouched

@@ -44,8 +44,8 @@ from .device import (
 )
 from .distributed import (
     DistInfo,
+    any_rank,
     barrier,
-    broadcast_flag,
     decided_by_rank0,
     gather_objects,
     init_distributed,
@@ -291,7 +291,7 @@ class Trainer:
         and it never overwrites this rank's own: a signal whose handler runs while the
         all-reduce waits for the other ranks is kept for the next agreement, not erased.
         """
-        if not broadcast_flag(self._stop_requested, self.device):
+        if not any_rank(self._stop_requested, self.device):
             return False
         self._stop_requested = True
         self.save()  # a no-op when this step is saved already
