@@ -269,7 +269,8 @@ def test_resume_under_ddp_continues_the_same_trajectory(two_nodes):
 
 def one_process_batches(data: dict[str, str], epoch: int) -> list[list[int]]:
     dataset = PretrainingDataset(find_shards(data["train_data"]))
-    sampler = ShardedSampler(dataset, shuffle=True, seed=0, epoch=epoch)
+    sampler = ShardedSampler(dataset, shuffle=True, seed=0)
+    sampler.set_epoch(epoch)
     loader = make_dataloader(dataset, GLOBAL_BATCH, sampler=sampler, drop_last=True)
     return [list(b) for b in loader.batch_sampler]
 
@@ -306,12 +307,12 @@ def test_sampler_ranks_together_give_the_one_process_batches(data, world_size, s
     dataset = PretrainingDataset(find_shards(data["train_data"]))
     per_rank = GLOBAL_BATCH // world_size
     done = start_step * GLOBAL_BATCH
-    loaders = [
-        make_dataloader(dataset, per_rank, drop_last=True, sampler=ShardedSampler(
-            dataset, shuffle=True, seed=0, rank=r, world_size=world_size, epoch=1,
-            start_index=done // world_size))
-        for r in range(world_size)
-    ]
+    samplers = [ShardedSampler(dataset, shuffle=True, seed=0, rank=r, world_size=world_size)
+                for r in range(world_size)]
+    for sampler in samplers:  # as the Trainer moves its sampler on resume
+        sampler.set_epoch(1)
+        sampler.set_start(done // world_size)
+    loaders = [make_dataloader(dataset, per_rank, drop_last=True, sampler=s) for s in samplers]
     ranks = [[list(b) for b in loader.batch_sampler] for loader in loaders]
     expected = one_process_batches(data, epoch=1)[start_step:]
     assert all(len(r) == len(expected) for r in ranks)
