@@ -219,19 +219,13 @@ def inputs_record(vocab_file: str | Path, model_name_or_path: str | None) -> dic
     return {"vocab_sha256": ckpt.file_sha256(Path(vocab_file)), "model": model}
 
 
-def inputs_differences(recorded: dict[str, Any] | None, data: dict[str, Any],
-                       existing: dict[str, Any], mine: dict[str, Any]) -> list[str]:
+def inputs_differences(was: dict[str, Any], now: dict[str, Any], mine: dict[str, Any]) -> list[str]:
     """Whether the vocabulary or the starting model differ from the run's.
 
-    By contents (``data.json``'s ``inputs``); for a run recorded before contents were
-    (or whose record is lost), by path, as then. A starting model whose contents cannot
-    be compared now (its folder is gone, or one side is a hub name) is only warned
+    By contents (two :func:`inputs_record` results). A starting model whose contents
+    cannot be compared now (its folder is gone, or one side is a hub name) is only warned
     about: resuming reads the weights from the checkpoint, not from it.
     """
-    was, now = (recorded or {}).get("inputs"), data.get("inputs")
-    if not was or not now:
-        return [f"{k} ({existing.get(k)} -> {mine.get(k)})" for k in ("vocab_file", "model_name_or_path")
-                if existing.get(k) != mine.get(k)]
     out = ["vocab_file (contents differ)"] if was.get("vocab_sha256") != now.get("vocab_sha256") else []
     old, new = was.get("model"), now.get("model")
     hashed = [str(m).startswith("sha256:") for m in (old, new)]
@@ -317,7 +311,7 @@ class RunDir:
         if not cfg.resume:
             raise RunDirError(f"{self.folder}: holds checkpoints of this run but resume=False; "
                               "pass resume=True to continue it or choose another output_dir")
-        self._check_data(data, cfg, existing)  # before reading checkpoints
+        self._check_data(data, cfg)  # before reading checkpoints
         return self._choose_checkpoint()
 
     def _make_folder_and_lock(self) -> None:
@@ -379,7 +373,7 @@ class RunDir:
         latest = ckpt.latest_checkpoint(self.folder)
         return latest / name if latest is not None and (latest / name).is_file() else None
 
-    def _check_data(self, data: dict[str, Any], cfg: TrainConfig, existing: dict[str, Any]) -> None:
+    def _check_data(self, data: dict[str, Any], cfg: TrainConfig) -> None:
         record = self.data_file if self.data_file.exists() else self._checkpoint_copy(DATA_FILE)
         recorded = None
         if record is not None:
@@ -388,11 +382,6 @@ class RunDir:
             except (OSError, ValueError) as exc:
                 raise RunDirError(f"{record}: unreadable ({exc}); restore it, or pass "
                                   "--allow-data-change to resume with the current data") from exc
-        other = inputs_differences(recorded, data, existing, cfg.to_dict())
-        if other:  # another vocabulary or starting model is another run, whatever the flags
-            raise RunDirError(f"{self.folder}: holds a run made with another {', '.join(other)}; "
-                              "choose another --output-dir (that run stays as it is), or resume "
-                              "it with its own files")
         if recorded is None:
             # Runs record their data beside the checkpoints and in them, so both were lost;
             # resuming without a record would skip the check silently.
@@ -404,6 +393,16 @@ class RunDir:
             warnings.warn(f"{self.data_file}: missing; resuming with the current data unchecked",
                           stacklevel=6)
             return
+        if not isinstance(recorded, dict) or not isinstance(recorded.get("inputs"), dict):
+            # data.json before 2026-11-26 recorded paths, not the files' contents; no user has one
+            raise RunDirError(f"{record}: no \"inputs\" record (written by an older bert_tutorial, "
+                              "which did not hash the vocabulary and model), so this run cannot be "
+                              "checked; choose another --output-dir to train again")
+        other = inputs_differences(recorded["inputs"], data["inputs"], cfg.to_dict())
+        if other:  # another vocabulary or starting model is another run, whatever the flags
+            raise RunDirError(f"{self.folder}: holds a run made with another {', '.join(other)}; "
+                              "choose another --output-dir (that run stays as it is), or resume "
+                              "it with its own files")
         changes = data_differences(recorded, data)
         if not changes:
             return

@@ -210,7 +210,7 @@ class Trainer:
                 f"current data give; resume with the data it started on, or train on these data "
                 "in another --output-dir")
         self._close_epoch()  # saved at an epoch's end before it closed, or the data shrank
-        rngs = state.get("rng_per_rank") or [state["rng"]]
+        rngs = state["rng_per_rank"]
         if self.dist.rank < len(rngs):
             ckpt.set_rng_state(rngs[self.dist.rank], self.device)
         # else: a rank the checkpoint did not have keeps its seed + rank stream
@@ -434,7 +434,6 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
                 "progress": vars(self.progress).copy(),
-                "rng": rngs[0],
                 "rng_per_rank": rngs,
                 "world_size": self.dist.world_size,
                 "samples_per_step": self.samples_per_step,
