@@ -383,8 +383,9 @@ def test_fault_09_resume_on_changed_data_is_refused_unless_allowed(finished, tmp
         Trainer(cfg)
     assert snapshot(Path(cfg.output_dir)) == before
     cfg.allow_data_change = True
-    with pytest.warns(UserWarning, match="resuming on changed data"):
+    with pytest.warns(UserWarning, match="resuming on changed data") as caught:
         trainer = Trainer(cfg)
+    assert {w.filename for w in caught} == {__file__}  # the user's line, not the package's
     assert trainer.progress.step == 8 and trainer.total_steps == 12  # 96 samples / 8 per step
     assert snapshot(Path(cfg.output_dir)) == before  # built, not trained: the record is unchanged
     trainer.fit()
@@ -522,8 +523,9 @@ def test_fault_10_a_damaged_newest_checkpoint_falls_back_to_one_that_verifies(fi
     cfg = copy_of(finished, tmp_path)
     newest = ckpt.checkpoint_path(cfg.output_dir, 8)
     damage(newest)
-    with pytest.warns(UserWarning, match="skipping damaged checkpoint"):
+    with pytest.warns(UserWarning, match="skipping damaged checkpoint") as caught:
         trainer = Trainer(cfg)
+    assert {w.filename for w in caught} == {__file__}  # the user's line, not the package's
     expected = 8 if damage is half_copied_newer else 4
     assert trainer.progress.step == expected
     assert [p.name for p in ckpt.list_checkpoints(cfg.output_dir)][-1] == f"checkpoint-{expected:08d}"
@@ -705,5 +707,6 @@ def test_a_gone_model_folder_warns(finished, tmp_path):
                                                              "model_name_or_path": str(start), "max_steps": 4})
     Trainer(from_model).fit()
     shutil.rmtree(start)
-    with pytest.warns(UserWarning, match="cannot compare .*start-model with the model the run started from"):
+    with pytest.warns(UserWarning, match="cannot compare .*start-model with the model the run started from") as caught:
         assert Trainer(from_model).progress.step == 4
+    assert {w.filename for w in caught} == {__file__}  # the user's line, not the package's

@@ -25,13 +25,13 @@ import json
 import os
 import socket
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ..config import TrainConfig
 from ..safe_io import write_text_atomic
+from ..warn import warn_caller
 from . import checkpoint as ckpt
 from .distributed import barrier, decided_by_rank0
 from .metrics import METRICS_FILE
@@ -101,8 +101,8 @@ def _lock_fd(path: Path) -> int:
             "or choose another --output-dir"
         ) from None
     except OSError as exc:  # a file system without locks (some network mounts)
-        warnings.warn(f"{path}: cannot lock ({exc.strerror}); make sure no other run uses "
-                      "this folder", stacklevel=3)
+        warn_caller(f"{path}: cannot lock ({exc.strerror}); make sure no other run uses "
+                    "this folder")
         return fd
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     os.ftruncate(fd, 0)
@@ -234,8 +234,8 @@ def inputs_differences(was: dict[str, Any], now: dict[str, Any], mine: dict[str,
     elif not any(hashed) and old != new:
         out.append(f"model_name_or_path ({old} -> {new})")
     elif any(hashed) and not all(hashed):
-        warnings.warn(f"model_name_or_path: cannot compare {mine.get('model_name_or_path')} with the "
-                      "model the run started from; resuming from the checkpoint's weights", stacklevel=7)
+        warn_caller(f"model_name_or_path: cannot compare {mine.get('model_name_or_path')} with the "
+                    "model the run started from; resuming from the checkpoint's weights")
     return out
 
 
@@ -364,8 +364,8 @@ class RunDir:
             )
         for path, reason in rejected:
             moved = ckpt.set_aside(path)
-            warnings.warn(f"skipping damaged checkpoint: {reason}; moved to {moved}; resuming "
-                          f"from {found}", stacklevel=6)
+            warn_caller(f"skipping damaged checkpoint: {reason}; moved to {moved}; resuming "
+                        f"from {found}")
         return found
 
     def _checkpoint_copy(self, name: str) -> Path | None:
@@ -390,8 +390,7 @@ class RunDir:
                     f"{self.data_file}: missing, so the shards cannot be checked against those the "
                     "run started with; restore the file, or pass --allow-data-change "
                     "(allow_data_change=True) to resume with the current data")
-            warnings.warn(f"{self.data_file}: missing; resuming with the current data unchecked",
-                          stacklevel=6)
+            warn_caller(f"{self.data_file}: missing; resuming with the current data unchecked")
             return
         if not isinstance(recorded, dict) or not isinstance(recorded.get("inputs"), dict):
             # data.json before 2026-11-26 recorded paths, not the files' contents; no user has one
@@ -416,8 +415,8 @@ class RunDir:
                 "resume with the original shards, or pass --allow-data-change "
                 "(allow_data_change=True) to go on"
             )
-        warnings.warn(f"{self.folder}: resuming on changed data ({what}); the LR schedule and "
-                      "epoch length follow the new data", stacklevel=6)
+        warn_caller(f"{self.folder}: resuming on changed data ({what}); the LR schedule and "
+                    "epoch length follow the new data")
 
     def commit(self, cfg: TrainConfig, data: dict[str, Any], fresh: bool) -> None:
         """Record the run's config and data (rank 0), once the Trainer is fully built."""

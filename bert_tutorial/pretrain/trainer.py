@@ -17,7 +17,6 @@ import json
 import math
 import signal
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from ..core.model import PretrainingModel, build_model, check_vocab, load_pretra
 from ..core.optim import build_optimizer, build_scheduler, warmup_steps
 from ..core.step import StepResult, train_step
 from ..tokenization import read_vocab
+from ..warn import warn_caller
 from . import checkpoint as ckpt
 from .device import (
     autocast_context,
@@ -386,8 +386,8 @@ class Trainer:
                     f"{p.bad_steps} consecutive non-finite gradients, last at {where}: "
                     "lower the learning rate or use bf16/fp32"
                 )
-            warnings.warn(f"non-finite gradient norm {result.grad_norm.item()} at {where}; "
-                          "update skipped", stacklevel=2)
+            warn_caller(f"non-finite gradient norm {result.grad_norm.item()} at {where}; "
+                        "update skipped")
         self._unchecked.clear()
 
     def _log_window(self, window: LossWindow, bar: tqdm) -> None:
