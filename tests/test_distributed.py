@@ -63,8 +63,11 @@ def run_config(data: dict[str, str], output_dir: Path, **overrides: Any) -> Trai
 
 def torchrun(*launches: list[str], timeout: float = TIMEOUT_S) -> list[str]:
     """Run torchrun command lines side by side (one per "node"); return their outputs."""
+    # The ranks import this file, so they need pytest's pythonpath too (tests/shards.py
+    # imports benchmarks/synthetic.py).
+    path = [str(REPO), str(TESTS), str(REPO / "benchmarks"), os.environ.get("PYTHONPATH")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), str(TESTS), os.environ.get("PYTHONPATH")]))}
+           "PYTHONPATH": os.pathsep.join(filter(None, path))}
     procs = [
         subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *args], cwd=REPO, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
