@@ -10,7 +10,8 @@ The package, by layer (each folder's docstring says its job and what it may impo
 
 * contracts, importing nothing else of the package: :mod:`.config` (``TrainConfig``),
   :mod:`.hdf5_format` (the shard format), :mod:`.tokenization` (the vocabulary),
-  :mod:`.safe_io` (atomic writes, the named disk-full error);
+  :mod:`.safe_io` (atomic writes, the named disk-full error), :mod:`.warn` (warnings that
+  name the user's line);
 * :mod:`.core` - the method: dataset and loader, model and loss, the step, evaluation,
   optimizer and schedule;
 * :mod:`.create_data` - text -> shards (``python -m bert_tutorial.create_data``);

@@ -63,9 +63,11 @@ def run_config(data: dict[str, str], output_dir: Path, **overrides: Any) -> Trai
 
 def torchrun(*launches: list[str], timeout: float = TIMEOUT_S) -> list[str]:
     """Run torchrun command lines side by side (one per "node"); return their outputs."""
+    # The ranks import this file, so they need pytest's pythonpath too (tests/shards.py
+    # imports benchmarks/synthetic.py).
+    path = [str(REPO), str(TESTS), str(REPO / "benchmarks"), os.environ.get("PYTHONPATH")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), str(TESTS), str(REPO / "benchmarks"),
-                                                    os.environ.get("PYTHONPATH")]))}
+           "PYTHONPATH": os.pathsep.join(filter(None, path))}
     procs = [
         subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *args], cwd=REPO, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -270,7 +272,8 @@ def test_resume_under_ddp_continues_the_same_trajectory(two_nodes):
 
 def one_process_batches(data: dict[str, str], epoch: int) -> list[list[int]]:
     dataset = PretrainingDataset(find_shards(data["train_data"]))
-    sampler = ShardedSampler(dataset, shuffle=True, seed=0, epoch=epoch)
+    sampler = ShardedSampler(dataset, shuffle=True, seed=0)
+    sampler.set_epoch(epoch)
     loader = make_dataloader(dataset, GLOBAL_BATCH, sampler=sampler, drop_last=True)
     return [list(b) for b in loader.batch_sampler]
 
@@ -307,12 +310,12 @@ def test_sampler_ranks_together_give_the_one_process_batches(data, world_size, s
     dataset = PretrainingDataset(find_shards(data["train_data"]))
     per_rank = GLOBAL_BATCH // world_size
     done = start_step * GLOBAL_BATCH
-    loaders = [
-        make_dataloader(dataset, per_rank, drop_last=True, sampler=ShardedSampler(
-            dataset, shuffle=True, seed=0, rank=r, world_size=world_size, epoch=1,
-            start_index=done // world_size))
-        for r in range(world_size)
-    ]
+    samplers = [ShardedSampler(dataset, shuffle=True, seed=0, rank=r, world_size=world_size)
+                for r in range(world_size)]
+    for sampler in samplers:  # as the Trainer moves its sampler on resume
+        sampler.set_epoch(1)
+        sampler.set_start(done // world_size)
+    loaders = [make_dataloader(dataset, per_rank, drop_last=True, sampler=s) for s in samplers]
     ranks = [[list(b) for b in loader.batch_sampler] for loader in loaders]
     expected = one_process_batches(data, epoch=1)[start_step:]
     assert all(len(r) == len(expected) for r in ranks)
@@ -385,8 +388,8 @@ def test_single_process_helpers_are_no_ops(monkeypatch):
     assert not bdist.is_initialized()
     t = torch.tensor([2.0])
     assert bdist.all_reduce_sum(t) is t and t.item() == 2.0
-    assert bdist.broadcast_flag(True, torch.device("cpu")) is True
-    assert bdist.broadcast_flag(False, torch.device("cpu")) is False
+    assert bdist.any_rank(True, torch.device("cpu")) is True
+    assert bdist.any_rank(False, torch.device("cpu")) is False
     assert bdist.gather_objects({"a": 1}) == [{"a": 1}]
     assert bdist.broadcast_object("x") == "x"
     bdist.barrier()
@@ -437,8 +440,8 @@ def _worker(spec_path: str) -> None:
     cpu = torch.device("cpu")
     collectives = {
         "sum": bdist.all_reduce_sum(torch.tensor([info.rank + 1.0])).item(),
-        "any": bdist.broadcast_flag(info.rank == 1, cpu),
-        "none": bdist.broadcast_flag(False, cpu),
+        "any": bdist.any_rank(info.rank == 1, cpu),
+        "none": bdist.any_rank(False, cpu),
         "gather": bdist.gather_objects(info.rank),
         "broadcast": bdist.broadcast_object(f"from rank {info.rank}"),
     }
@@ -474,7 +477,7 @@ def _worker(spec_path: str) -> None:
 
     training.train_step = preempted_step
     # A SIGTERM that reaches rank 1 while it waits in the stop agreement's all-reduce.
-    agree = training.broadcast_flag
+    agree = training.any_rank
     agreements = {"n": 0}
 
     def signalled_agreement(flag, device):
@@ -484,7 +487,7 @@ def _worker(spec_path: str) -> None:
             os.kill(os.getpid(), signal.SIGTERM)  # its handler runs before this call returns
         return agreed
 
-    training.broadcast_flag = signalled_agreement
+    training.any_rank = signalled_agreement
     cfg = TrainConfig.from_dict(spec["config"])
     first = Trainer(cfg)
     with torch.random.fork_rng():  # peek at the stream dropout will draw from, leaving it untouched

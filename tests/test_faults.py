@@ -383,8 +383,9 @@ def test_fault_09_resume_on_changed_data_is_refused_unless_allowed(finished, tmp
         Trainer(cfg)
     assert snapshot(Path(cfg.output_dir)) == before
     cfg.allow_data_change = True
-    with pytest.warns(UserWarning, match="resuming on changed data"):
+    with pytest.warns(UserWarning, match="resuming on changed data") as caught:
         trainer = Trainer(cfg)
+    assert {w.filename for w in caught} == {__file__}  # the user's line, not the package's
     assert trainer.progress.step == 8 and trainer.total_steps == 12  # 96 samples / 8 per step
     assert snapshot(Path(cfg.output_dir)) == before  # built, not trained: the record is unchanged
     trainer.fit()
@@ -522,8 +523,9 @@ def test_fault_10_a_damaged_newest_checkpoint_falls_back_to_one_that_verifies(fi
     cfg = copy_of(finished, tmp_path)
     newest = ckpt.checkpoint_path(cfg.output_dir, 8)
     damage(newest)
-    with pytest.warns(UserWarning, match="skipping damaged checkpoint"):
+    with pytest.warns(UserWarning, match="skipping damaged checkpoint") as caught:
         trainer = Trainer(cfg)
+    assert {w.filename for w in caught} == {__file__}  # the user's line, not the package's
     expected = 8 if damage is half_copied_newer else 4
     assert trainer.progress.step == expected
     assert [p.name for p in ckpt.list_checkpoints(cfg.output_dir)][-1] == f"checkpoint-{expected:08d}"
@@ -677,25 +679,34 @@ def test_a_stop_seen_after_an_epoch_closed_resumes_to_that_epochs_evaluation(tmp
     assert log(cfg.output_dir) == log(whole.output_dir)
 
 
-def test_runs_recorded_before_contents_were_compare_paths_and_a_gone_model_folder_warns(finished, tmp_path):
+def test_a_run_folder_in_an_older_format_is_a_named_error(finished, tmp_path, capsys):
+    """Formats older than the current one are not read (no user has them): named, no traceback."""
     cfg = copy_of(finished, tmp_path)
     run = Path(cfg.output_dir)
-    for record in [run / "data.json", *(c / "data.json" for c in ckpt.list_checkpoints(run))]:
-        data = json.loads(record.read_text())
-        data.pop("inputs")  # as a run made before the vocabulary was hashed
-        record.write_text(json.dumps(data))
-    for checkpoint in ckpt.list_checkpoints(run):
-        ckpt.write_manifest(checkpoint)
-    other = tmp_path / "vocab.txt"
-    shutil.copy(finished.vocab_file, other)  # the same file elsewhere: the old rule refuses
-    with pytest.raises(RunDirError, match=r"another vocab_file \(.*vocab.txt -> .*vocab.txt\)"):
-        Trainer(TrainConfig.from_dict(cfg.to_dict() | {"vocab_file": str(other)}))
+    record = run / "data.json"
+    data = json.loads(record.read_text())
+    record.write_text(json.dumps({k: v for k, v in data.items() if k != "inputs"}))  # no hashes yet
+    assert main([*config_args(cfg), "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert 'data.json: no "inputs" record (written by an older bert_tutorial' in err and "Traceback" not in err
+    record.write_text(json.dumps(data))
 
+    checkpoint = ckpt.latest_checkpoint(run)  # a training state without the per-rank RNG streams
+    state = torch.load(checkpoint / "training_state.pt", weights_only=True)
+    torch.save({k: v for k, v in state.items() if k != "rng_per_rank"}, checkpoint / "training_state.pt")
+    ckpt.write_manifest(checkpoint)
+    assert main([*config_args(cfg), "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert "training_state.pt: no rng_per_rank (saved by an older bert_tutorial" in err and "Traceback" not in err
+
+
+def test_a_gone_model_folder_warns(finished, tmp_path):
     start = tmp_path / "start-model"  # a run that started from a model folder, now gone
     shutil.copytree(ckpt.latest_checkpoint(finished.output_dir), start)
     from_model = TrainConfig.from_dict(finished.to_dict() | {"output_dir": str(tmp_path / "m"),
                                                              "model_name_or_path": str(start), "max_steps": 4})
     Trainer(from_model).fit()
     shutil.rmtree(start)
-    with pytest.warns(UserWarning, match="cannot compare .*start-model with the model the run started from"):
+    with pytest.warns(UserWarning, match="cannot compare .*start-model with the model the run started from") as caught:
         assert Trainer(from_model).progress.step == 4
+    assert {w.filename for w in caught} == {__file__}  # the user's line, not the package's

@@ -88,12 +88,16 @@ def test_config_args_round_trip():
     assert json.dumps(everything.to_dict()) == json.dumps(TrainConfig().to_dict())
 
 
-def test_launch_env_shares_the_cpu_and_finds_the_package():
-    env = launch_env(2, {"PATH": "/bin", "PYTHONPATH": "/elsewhere"})
+def test_launch_env_shares_the_cpu_and_finds_the_package(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    for name in ("OMP_NUM_THREADS", "PYTHONUNBUFFERED"):
+        monkeypatch.delenv(name, raising=False)
+    env = launch_env(2)
     assert env["PYTHONPATH"].split(os.pathsep) == [str(REPO_ROOT), "/elsewhere"]
     assert env["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
     assert env["PYTHONUNBUFFERED"] == "1"
-    assert launch_env(2, {"OMP_NUM_THREADS": "3"})["OMP_NUM_THREADS"] == "3"  # the user's choice wins
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert launch_env(2)["OMP_NUM_THREADS"] == "3"  # the user's choice wins
 
 
 def test_gpu_report_without_gpus(monkeypatch):
@@ -160,7 +164,8 @@ def test_stop_terminates_the_whole_process_group():
     )
     worker = int(proc.stdout.readline())
     start = time.perf_counter()
-    launch.stop_process_group(proc, grace=10)
+    launch.stop_process_group(proc)
+    # well within STOP_GRACE_S: the SIGTERM stopped it, not the SIGKILL after the grace
     assert proc.returncode == -15 and time.perf_counter() - start < 10
     deadline = time.monotonic() + 5
     while _alive(worker) and time.monotonic() < deadline:

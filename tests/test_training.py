@@ -160,9 +160,10 @@ def test_repeated_non_finite_losses_stop_with_step_and_batch(tmp_path, fused):
         trainer.module.bert.bert.embeddings.word_embeddings.weight[5:].fill_(float("nan"))
     from bert_tutorial.pretrain.trainer import NonFiniteLossError
 
-    with pytest.warns(UserWarning, match="non-finite gradient norm"), \
+    with pytest.warns(UserWarning, match="non-finite gradient norm") as caught, \
             pytest.raises(NonFiniteLossError, match=r"2 consecutive non-finite gradients, last at step 2 \(epoch 0, samples 8-16"):
         trainer.fit()
+    assert {w.filename for w in caught} == {__file__}  # the user's line, not the package's
 
 
 def test_one_bad_step_is_skipped_without_touching_the_weights(tmp_path):

@@ -211,11 +211,9 @@ class ShardedSampler(Sampler[int]):
     so a DDP run follows the same trajectory as a one-process run of the same global
     batch, and a run can resume with another world size. The price: every rank reads
     every shard (still one at a time). All ranks must yield the same number of samples or
-    DDP hangs at the next collective: with ``drop_last=True`` (the default) the order is
-    truncated to a multiple of ``world_size`` (at most ``world_size - 1`` samples of the
-    epoch are skipped, different ones each epoch); ``drop_last=False`` instead pads by
-    wrapping around to the start of the order (a few samples are seen twice).
-    ``even=False`` (for evaluation, which has no per-batch collective) gives every rank
+    DDP hangs at the next collective, so the order is truncated to a multiple of
+    ``world_size`` (at most ``world_size - 1`` samples of the epoch are skipped, different
+    ones each epoch). ``even=False`` (for evaluation, which has no per-batch collective) gives every rank
     its stride of the order without truncating or padding: ranks differ by at most one
     sample, and together they cover every sample exactly once.
 
@@ -232,9 +230,6 @@ class ShardedSampler(Sampler[int]):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
-        drop_last: bool = True,
-        epoch: int = 0,
-        start_index: int = 0,
         even: bool = True,
     ) -> None:
         if world_size < 1 or not 0 <= rank < world_size:
@@ -247,17 +242,11 @@ class ShardedSampler(Sampler[int]):
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
-        self.drop_last = drop_last
         self.even = even
-        if not even:
-            self.num_samples_per_rank = max(0, -(-(self.total - rank) // world_size))
-        elif drop_last:
-            self.num_samples_per_rank = self.total // world_size
-        else:
-            self.num_samples_per_rank = -(-self.total // world_size)
-        self.epoch = epoch
+        self.num_samples_per_rank = (self.total // world_size if even
+                                     else max(0, -(-(self.total - rank) // world_size)))
+        self.epoch = 0
         self.start_index = 0
-        self.set_start(start_index)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order to produce; a new epoch starts from its beginning."""
@@ -279,9 +268,9 @@ class ShardedSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         first = self.rank + self.start_index * self.world_size
-        stop = self.rank + self.num_samples_per_rank * self.world_size
-        if not self.even:
-            stop = min(stop, self.total)
+        # Capped at the epoch's end: positions past this rank's last sample are never taken
+        # by the stride, so the cap only spares reading them (and gives even=False its tail).
+        stop = min(self.rank + self.num_samples_per_rank * self.world_size, self.total)
         return itertools.islice(self._order(first, stop), 0, None, self.world_size)
 
     def shard_order(self) -> list[int]:
@@ -299,20 +288,18 @@ class ShardedSampler(Sampler[int]):
         return indices
 
     def _order(self, start: int, stop: int) -> Iterator[int]:
-        """Positions ``[start, stop)`` of the epoch order; positions past the end wrap around."""
-        if self.total == 0 or start >= stop:
+        """Positions ``[start, stop)`` of the epoch order (``stop <= total``)."""
+        if start >= stop:
             return
-        blocks = self.shard_order()
-        position = start - start % self.total  # where the lap holding ``start`` begins
-        while True:
-            for shard in blocks:
-                size = self.shard_sizes[shard]
-                if position + size > start:
-                    chunk = self._shard_indices(shard)
-                    yield from chunk[max(start - position, 0) : stop - position].tolist()
-                position += size
-                if position >= stop:
-                    return
+        position = 0
+        for shard in self.shard_order():
+            size = self.shard_sizes[shard]
+            if position + size > start:
+                chunk = self._shard_indices(shard)
+                yield from chunk[max(start - position, 0) : stop - position].tolist()
+            position += size
+            if position >= stop:
+                return
 
 
 def make_dataloader(

@@ -43,6 +43,8 @@ STATE_FILE = "training_state.pt"
 MANIFEST = "manifest.json"
 #: Files without which a checkpoint cannot be resumed (``manifest.json`` lists them).
 REQUIRED_FILES = ("model.safetensors", "config.json", STATE_FILE)
+#: What the Trainer saves in ``training_state.pt`` and reads back on resume.
+STATE_KEYS = ("optimizer", "scheduler", "scaler", "progress", "rng_per_rank", "samples_per_step")
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -230,7 +232,7 @@ def check_global_batch(checkpoint: Path, state: dict[str, Any], batch_size: int,
                        grad_accum_steps: int, world_size: int) -> None:
     """Refuse to resume with another global batch: the step count, LR schedule and data
     position are counted in optimizer steps of that many sequences."""
-    saved = state.get("samples_per_step", batch_size * grad_accum_steps * state.get("world_size", 1))
+    saved = state["samples_per_step"]
     mine = batch_size * grad_accum_steps * world_size
     if saved != mine:
         per_process = saved / (batch_size * world_size)
@@ -253,7 +255,7 @@ def load_training_state(checkpoint: str | Path) -> dict[str, Any]:
     """
     path = Path(checkpoint) / STATE_FILE
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:  # torch's text advises weights_only=False: not quoted
         found = re.search(r"GLOBAL (\S+)", str(exc))
         if found is not None:
@@ -266,11 +268,22 @@ def load_training_state(checkpoint: str | Path) -> dict[str, Any]:
             ) from None
         # Not an object the unpickler refused: the bytes themselves are wrong.
         detail = re.search(r"WeightsUnpickler error:\s*(.+?)\n", str(exc))
-        reason, cause = (detail.group(1) if detail else "unreadable"), None
+        raise _damaged(path, detail.group(1) if detail else "unreadable") from None
     except Exception as exc:
-        reason, cause = f"{type(exc).__name__}: {exc}", exc
-    raise CheckpointError(f"{path}: cannot load training state: the file is damaged or not "
-                          f"a torch.save file ({reason})") from cause
+        raise _damaged(path, f"{type(exc).__name__}: {exc}") from exc
+    # Checkpoints saved before 2026-11-25's DDP work lacked rng_per_rank and samples_per_step;
+    # no user has one, so they are named here instead of failing later with a KeyError.
+    missing = [key for key in STATE_KEYS if key not in state] if isinstance(state, dict) else STATE_KEYS
+    if missing:
+        raise CheckpointError(f"{path}: no {', '.join(missing)} (saved by an older bert_tutorial, "
+                              "or not a training state of this package); resume from a checkpoint "
+                              "this version saved, or choose another --output-dir to train again")
+    return state
+
+
+def _damaged(path: Path, reason: str) -> CheckpointError:
+    return CheckpointError(f"{path}: cannot load training state: the file is damaged or not "
+                           f"a torch.save file ({reason})")
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:

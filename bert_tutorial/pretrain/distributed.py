@@ -7,7 +7,7 @@ the same training code runs in a notebook, on one GPU and under ``torchrun``.
 
 Every collective below must be called by *all* ranks in the same order, or the
 job hangs: callers decide whether to call from values that are equal on all
-ranks (the step number, a flag reduced with :func:`broadcast_flag`), never from
+ranks (the step number, a flag reduced with :func:`any_rank`), never from
 something only one rank knows.
 """
 
@@ -145,8 +145,11 @@ def barrier() -> None:
         dist.barrier()
 
 
-def broadcast_flag(flag: bool, device: torch.device) -> bool:
-    """True on every rank if it is true on any rank (e.g. one rank got SIGTERM)."""
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank if it is true on any rank (e.g. one rank got SIGTERM).
+
+    An all-reduce with MAX, not a broadcast: no rank's value wins, any True does.
+    """
     if not is_initialized():
         return flag
     t = torch.tensor([1.0 if flag else 0.0], device=device)

@@ -195,9 +195,9 @@ def torchrun_command(
     return cmd
 
 
-def launch_env(nproc: int, base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for the launch: the package importable, unbuffered output, CPU threads shared."""
-    env = dict(os.environ if base is None else base)
+def launch_env(nproc: int) -> dict[str, str]:
+    """This environment for the launch: the package importable, unbuffered output, CPU threads shared."""
+    env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
     # N processes x all cores each would oversubscribe the CPU; torchrun would pick 1 and warn.
@@ -290,11 +290,11 @@ def _pump(proc: subprocess.Popen, out: TextIO, keep: Callable[[str], Any]) -> No
             break
 
 
-def stop_process_group(proc: subprocess.Popen, grace: float = STOP_GRACE_S) -> None:
+def stop_process_group(proc: subprocess.Popen) -> None:
     """SIGTERM the job's process group (ranks save and exit), SIGKILL it if it lingers."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=grace)
+        proc.wait(timeout=STOP_GRACE_S)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -25,13 +25,13 @@ import json
 import os
 import socket
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ..config import TrainConfig
 from ..safe_io import write_text_atomic
+from ..warn import warn_caller
 from . import checkpoint as ckpt
 from .distributed import barrier, decided_by_rank0
 from .metrics import METRICS_FILE
@@ -101,8 +101,8 @@ def _lock_fd(path: Path) -> int:
             "or choose another --output-dir"
         ) from None
     except OSError as exc:  # a file system without locks (some network mounts)
-        warnings.warn(f"{path}: cannot lock ({exc.strerror}); make sure no other run uses "
-                      "this folder", stacklevel=3)
+        warn_caller(f"{path}: cannot lock ({exc.strerror}); make sure no other run uses "
+                    "this folder")
         return fd
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     os.ftruncate(fd, 0)
@@ -219,19 +219,13 @@ def inputs_record(vocab_file: str | Path, model_name_or_path: str | None) -> dic
     return {"vocab_sha256": ckpt.file_sha256(Path(vocab_file)), "model": model}
 
 
-def inputs_differences(recorded: dict[str, Any] | None, data: dict[str, Any],
-                       existing: dict[str, Any], mine: dict[str, Any]) -> list[str]:
+def inputs_differences(was: dict[str, Any], now: dict[str, Any], mine: dict[str, Any]) -> list[str]:
     """Whether the vocabulary or the starting model differ from the run's.
 
-    By contents (``data.json``'s ``inputs``); for a run recorded before contents were
-    (or whose record is lost), by path, as then. A starting model whose contents cannot
-    be compared now (its folder is gone, or one side is a hub name) is only warned
+    By contents (two :func:`inputs_record` results). A starting model whose contents
+    cannot be compared now (its folder is gone, or one side is a hub name) is only warned
     about: resuming reads the weights from the checkpoint, not from it.
     """
-    was, now = (recorded or {}).get("inputs"), data.get("inputs")
-    if not was or not now:
-        return [f"{k} ({existing.get(k)} -> {mine.get(k)})" for k in ("vocab_file", "model_name_or_path")
-                if existing.get(k) != mine.get(k)]
     out = ["vocab_file (contents differ)"] if was.get("vocab_sha256") != now.get("vocab_sha256") else []
     old, new = was.get("model"), now.get("model")
     hashed = [str(m).startswith("sha256:") for m in (old, new)]
@@ -240,8 +234,8 @@ def inputs_differences(recorded: dict[str, Any] | None, data: dict[str, Any],
     elif not any(hashed) and old != new:
         out.append(f"model_name_or_path ({old} -> {new})")
     elif any(hashed) and not all(hashed):
-        warnings.warn(f"model_name_or_path: cannot compare {mine.get('model_name_or_path')} with the "
-                      "model the run started from; resuming from the checkpoint's weights", stacklevel=7)
+        warn_caller(f"model_name_or_path: cannot compare {mine.get('model_name_or_path')} with the "
+                    "model the run started from; resuming from the checkpoint's weights")
     return out
 
 
@@ -317,7 +311,7 @@ class RunDir:
         if not cfg.resume:
             raise RunDirError(f"{self.folder}: holds checkpoints of this run but resume=False; "
                               "pass resume=True to continue it or choose another output_dir")
-        self._check_data(data, cfg, existing)  # before reading checkpoints
+        self._check_data(data, cfg)  # before reading checkpoints
         return self._choose_checkpoint()
 
     def _make_folder_and_lock(self) -> None:
@@ -370,8 +364,8 @@ class RunDir:
             )
         for path, reason in rejected:
             moved = ckpt.set_aside(path)
-            warnings.warn(f"skipping damaged checkpoint: {reason}; moved to {moved}; resuming "
-                          f"from {found}", stacklevel=6)
+            warn_caller(f"skipping damaged checkpoint: {reason}; moved to {moved}; resuming "
+                        f"from {found}")
         return found
 
     def _checkpoint_copy(self, name: str) -> Path | None:
@@ -379,7 +373,7 @@ class RunDir:
         latest = ckpt.latest_checkpoint(self.folder)
         return latest / name if latest is not None and (latest / name).is_file() else None
 
-    def _check_data(self, data: dict[str, Any], cfg: TrainConfig, existing: dict[str, Any]) -> None:
+    def _check_data(self, data: dict[str, Any], cfg: TrainConfig) -> None:
         record = self.data_file if self.data_file.exists() else self._checkpoint_copy(DATA_FILE)
         recorded = None
         if record is not None:
@@ -388,11 +382,6 @@ class RunDir:
             except (OSError, ValueError) as exc:
                 raise RunDirError(f"{record}: unreadable ({exc}); restore it, or pass "
                                   "--allow-data-change to resume with the current data") from exc
-        other = inputs_differences(recorded, data, existing, cfg.to_dict())
-        if other:  # another vocabulary or starting model is another run, whatever the flags
-            raise RunDirError(f"{self.folder}: holds a run made with another {', '.join(other)}; "
-                              "choose another --output-dir (that run stays as it is), or resume "
-                              "it with its own files")
         if recorded is None:
             # Runs record their data beside the checkpoints and in them, so both were lost;
             # resuming without a record would skip the check silently.
@@ -401,9 +390,18 @@ class RunDir:
                     f"{self.data_file}: missing, so the shards cannot be checked against those the "
                     "run started with; restore the file, or pass --allow-data-change "
                     "(allow_data_change=True) to resume with the current data")
-            warnings.warn(f"{self.data_file}: missing; resuming with the current data unchecked",
-                          stacklevel=6)
+            warn_caller(f"{self.data_file}: missing; resuming with the current data unchecked")
             return
+        if not isinstance(recorded, dict) or not isinstance(recorded.get("inputs"), dict):
+            # data.json before 2026-11-26 recorded paths, not the files' contents; no user has one
+            raise RunDirError(f"{record}: no \"inputs\" record (written by an older bert_tutorial, "
+                              "which did not hash the vocabulary and model), so this run cannot be "
+                              "checked; choose another --output-dir to train again")
+        other = inputs_differences(recorded["inputs"], data["inputs"], cfg.to_dict())
+        if other:  # another vocabulary or starting model is another run, whatever the flags
+            raise RunDirError(f"{self.folder}: holds a run made with another {', '.join(other)}; "
+                              "choose another --output-dir (that run stays as it is), or resume "
+                              "it with its own files")
         changes = data_differences(recorded, data)
         if not changes:
             return
@@ -417,8 +415,8 @@ class RunDir:
                 "resume with the original shards, or pass --allow-data-change "
                 "(allow_data_change=True) to go on"
             )
-        warnings.warn(f"{self.folder}: resuming on changed data ({what}); the LR schedule and "
-                      "epoch length follow the new data", stacklevel=6)
+        warn_caller(f"{self.folder}: resuming on changed data ({what}); the LR schedule and "
+                    "epoch length follow the new data")
 
     def commit(self, cfg: TrainConfig, data: dict[str, Any], fresh: bool) -> None:
         """Record the run's config and data (rank 0), once the Trainer is fully built."""

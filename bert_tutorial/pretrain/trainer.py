@@ -17,7 +17,6 @@ import json
 import math
 import signal
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from ..core.model import PretrainingModel, build_model, check_vocab, load_pretra
 from ..core.optim import build_optimizer, build_scheduler, warmup_steps
 from ..core.step import StepResult, train_step
 from ..tokenization import read_vocab
+from ..warn import warn_caller
 from . import checkpoint as ckpt
 from .device import (
     autocast_context,
@@ -44,8 +44,8 @@ from .device import (
 )
 from .distributed import (
     DistInfo,
+    any_rank,
     barrier,
-    broadcast_flag,
     decided_by_rank0,
     gather_objects,
     init_distributed,
@@ -210,7 +210,7 @@ class Trainer:
                 f"current data give; resume with the data it started on, or train on these data "
                 "in another --output-dir")
         self._close_epoch()  # saved at an epoch's end before it closed, or the data shrank
-        rngs = state.get("rng_per_rank") or [state["rng"]]
+        rngs = state["rng_per_rank"]
         if self.dist.rank < len(rngs):
             ckpt.set_rng_state(rngs[self.dist.rank], self.device)
         # else: a rank the checkpoint did not have keeps its seed + rank stream
@@ -291,7 +291,7 @@ class Trainer:
         and it never overwrites this rank's own: a signal whose handler runs while the
         all-reduce waits for the other ranks is kept for the next agreement, not erased.
         """
-        if not broadcast_flag(self._stop_requested, self.device):
+        if not any_rank(self._stop_requested, self.device):
             return False
         self._stop_requested = True
         self.save()  # a no-op when this step is saved already
@@ -386,8 +386,8 @@ class Trainer:
                     f"{p.bad_steps} consecutive non-finite gradients, last at {where}: "
                     "lower the learning rate or use bf16/fp32"
                 )
-            warnings.warn(f"non-finite gradient norm {result.grad_norm.item()} at {where}; "
-                          "update skipped", stacklevel=2)
+            warn_caller(f"non-finite gradient norm {result.grad_norm.item()} at {where}; "
+                        "update skipped")
         self._unchecked.clear()
 
     def _log_window(self, window: LossWindow, bar: tqdm) -> None:
@@ -434,7 +434,6 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
                 "progress": vars(self.progress).copy(),
-                "rng": rngs[0],
                 "rng_per_rank": rngs,
                 "world_size": self.dist.world_size,
                 "samples_per_step": self.samples_per_step,
