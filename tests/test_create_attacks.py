@@ -102,6 +102,7 @@ def test_single_document_block_warns_and_never_labels_same_document_b_random(tmp
             [corpus], VOCAB, tmp_path / "o", CreationOptions(InstanceOptions(max_seq_length=32,
             max_predictions_per_seq=5)), _paragraphs(), progress=False)
     assert "labelled 0" in str(caught[0].message)
+    assert caught[0].filename == __file__  # the warning names the caller's line
     arrays = read_all(tmp_path / "o")
     assert summary.documents == 1 and summary.same_document_b > 0
     assert (arrays["next_sentence_labels"] == 0).all()  # before: about half were labelled 1

@@ -11,7 +11,7 @@
 
 Layer rule (``tests/test_architecture.py``): these modules import each other and the
 contracts at the package's top (``config``, ``hdf5_format``, ``tokenization``,
-``safe_io``), nothing else of the package. Speed tricks that are not the method (the
+``safe_io``, ``warn``), nothing else of the package. Speed tricks that are not the method (the
 fused optimizer's on-device skip, the prepared attention mask, worker signal handling)
 live in :mod:`bert_tutorial.pretrain` and are passed in as arguments.
 """

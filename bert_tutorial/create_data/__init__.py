@@ -8,6 +8,6 @@ output folder, the buffer that fills a shard), :mod:`.pipeline` and :mod:`.worke
 (the ordered pipeline in one or N processes).
 
 Layer rule (``tests/test_architecture.py``): imports only the contracts at the package's
-top (``config``, ``hdf5_format``, ``tokenization``, ``safe_io``) and its own modules, and
+top (``config``, ``hdf5_format``, ``tokenization``, ``safe_io``, ``warn``) and its own modules, and
 never torch or transformers, so creating shards needs neither.
 """

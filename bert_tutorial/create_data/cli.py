@@ -46,6 +46,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from ..warn import warn_caller
 from .corpus import CorpusOptions, find_input_files, parse_document_range
 from .instances import InstanceOptions, VocabInfo
 from .pipeline import CreationOptions, Job, Summary, run_one_stream, run_per_file
@@ -72,13 +73,12 @@ def _check_options(options: CreationOptions, corpus: CorpusOptions) -> None:
     inst = options.instances
     needed = int(round(inst.max_seq_length * inst.masked_lm_prob))
     if inst.max_predictions_per_seq < needed:
-        warnings.warn(
+        warn_caller(
             f"max_predictions_per_seq={inst.max_predictions_per_seq} caps the masked tokens at "
             f"{inst.max_predictions_per_seq / inst.max_seq_length:.1%} of a full sequence, below "
             f"masked_lm_prob={inst.masked_lm_prob}; P={needed} would not (the command line's "
             "default when --max-predictions-per-seq is not given)",
             CreationWarning,
-            stacklevel=3,
         )
 
 
@@ -101,13 +101,12 @@ def _warn_single_document_blocks(summary: Summary) -> None:
     blocks = summary.single_document_blocks
     if blocks:
         shown = ", ".join(blocks[:3]) + (f" and {len(blocks) - 3} more" if len(blocks) > 3 else "")
-        warnings.warn(
+        warn_caller(
             f"{len(blocks)} block(s) held a single document ({shown}): their random-next "
             f"segments could only come from the same document, so those {summary.same_document_b} "
             "instance(s) are labelled 0 (B follows A), as NVIDIA's tool does. Give the text "
             "document boundaries (blank lines, --document-regex) or more documents.",
             CreationWarning,
-            stacklevel=3,
         )
 
 
