@@ -257,6 +257,7 @@ def private_mount(script: str, cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_fault_07_disk_full_for_real_stops_with_a_named_error_and_loses_nothing(tmp_path):
     data = tiny_data(tmp_path / "data")
     mnt = tmp_path / "mnt"
@@ -284,6 +285,7 @@ def test_fault_07_disk_full_for_real_stops_with_a_named_error_and_loses_nothing(
     assert ".tmp-" not in result.stdout  # the failed save left nothing behind
 
 
+@pytest.mark.slow
 def test_fault_07_read_only_output_folder_is_named(tmp_path):
     data = tiny_data(tmp_path / "data")
     mnt = tmp_path / "mnt"

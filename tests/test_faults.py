@@ -120,6 +120,7 @@ def test_fault_02_config_write_is_atomic_and_an_unreadable_config_is_named(finis
 # --- 3. SIGTERM to the process group (with workers), SIGINT, a second signal ------------------
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_steps_then_resume_is_bit_identical(tmp_path):
     kills = kill_resume_cycles(tmp_path, cycles=3, seed=7)
     assert len(kills) >= 2  # the run really was killed (and resumed) several times
@@ -211,6 +212,7 @@ def stopped_at(out: str) -> int:
     return int(out.split("Stopped on request at step ")[1].split(";")[0])
 
 
+@pytest.mark.slow
 def test_fault_03_sigterm_to_the_process_group_and_sigint_save_and_resume(tmp_path):
     """Workers get the group's SIGTERM too; they ignore it, the run saves mid-epoch and resumes."""
     data = tiny_data(tmp_path / "data")
@@ -264,6 +266,7 @@ def test_fault_03_second_signal_exits_with_the_signal_status(monkeypatch, tmp_pa
     assert "SIGTERM received twice" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     data = tiny_data(tmp_path / "data")
     reference, preempted = tmp_path / "reference", tmp_path / "preempted"
@@ -313,6 +316,7 @@ def test_fault_04_a_locked_folder_names_the_holder_and_a_crash_releases_it(finis
     assert Trainer(cfg).progress.step == 8
 
 
+@pytest.mark.slow
 def test_fault_04_two_runs_started_together_one_trains_one_is_refused(tmp_path):
     data = tiny_data(tmp_path / "data")
     run, gate = tmp_path / "run", tmp_path / "gate"
@@ -599,6 +603,7 @@ def signals_in_step(n: int, step):
     return wrapped
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("epochs", [1, 2])  # step 8 ends the run, or only its first epoch
 def test_a_stop_in_the_last_step_still_gets_its_final_evaluation(tmp_path, monkeypatch, epochs):
     """Stopped in an epoch's last step, a run resumes to the evaluation it skipped: the same log."""
@@ -659,6 +664,7 @@ def test_user_mistakes_on_the_command_line_are_named_without_a_traceback(finishe
     assert expected in err and "Traceback" not in err, err
 
 
+@pytest.mark.slow
 def test_a_stop_seen_after_an_epoch_closed_resumes_to_that_epochs_evaluation(tmp_path):
     """Under DDP a stop can be seen after the epoch closed and before its evaluation."""
     whole = tiny_config(tmp_path / "whole", epochs=2)

@@ -86,6 +86,7 @@ def test_batch_without_masked_tokens_gives_finite_zero_mlm_loss(batch):
         out.loss.backward()  # gradients flow through the NSP loss, none are NaN
 
 
+@pytest.mark.slow
 def test_overfitting_one_batch_drives_loss_near_zero(batch):
     torch.manual_seed(0)
     model = PretrainingModel(tiny_bert(dropout=0.0))

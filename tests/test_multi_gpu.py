@@ -122,6 +122,7 @@ def test_gpu_report_with_two_gpus(monkeypatch):
     assert "NCCL available: yes" in report and "one per GPU" in report
 
 
+@pytest.mark.slow
 def test_launch_torchrun_trains_with_two_cpu_processes(tmp_path, monkeypatch):
     """The notebook's launch, end to end: 2 gloo processes from a TrainConfig, output streamed."""
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)

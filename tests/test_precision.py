@@ -86,6 +86,7 @@ def test_fp16_training_on_cpu_tracks_fp32(tmp_path):
     assert state["scaler"]["scale"] > 0  # the scaler ran and is saved for a resume
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("first", "then"), [("fp32", "fp16"), ("fp16", "fp32"), ("bf16", "fp16")])
 def test_resume_across_precisions(tmp_path, monkeypatch, first, then):
     """A run may resume on other hardware (CPU fp32 -> T4 fp16): a disabled scaler saved {}."""

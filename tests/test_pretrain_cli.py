@@ -42,6 +42,7 @@ def test_help_explains_the_flags_from_the_config_comments(capsys):
     assert "invalid choice: 'fp8'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_end_to_end_on_sample_data_eval_accuracy_rises(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["--output-dir", str(out), "--max-steps", "40", "--batch-size", "16",
@@ -71,6 +72,7 @@ def test_dry_run_builds_the_run_and_does_not_train(tmp_path, capsys):
     assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained, nothing saved
 
 
+@pytest.mark.slow
 def test_the_readme_your_own_text_commands_make_shards_and_a_run_that_starts(tmp_path):
     """The README's "Your own text" commands as a reader copies them, on chapters of the book.
 

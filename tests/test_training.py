@@ -26,6 +26,7 @@ def final_weights(run_dir) -> dict[str, torch.Tensor]:
     return load_file(ckpt.latest_checkpoint(run_dir) / "model.safetensors")
 
 
+@pytest.mark.slow
 def test_fit_writes_metrics_checkpoints_and_plots(tmp_path):
     cfg = tiny_config(tmp_path, epochs=2, plots=True)
     result = Trainer(cfg).fit()
@@ -88,6 +89,7 @@ def crash_after(monkeypatch, steps: int) -> None:
     monkeypatch.setattr(training, "train_step", step)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("crash_at", [3, 8])  # mid-epoch, and just after an epoch end
 def test_resume_after_crash_reproduces_uninterrupted_run_exactly(tmp_path, monkeypatch, crash_at):
     overrides = dict(epochs=3, save_every_steps=2, grad_accum_steps=2, batch_size=4)
