@@ -55,8 +55,8 @@ def inputs_hash() -> dict[str, str]:
         code = "\n\0".join(c.source for c in nb.cells if c.cell_type == "code")
         tags = json.dumps([c.metadata.get("tags", []) for c in nb.cells])
         hashes[f"notebooks/{path.name}"] = hashlib.sha256((code + tags).encode()).hexdigest()
-    for path in sorted((ROOT / "bert_tutorial").glob("*.py")):
-        hashes[f"bert_tutorial/{path.name}"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    for path in sorted((ROOT / "bert_tutorial").rglob("*.py")):  # every layer's modules
+        hashes[path.relative_to(ROOT).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
     data = ROOT / "data_samples"  # what the runs read: shards, vocabulary, the starting model
     for path in sorted([*data.rglob("*.hdf5"), data / "vocab.txt", *(data / "base-model").glob("*.json"),
                         *(data / "base-model").glob("*.safetensors")]):
