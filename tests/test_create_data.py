@@ -536,12 +536,13 @@ def test_refuses_to_mix_with_existing_shards(tmp_path, capsys, tiny_corpus):
 
 def test_sample_shards_match_the_format(tokenizer):
     """The committed sample shards exist and hold what the README says they hold."""
-    train, evals = (
-        sorted((DATA_SAMPLES / "train").glob("*.hdf5")),
-        sorted((DATA_SAMPLES / "eval").glob("*.hdf5")),
+    train, evals, bible_continue, bible_eval = (
+        sorted((DATA_SAMPLES / folder).glob("*.hdf5"))
+        for folder in ("train", "eval", "bible-continue", "bible-eval")
     )
     assert len(train) >= 2 and len(evals) == 1
-    for path in [*train, *evals]:
+    assert len(bible_continue) == 2 and len(bible_eval) == 1
+    for path in [*train, *evals, *bible_continue, *bible_eval]:
         arrays = read(path)
         assert arrays["input_ids"].shape[1] == 128 and arrays["masked_lm_positions"].shape[1] == 20
         assert arrays["input_ids"].max() < tokenizer.vocab_size
@@ -559,7 +560,7 @@ def readme_commands() -> list[list[str]]:
 def test_readme_commands_regenerate_the_sample_shards(tmp_path):
     """The committed shards are what the README's commands make (compared as arrays, not bytes)."""
     commands = readme_commands()
-    assert len(commands) == 2
+    assert len(commands) == 4  # Austen's train and eval, the Bible's continue and eval
     for args in commands:
         for flag in ("--input", "--vocab-file"):  # the README runs from the repository root
             args[args.index(flag) + 1] = str(REPO_ROOT / args[args.index(flag) + 1])

@@ -2,8 +2,8 @@
 
 * One stream (the default): the random stream stays in the main process, so N only
   changes who tokenises and who compresses; the committed sample shards come out
-  byte for byte with any N (checked against the sha256 sums of ``data_samples/README.md``
-  and, for ``data_samples/continue/``, of the base model's card).
+  byte for byte with any N (checked against the sha256 sums of ``data_samples/README.md``,
+  Austen's and the Bible's, and, for ``data_samples/continue/``, of the base model's card).
 * ``--per-file``: a file's shards depend only on the file, the seed and the options,
   so two partial runs over disjoint file sets, put together, are exactly the shards
   of one run over all files (the recipe of ``docs/large_corpus.md``).
@@ -43,7 +43,8 @@ def test_one_stream_is_the_same_bytes_for_any_number_of_workers(tmp_path, maskin
 
 
 EXPECTED_SUMS = dict(
-    re.findall(r"`((?:train|eval)/\w+\.hdf5)` \|[^|]*\|[^|]*\|[^|]*\| `([0-9a-f]{64})`",
+    re.findall(r"`((?:train|eval|bible-continue|bible-eval)/[\w-]+\.hdf5)` "
+               r"\|[^|]*\|[^|]*\|[^|]*\| `([0-9a-f]{64})`",
                (DATA_SAMPLES / "README.md").read_text(encoding="utf-8"))
 )
 
@@ -55,7 +56,7 @@ EXPECTED_SUMS = dict(
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_readme_commands_give_the_committed_bytes(tmp_path, workers):
     """The hard constraint: the sample shards, sha256 for sha256, also with --workers 2."""
-    assert len(EXPECTED_SUMS) == 4
+    assert len(EXPECTED_SUMS) == 7  # train 3, eval 1, bible-continue 2, bible-eval 1
     for args in readme_commands():
         for flag in ("--input", "--vocab-file"):
             args[args.index(flag) + 1] = str(REPO_ROOT / args[args.index(flag) + 1])
