@@ -27,6 +27,10 @@ def stacklevel_outside_package() -> int:
     while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_PREFIX):
         frame = frame.f_back
         level += 1
+    if frame.f_globals.get("__name__") == "runpy":
+        # ``python -m bert_tutorial.pretrain``: the package's own __main__ is the user's
+        # command, and the frame outside it is runpy's ("<frozen runpy>"), which says nothing.
+        level -= 1
     return level
 
 

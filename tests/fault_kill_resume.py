@@ -23,7 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# pytest's pythonpath, for a run outside pytest: the tests' helpers and benchmarks/synthetic.py.
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent / "benchmarks")]
 from tiny import tiny_data  # noqa: E402
 
 MODEL_FLAGS = [

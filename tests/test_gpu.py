@@ -20,6 +20,7 @@ from bert_tutorial.core.step import train_step
 from bert_tutorial.pretrain import trainer as training
 from bert_tutorial.pretrain.device import autocast_context, make_grad_scaler
 from bert_tutorial.pretrain.metrics import read_metrics
+from bert_tutorial.pretrain.speed import fused_skip_or_step, prepared_attention_mask
 from bert_tutorial.pretrain.trainer import Trainer
 
 pytestmark = [pytest.mark.cuda,
@@ -82,7 +83,8 @@ def test_the_step_never_waits_for_the_gpu(cfg_and_batch, group, monkeypatch):
     cfg, batch = cfg_and_batch
     precision = "bf16" if torch.cuda.get_device_capability(CUDA) >= (8, 0) else "fp32"
     torch.manual_seed(0)
-    module = PretrainingModel(build_model(cfg, 50)).to(CUDA)
+    # The Trainer's GPU plug-ins: without them the step reads the mask and the gradient norm.
+    module = PretrainingModel(build_model(cfg, 50), prepare_mask=prepared_attention_mask).to(CUDA)
     model: torch.nn.Module = module
     if group != "one process" and not torch.distributed.is_nccl_available():
         pytest.skip("this torch has no NCCL")
@@ -95,7 +97,8 @@ def test_the_step_never_waits_for_the_gpu(cfg_and_batch, group, monkeypatch):
         optimizer = build_optimizer(module, cfg, CUDA)  # fused on CUDA
         scheduler = build_scheduler(optimizer, 100, 0)
         batch = {k: v.pin_memory() for k, v in batch.items()}
-        kwargs = dict(device=CUDA, autocast=autocast_context(CUDA, precision))
+        kwargs = dict(device=CUDA, autocast=autocast_context(CUDA, precision),
+                      optimizer_step=fused_skip_or_step)
         # Warm-up: lazy initialisation may sync, and DDP rebuilds its gradient buckets (a sync,
         # once per run) at the forward after the first backward, hence two steps.
         for _ in range(2):

@@ -54,9 +54,9 @@ class StepResult:
     grad_norm: torch.Tensor
     #: The learning rate this update used (the scheduler has moved on since).
     lr: float
-    #: False when the gradient was not finite and the optimizer did not update. With a
-    #: fused optimizer the decision was made on the device: a bool tensor, read when
-    #: convenient (reading it waits for the step to finish).
+    #: False when the gradient was not finite and the optimizer did not update. A bool tensor
+    #: when the decision was made on the device (``optimizer_step=fused_skip_or_step`` with a
+    #: fused optimizer): read it when convenient (reading it waits for the step to finish).
     updated: bool | torch.Tensor
     #: The fp16 loss scale at the time of a skipped update, when known on the host (None
     #: otherwise); an overflow at a scale >= 1 is GradScaler searching for its scale.

@@ -186,7 +186,7 @@ def save_checkpoint(
     """Write model + training state (+ ``extra_files``: name -> text) for ``step`` atomically.
 
     The manifest is written last, then the folder is renamed into place and old
-    checkpoints are pruned. A full disk raises :class:`DiskFullError`, naming the
+    checkpoints are pruned. A full disk raises :class:`~bert_tutorial.safe_io.DiskFullError`, naming the
     previous checkpoint, which is intact.
     """
     final = checkpoint_path(output_dir, step)

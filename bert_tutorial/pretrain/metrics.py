@@ -42,7 +42,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 def append_record(path: Path, record: dict[str, Any]) -> None:
-    """Append one line; a full disk raises :class:`DiskFullError` (a partial line is skipped
+    """Append one line; a full disk raises :class:`~bert_tutorial.safe_io.DiskFullError` (a partial line is skipped
     by :func:`read_metrics` and dropped on resume)."""
     try:
         with path.open("a") as f:

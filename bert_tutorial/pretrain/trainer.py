@@ -238,7 +238,7 @@ class Trainer:
 
         The output folder stays locked while training and is released when ``fit``
         returns or raises. SIGTERM or SIGINT finishes the step, saves and returns
-        (``stopped_early``); a second one stops at once (``preemption.StopNow``).
+        (``stopped_early``); a second one stops at once (``signals.StopNow``).
         """
         final_eval = None
         with self.run_dir.training():
