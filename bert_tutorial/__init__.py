@@ -57,6 +57,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["fill_mask", "fill_mask_table", "plot_before_after", "plot_fill_mask"],
                     "teach.fill_mask"),
     "make_sample_shards": "teach.book_shards",
+    **dict.fromkeys(["mix_shards", "plot_domain_curves"], "teach.domains"),
     "enter_repository": "teach.notebook_setup",
 }
 

@@ -593,6 +593,22 @@ def test_make_sample_shards_builds_once_and_reuses(tmp_path):
     assert again == paths and {p: p.stat().st_mtime_ns for p in train.paths} == first
 
 
+def test_make_sample_shards_of_the_bible_split_it_as_data_samples(tmp_path):
+    """corpus="bible": the README's settings (at T=128 the committed arrays), at any length."""
+    paths = make_sample_shards(tmp_path / "b128", max_seq_length=128, corpus="bible", progress=False)
+    assert [Path(paths[k]).name for k in ("train_data", "eval_data")] == ["bible-continue", "bible-eval"]
+    for folder in ("bible-continue", "bible-eval"):
+        fresh, committed = read_all(tmp_path / "b128" / folder), read_all(DATA_SAMPLES / folder)
+        for name in FIELDS:
+            np.testing.assert_array_equal(fresh[name], committed[name], err_msg=f"{folder}:{name}")
+    short = make_sample_shards(tmp_path / "b64", max_seq_length=64, corpus="bible", progress=False)
+    train, evald = PretrainingDataset(short["train_data"]), PretrainingDataset(short["eval_data"])
+    assert (train.max_seq_length, train.max_predictions, evald.max_seq_length) == (64, 10, 64)
+    assert len(train) > 3365 and len(evald) > 473  # shorter sequences, more of them
+    with pytest.raises(ValueError, match="corpus must be one of"):
+        make_sample_shards(tmp_path / "x", corpus="shakespeare")
+
+
 def test_tokenize_documents_takes_a_transformers_tokenizer_too():
     """The ids, without [CLS]/[SEP], are those of the package's WordPiece; empty ones drop out."""
     documents = [["It is a truth universally acknowledged.", "Hello, Mr. Darcy!", "  "], [], ["x"]]
