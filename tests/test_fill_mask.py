@@ -161,3 +161,9 @@ def test_testament_task_is_balanced_spread_and_checks_the_testament(tmp_path):
     assert labels == [0, 0, 0, 1, 1, 1]
     with pytest.raises(ValueError, match="New Testament"):
         testament_task(corpus, ["Ruth"], ["Malachi"], per_book=3)
+
+
+def test_the_public_fill_mask_is_the_function_not_its_module():
+    import bert_tutorial
+
+    assert bert_tutorial.fill_mask is fill_mask

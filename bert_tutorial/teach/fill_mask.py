@@ -106,6 +106,7 @@ def plot_fill_mask(results: Mapping[str, Sequence[FillMaskResult]], answers: Seq
 
     Each cell lists a model's top-k tokens for the sentence's first ``[MASK]`` with their
     probabilities; a guess equal to the sentence's answer (``answers``) is drawn in green.
+    A sentence over 150 characters is shown by its last 150 (where a verse's last word is).
     """
     names = list(results)
     sentences = [r.sentence for r in results[names[0]]] if names else []
@@ -119,7 +120,8 @@ def plot_fill_mask(results: Mapping[str, Sequence[FillMaskResult]], answers: Seq
     for col, name in enumerate(names):
         ax.text(text_width + col + 0.05, -0.7, name, fontweight="bold", fontsize=10, va="center")
     for row, sentence in enumerate(sentences):
-        label = textwrap.fill(sentence, 52) + (f"\nanswer: {answers[row]}" if answers else "")
+        shown = sentence if len(sentence) <= 150 else "…" + sentence[-149:]  # the end, around the [MASK]
+        label = textwrap.fill(shown, 52) + (f"\nanswer: {answers[row]}" if answers else "")
         ax.text(0, row, label, fontsize=8, va="center")
         for col, name in enumerate(names):
             for k, (token, prob) in enumerate(results[name][row].predictions[0][:top_k]):
@@ -157,7 +159,8 @@ def plot_before_after(
             ax.plot(range(len(names)), values, marker="o", color=color, label=domain)
             for x, v in enumerate(values):
                 ax.annotate(f"{v:.1%}" if is_share else f"{v:.2f}", (x, v), textcoords="offset points",
-                            xytext=(0, 7 if d % 2 == 0 else -13), ha="center", fontsize=8, color=color)
+                            xytext=(-6, 5) if d % 2 == 0 else (6, -11), ha="right" if d % 2 == 0 else "left",
+                            fontsize=8, color=color)  # one set's labels left-above, the next right-below
         ax.set_xticks(range(len(names)), names)
         ax.set_xlim(-0.5, len(names) - 0.5)
         ax.margins(y=0.15)
