@@ -56,6 +56,8 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["masking_statistics", "plot_masking_statistics"], "teach.masking_stats"),
     **dict.fromkeys(["fill_mask", "fill_mask_table", "plot_before_after", "plot_fill_mask"],
                     "teach.fill_mask"),
+    **dict.fromkeys(["masked_verses", "testament_task"], "teach.verses"),
+    **dict.fromkeys(["linear_probe", "verse_features"], "teach.probe"),
     "make_sample_shards": "teach.book_shards",
     **dict.fromkeys(["mix_shards", "plot_domain_curves"], "teach.domains"),
     "enter_repository": "teach.notebook_setup",
@@ -69,7 +71,7 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'bert_tutorial' has no attribute '{name}'")
     module = _EXPORTS[name]
     value = importlib.import_module(f".{module}", __name__)
-    if not module.endswith(f".{name}"):
+    if not module.endswith(f".{name}") or callable(getattr(value, name, None)):  # fill_mask: a function
         value = getattr(value, name)
     globals()[name] = value  # later look-ups skip this function
     return value

@@ -73,13 +73,17 @@ def test_fill_mask_table_and_filled():
     ]
 
 
-def test_plot_before_after_draws_one_bar_per_model_and_metric(tmp_path):
-    metrics = {"before": {"mlm_accuracy": 0.0, "nsp_accuracy": 0.5, "mlm_loss": 10.3},
-               "after": {"mlm_accuracy": 0.07, "nsp_accuracy": 0.55, "mlm_loss": 7.8}}
+def test_plot_before_after_draws_one_line_per_eval_set_and_metric(tmp_path):
+    before = {"mlm_accuracy": 0.0, "nsp_accuracy": 0.5, "mlm_loss": 10.3}
+    metrics = {"new": {"before": before, "after": {"mlm_accuracy": 0.07, "nsp_accuracy": 0.55, "mlm_loss": 7.8}},
+               "old": {"before": before, "after": {"mlm_accuracy": 0.05, "nsp_accuracy": 0.52, "mlm_loss": 8.1}}}
     fig = plot_before_after(metrics, tmp_path / "ba.png")
     assert (tmp_path / "ba.png").stat().st_size > 0 and len(fig.axes) == 3
-    heights = [[bar.get_height() for bar in ax.patches] for ax in fig.axes]
-    assert heights == [[0.0, 0.07], [0.5, 0.55], [10.3, 7.8]]
+    heights = [[list(line.get_ydata()) for line in ax.lines] for ax in fig.axes]
+    assert heights == [[[10.3, 7.8], [10.3, 8.1]], [[0.0, 0.07], [0.0, 0.05]], [[0.5, 0.55], [0.5, 0.52]]]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["before", "after"]
+    assert fig.axes[1].get_ylim()[0] < 0 < 0.07 < fig.axes[1].get_ylim()[1]  # fitted, labels inside
+    assert {t.get_text() for t in fig.axes[0].texts} == {"10.30", "7.80", "8.10"}
 
 
 def test_plot_fill_mask_marks_the_right_answer_in_green():
@@ -96,3 +100,70 @@ def test_plot_fill_mask_marks_the_right_answer_in_green():
     assert texts["darcy  30%"].get_color() == "tab:green"  # a hit, case-insensitive
     assert texts["went  10%"].get_color() == texts["went  40%"].get_color() == "tab:green"
     assert texts["the  20%"].get_color() == texts["bingley  20%"].get_color() == "black"
+
+
+BIBLE = """Genesis 1
+In the beginning God created the heaven and the earth.
+And God said, Let there be light: and there was light.
+
+Joshua 1
+Now the LORD spake unto Joshua, saying,
+Moses my servant is dead; go unto the children of Israel.
+This is the LORD's.
+He looked and it was wonderful!
+Be strong and of a good courage.
+The end of the verse is 12.
+
+Joshua 2
+And Joshua sent two men, saying, Go view the land.
+"""
+
+
+def test_masked_verses_masks_each_verses_last_single_piece_word_in_order(tmp_path):
+    from bert_tutorial.teach.verses import book_verses, masked_verses
+
+    corpus = tmp_path / "bible.txt"
+    corpus.write_text(BIBLE)
+    tokenizer = load_tokenizer("data_samples/vocab.txt")
+    assert book_verses(corpus, "Joshua")[0] == "Now the LORD spake unto Joshua, saying,"
+    assert len(book_verses(corpus, "Joshua")) == 7  # both chapters, headings left out
+    found = masked_verses(corpus, "Joshua", tokenizer, n=10)
+    assert found == [("Now the LORD spake unto Joshua, [MASK],", "saying"),
+                     ("Moses my servant is dead; go unto the children of [MASK].", "israel"),
+                     ("He looked and it was [MASK]!", "wonderful"),  # "LORD's." skipped: a possessive
+                     ("Be strong and of a good [MASK].", "courage"),  # "12." skipped: not a word
+                     ("And Joshua sent two men, saying, Go view the [MASK].", "land")]
+    assert masked_verses(corpus, "Joshua", tokenizer, n=2) == found[:2]
+    with pytest.raises(KeyError, match="Exodus"):
+        masked_verses(corpus, "Exodus", tokenizer, n=1)
+
+
+def test_masked_verses_skip_words_the_vocabulary_splits(tmp_path):
+    from bert_tutorial.teach.verses import mask_last_word
+
+    tokenizer = load_tokenizer("data_samples/vocab.txt")
+    assert mask_last_word("Go view the land.", tokenizer) == ("Go view the [MASK].", "land")
+    assert mask_last_word("unto Zelophehad.", tokenizer) is None  # several WordPieces
+    assert mask_last_word("no punctuation at the end", tokenizer) is None
+
+
+def test_testament_task_is_balanced_spread_and_checks_the_testament(tmp_path):
+    from bert_tutorial.teach.verses import spread, testament_task
+
+    assert spread(list("abcdefgh"), 4) == list("aceg")
+    verses = "\n\n".join(f"{book} 1\n" + "\n".join(f"{book} verse {i}." for i in range(6))
+                         for book in ("Genesis", "Ruth", "Malachi", "Matthew", "Mark"))
+    corpus = tmp_path / "bible.txt"
+    corpus.write_text(verses)
+    texts, labels = testament_task(corpus, ["Ruth"], ["Mark"], per_book=3)
+    assert texts == ["Ruth verse 0.", "Ruth verse 2.", "Ruth verse 4.",
+                     "Mark verse 0.", "Mark verse 2.", "Mark verse 4."]
+    assert labels == [0, 0, 0, 1, 1, 1]
+    with pytest.raises(ValueError, match="New Testament"):
+        testament_task(corpus, ["Ruth"], ["Malachi"], per_book=3)
+
+
+def test_the_public_fill_mask_is_the_function_not_its_module():
+    import bert_tutorial
+
+    assert bert_tutorial.fill_mask is fill_mask

@@ -106,6 +106,7 @@ def plot_fill_mask(results: Mapping[str, Sequence[FillMaskResult]], answers: Seq
 
     Each cell lists a model's top-k tokens for the sentence's first ``[MASK]`` with their
     probabilities; a guess equal to the sentence's answer (``answers``) is drawn in green.
+    A sentence over 150 characters is shown by its last 150 (where a verse's last word is).
     """
     names = list(results)
     sentences = [r.sentence for r in results[names[0]]] if names else []
@@ -119,7 +120,8 @@ def plot_fill_mask(results: Mapping[str, Sequence[FillMaskResult]], answers: Seq
     for col, name in enumerate(names):
         ax.text(text_width + col + 0.05, -0.7, name, fontweight="bold", fontsize=10, va="center")
     for row, sentence in enumerate(sentences):
-        label = textwrap.fill(sentence, 52) + (f"\nanswer: {answers[row]}" if answers else "")
+        shown = sentence if len(sentence) <= 150 else "…" + sentence[-149:]  # the end, around the [MASK]
+        label = textwrap.fill(shown, 52) + (f"\nanswer: {answers[row]}" if answers else "")
         ax.text(0, row, label, fontsize=8, va="center")
         for col, name in enumerate(names):
             for k, (token, prob) in enumerate(results[name][row].predictions[0][:top_k]):
@@ -132,31 +134,40 @@ def plot_fill_mask(results: Mapping[str, Sequence[FillMaskResult]], answers: Seq
 
 
 def plot_before_after(
-    metrics: Mapping[str, Mapping[str, float]], path: PathLike | None = None
+    metrics: Mapping[str, Mapping[str, Mapping[str, float]]], path: PathLike | None = None
 ) -> Figure:
-    """Bars of MLM accuracy, NSP accuracy and MLM loss for several models (e.g. before/after).
+    """MLM loss, MLM accuracy and NSP accuracy of several models on several eval sets.
 
-    ``metrics`` maps a name to an :func:`~bert_tutorial.core.evaluation.evaluate` result.
+    ``metrics`` maps an eval set's name to {a model's name: an
+    :func:`~bert_tutorial.core.evaluation.evaluate` result}, the models in the same order
+    for every set. One panel per metric, the models along x, one line of labelled points
+    per eval set. The y axes are fitted to the values, not started at 0, so that a change
+    of a few tenths of a nat or a few points of accuracy is visible.
     """
-    names = list(metrics)
-    colors = ["tab:gray", "tab:blue", "tab:orange", "tab:green"]
-    fig = Figure(figsize=(12, 3.4), layout="constrained")
-    panels = (("mlm_accuracy", "MLM accuracy (masked tokens)"),
-              ("nsp_accuracy", "NSP accuracy (sequences)"),
-              ("mlm_loss", "MLM loss (cross-entropy)"))
+    domains = list(metrics)
+    names = list(metrics[domains[0]]) if domains else []
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
+    fig = Figure(figsize=(13, 3.8), layout="constrained")
+    panels = (("mlm_loss", "MLM loss (lower is better)"),
+              ("mlm_accuracy", "MLM accuracy (masked tokens)"),
+              ("nsp_accuracy", "NSP accuracy (sequences)"))
     for ax, (key, title) in zip(fig.subplots(1, 3), panels, strict=True):
-        values = [float(metrics[n][key]) for n in names]
-        bars = ax.bar(names, values, color=[colors[i % len(colors)] for i in range(len(names))])
         is_share = key.endswith("accuracy")
-        ax.bar_label(bars, labels=[f"{v:.1%}" if is_share else f"{v:.2f}" for v in values])
-        top = max([*values, 0.0])
-        if key == "nsp_accuracy":
-            ax.axhline(0.5, color="black", linestyle="--", linewidth=1, label="50 %")
-            ax.legend(loc="lower right")
-            top = max(top, 0.5)
-        ax.set_ylim(0, min(1.0, top * 1.2 + 0.01) if is_share else top * 1.15 + 0.01)
+        for d, domain in enumerate(domains):
+            values = [float(metrics[domain][n][key]) for n in names]
+            color = colors[d % len(colors)]
+            ax.plot(range(len(names)), values, marker="o", color=color, label=domain)
+            for x, v in enumerate(values):
+                ax.annotate(f"{v:.1%}" if is_share else f"{v:.2f}", (x, v), textcoords="offset points",
+                            xytext=(-6, 5) if d % 2 == 0 else (6, -11), ha="right" if d % 2 == 0 else "left",
+                            fontsize=8, color=color)  # one set's labels left-above, the next right-below
+        ax.set_xticks(range(len(names)), names)
+        ax.set_xlim(-0.5, len(names) - 0.5)
+        ax.margins(y=0.15)
         if is_share:
-            ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))  # 12.5 %, not "12 %"
-        ax.set_title(title)
-        ax.grid(alpha=0.3, axis="y")
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
+        ax.set_title(title + "; axis not from 0", fontsize=10)
+        ax.grid(alpha=0.3)
+    if domains:
+        fig.axes[0].legend(loc="upper right", fontsize=8)
     return save_figure(fig, path)
