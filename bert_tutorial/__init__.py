@@ -30,8 +30,11 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-#: Public name -> the module that defines it (a module itself where the name is its last part).
+#: Public modules, exported as themselves: name -> module.
+_MODULES = {"checkpoint": "pretrain.checkpoint", "original": "teach.original"}
+#: Public name -> the module that defines it (the modules above included).
 _EXPORTS: dict[str, str] = {
+    **_MODULES,
     "TrainConfig": "config",
     **dict.fromkeys(["inspect_shard"], "hdf5_format"),
     **dict.fromkeys(["load_tokenizer", "read_vocab"], "tokenization"),
@@ -49,8 +52,6 @@ _EXPORTS: dict[str, str] = {
                     "pretrain.curves"),
     **dict.fromkeys(["config_args", "gpu_report", "launch_torchrun", "plan_launch",
                      "torchrun_command"], "pretrain.launch"),
-    "checkpoint": "pretrain.checkpoint",
-    "original": "teach.original",
     **dict.fromkeys(["decode_sample", "load_shard", "masked_tokens_table", "plot_batch",
                      "sample_at"], "teach.decode"),
     **dict.fromkeys(["masking_statistics", "plot_masking_statistics"], "teach.masking_stats"),
@@ -71,7 +72,7 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'bert_tutorial' has no attribute '{name}'")
     module = _EXPORTS[name]
     value = importlib.import_module(f".{module}", __name__)
-    if not module.endswith(f".{name}") or callable(getattr(value, name, None)):  # fill_mask: a function
+    if name not in _MODULES:  # fill_mask is a function of the module teach.fill_mask
         value = getattr(value, name)
     globals()[name] = value  # later look-ups skip this function
     return value
