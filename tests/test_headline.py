@@ -61,3 +61,4 @@ def test_the_model_card_states_the_measured_figures(base_eval):
 def test_the_readme_quotes_the_same_starting_figures(base_eval):
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert f"{100 * base_eval['mlm_accuracy']:.1f} %" in readme
+    assert f"{base_eval['mlm_loss']:.3f} ({base_eval['perplexity']:,.0f})" in readme  # the results table
