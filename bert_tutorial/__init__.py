@@ -57,7 +57,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["masking_statistics", "plot_masking_statistics"], "teach.masking_stats"),
     **dict.fromkeys(["fill_mask", "fill_mask_table", "plot_before_after", "plot_fill_mask"],
                     "teach.fill_mask"),
-    **dict.fromkeys(["masked_verses", "testament_task"], "teach.verses"),
+    **dict.fromkeys(["masked_words", "testament_task"], "teach.verses"),
     **dict.fromkeys(["linear_probe", "verse_features"], "teach.probe"),
     "make_sample_shards": "teach.book_shards",
     **dict.fromkeys(["mix_shards", "plot_domain_curves"], "teach.domains"),

@@ -73,17 +73,25 @@ def test_fill_mask_table_and_filled():
     ]
 
 
-def test_plot_before_after_draws_one_line_per_eval_set_and_metric(tmp_path):
+def test_plot_before_after_draws_dots_per_eval_set_without_joining_the_models(tmp_path):
     before = {"mlm_accuracy": 0.0, "nsp_accuracy": 0.5, "mlm_loss": 10.3}
-    metrics = {"new": {"before": before, "after": {"mlm_accuracy": 0.07, "nsp_accuracy": 0.55, "mlm_loss": 7.8}},
-               "old": {"before": before, "after": {"mlm_accuracy": 0.05, "nsp_accuracy": 0.52, "mlm_loss": 8.1}}}
-    fig = plot_before_after(metrics, tmp_path / "ba.png")
+    frequencies = {"mlm_accuracy": 0.02, "mlm_loss": 8.0}  # no NSP: a constant answer is drawn instead
+    metrics = {"new": {"before": before, "frequencies": frequencies,
+                       "after": {"mlm_accuracy": 0.07, "nsp_accuracy": 0.55, "mlm_loss": 7.8}},
+               "old": {"before": before, "frequencies": frequencies,
+                       "after": {"mlm_accuracy": 0.05, "nsp_accuracy": 0.52, "mlm_loss": 8.1}}}
+    fig = plot_before_after(metrics, nsp_constant={"new": 0.55, "old": 0.53}, path=tmp_path / "ba.png")
     assert (tmp_path / "ba.png").stat().st_size > 0 and len(fig.axes) == 3
-    heights = [[list(line.get_ydata()) for line in ax.lines] for ax in fig.axes]
-    assert heights == [[[10.3, 7.8], [10.3, 8.1]], [[0.0, 0.07], [0.0, 0.05]], [[0.5, 0.55], [0.5, 0.52]]]
-    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["before", "after"]
+    dots = [[line for line in ax.lines if line.get_marker() == "o"] for ax in fig.axes]
+    assert all(line.get_linestyle() == "None" for lines in dots for line in lines)  # no line joins models
+    assert [list(line.get_ydata()) for line in dots[0]] == [[10.3, 8.0, 7.8], [10.3, 8.0, 8.1]]
+    assert [list(line.get_ydata()) for line in dots[2]] == [[0.5, 0.55], [0.5, 0.52]]  # frequencies left out
+    assert list(dots[0][0].get_xdata()) < list(dots[0][1].get_xdata())  # side by side, not on top
+    constants = [line for line in fig.axes[2].lines if line.get_linestyle() == "--"]
+    assert [line.get_ydata()[0] for line in constants] == [0.55, 0.53]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["before", "frequencies", "after"]
     assert fig.axes[1].get_ylim()[0] < 0 < 0.07 < fig.axes[1].get_ylim()[1]  # fitted, labels inside
-    assert {t.get_text() for t in fig.axes[0].texts} == {"10.30", "7.80", "8.10"}
+    assert {t.get_text() for t in fig.axes[0].texts} == {"10.30", "8.00", "7.80", "8.10"}
 
 
 def test_plot_fill_mask_marks_the_right_answer_in_green():
@@ -119,32 +127,40 @@ And Joshua sent two men, saying, Go view the land.
 """
 
 
-def test_masked_verses_masks_each_verses_last_single_piece_word_in_order(tmp_path):
-    from bert_tutorial.teach.verses import book_verses, masked_verses
+def test_masked_words_masks_every_single_piece_word_one_at_a_time_in_order(tmp_path):
+    from bert_tutorial.teach.verses import book_verses, masked_words
 
     corpus = tmp_path / "bible.txt"
     corpus.write_text(BIBLE)
     tokenizer = load_tokenizer("data_samples/vocab.txt")
     assert book_verses(corpus, "Joshua")[0] == "Now the LORD spake unto Joshua, saying,"
     assert len(book_verses(corpus, "Joshua")) == 7  # both chapters, headings left out
-    found = masked_verses(corpus, "Joshua", tokenizer, n=10)
-    assert found == [("Now the LORD spake unto Joshua, [MASK],", "saying"),
-                     ("Moses my servant is dead; go unto the children of [MASK].", "israel"),
-                     ("He looked and it was [MASK]!", "wonderful"),  # "LORD's." skipped: a possessive
-                     ("Be strong and of a good [MASK].", "courage"),  # "12." skipped: not a word
-                     ("And Joshua sent two men, saying, Go view the [MASK].", "land")]
-    assert masked_verses(corpus, "Joshua", tokenizer, n=2) == found[:2]
+    found = masked_words(corpus, "Joshua", tokenizer, verses=3)
+    assert found[:3] == [("[MASK] the LORD spake unto Joshua, saying,", "now"),
+                         ("Now [MASK] LORD spake unto Joshua, saying,", "the"),
+                         ("Now the [MASK] spake unto Joshua, saying,", "lord")]
+    assert [w for _, w in found] == [
+        "now", "the", "lord", "unto", "joshua", "saying",  # "spake": two WordPieces
+        "moses", "my", "servant", "is", "dead", "go", "unto", "the", "children", "of", "israel",
+        "this", "is", "the", "lord"]  # "LORD's": the word, never the possessive's "s"
+    assert all(s.count("[MASK]") == 1 for s, _ in found)
+    later = masked_words(corpus, "Joshua", tokenizer, verses=7)
+    assert later[:len(found)] == found  # the rule reads in order: more verses only add
+    assert ("unto [MASK].", "zelophehad") not in later
+    assert not any(w.isdigit() for _, w in later)  # "12" is not a word
     with pytest.raises(KeyError, match="Exodus"):
-        masked_verses(corpus, "Exodus", tokenizer, n=1)
+        masked_words(corpus, "Exodus", tokenizer, verses=1)
 
 
-def test_masked_verses_skip_words_the_vocabulary_splits(tmp_path):
-    from bert_tutorial.teach.verses import mask_last_word
+def test_masked_words_skip_words_the_vocabulary_splits(tmp_path):
+    from bert_tutorial.teach.verses import masked_words
 
+    corpus = tmp_path / "bible.txt"
+    corpus.write_text("Numbers 27\nThen came the daughters of Zelophehad.\n")
     tokenizer = load_tokenizer("data_samples/vocab.txt")
-    assert mask_last_word("Go view the land.", tokenizer) == ("Go view the [MASK].", "land")
-    assert mask_last_word("unto Zelophehad.", tokenizer) is None  # several WordPieces
-    assert mask_last_word("no punctuation at the end", tokenizer) is None
+    assert tokenizer.tokenize("zelophehad") != ["zelophehad"]  # several WordPieces
+    assert [w for _, w in masked_words(corpus, "Numbers", tokenizer, verses=1)] == [
+        "then", "came", "the", "daughters", "of"]
 
 
 def test_testament_task_is_balanced_spread_and_checks_the_testament(tmp_path):
@@ -167,3 +183,13 @@ def test_the_public_fill_mask_is_the_function_not_its_module():
     import bert_tutorial
 
     assert bert_tutorial.fill_mask is fill_mask
+
+
+def test_a_long_sentence_is_shown_around_its_mask():
+    from bert_tutorial.teach.fill_mask import _around_mask
+
+    long = "a " * 100 + "[MASK]" + " b" * 100
+    shown = _around_mask(long, 40)
+    assert "[MASK]" in shown and shown.startswith("…") and shown.endswith("…") and len(shown) == 42
+    assert _around_mask("[MASK]" + " b" * 100, 40).startswith("[MASK]")  # nothing cut before it
+    assert _around_mask("a [MASK].", 40) == "a [MASK]."

@@ -33,17 +33,24 @@ def test_smooth_is_a_trailing_mean_that_never_looks_ahead():
     np.testing.assert_allclose(smooth([1, 2, 3], 1), [1, 2, 3])
 
 
-def test_training_curves_carry_the_reference_lines_and_an_honest_nsp_scale():
-    fig = plot_training_curves(records())
-    mlm, nsp, acc, ppl, lr = fig.axes[:5]
-    labels = {ax: [line.get_label() for line in ax.get_lines()] for ax in (mlm, nsp, acc, ppl)}
+def test_training_curves_carry_the_reference_lines_and_fitted_scales():
+    recs = records()
+    recs[1] = {**recs[1], "nsp_loss": 1.1}  # step 0's NSP loss, far above the rest
+    fig = plot_training_curves(recs)
+    mlm, mlm_acc, lr, nsp, nsp_acc = (ax for ax in fig.axes if ax.get_title())
+    labels = {ax: [line.get_label() for line in ax.get_lines()] for ax in (mlm, mlm_acc, nsp, nsp_acc)}
     assert "uniform guess ln V = 10.33" in labels[mlm] and "token frequencies only = 6.20" in labels[mlm]
-    assert "coin flip ln 2 = 0.69" in labels[nsp] and nsp.get_ylim() == (0, 1.0)
-    assert any("most frequent token = 6.6%" in label for label in labels[acc])
-    assert ppl.get_yscale() == "log" and "uniform guess V = 30,522" in labels[ppl]
+    assert mlm.get_title() == "MLM loss (perplexity on the right)"
+    assert "coin flip ln 2 = 0.69" in labels[nsp]
+    low, high = nsp.get_ylim()
+    assert low < 0.69 and high > 1.1 and high - low < 1.0  # step 0 shown; fitted, not 0-1
+    assert any("most frequent token = 6.6%" in label for label in labels[mlm_acc])
+    low, high = mlm_acc.get_ylim()
+    assert -0.02 < low <= 0 and 0.1 < high < 0.12  # fitted to the values (0-10 %), not 0-100 %
+    assert "coin flip 50 %" in labels[nsp_acc] and nsp_acc.get_ylim()[1] - nsp_acc.get_ylim()[0] < 0.1
+    assert [line.get_label() for line in lr.get_lines()] == ["learning rate"]  # no throughput twin
     [eval_line] = [line for line in mlm.get_lines() if line.get_label() == "eval (held out)"]
     assert list(eval_line.get_xdata()) == [0, 10, 20, 30, 40]
-    assert len(fig.axes) == 7  # 6 panels + the throughput twin axis of the LR panel
 
 
 def test_training_curves_from_eval_records_only():
@@ -57,3 +64,4 @@ def test_plot_runs_overlays_runs(key):
     fig = plot_runs({"DDP, 2 processes": records(), "1 process": records()}, key=key)
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
     assert "DDP, 2 processes (train)" in labels and "1 process (eval)" in labels
+    assert fig.axes[0].get_ylabel() == {"mlm_loss": "MLM loss (nats)", "nsp_loss": "NSP loss (nats)"}[key]

@@ -4,9 +4,9 @@ A loss curve alone does not say whether a model learnt anything. Each panel ther
 carries the figure a model with no knowledge would reach (``References``): ln V for
 MLM loss (a uniform guess over the vocabulary), the unigram-frequency baseline (every
 masked token predicted from its frequency, no context), ln 2 for NSP loss and 50 % for
-NSP accuracy (a coin), the most-frequent-token accuracy for MLM accuracy. NSP is drawn
-on a fixed 0-1 scale, with the raw train curve faint under a smoothed one, so noise
-does not look like progress.
+NSP accuracy (a coin), the most-frequent-token accuracy for MLM accuracy. Axes follow
+the values (every point, step 0 included) with a minimum span, and the raw NSP train
+curve is drawn faint under a smoothed one, so noise does not look like progress.
 
 Figures are ``matplotlib.figure.Figure`` objects (no pyplot state): they work headless
 in a training process, and a notebook shows one by leaving it as a cell's value.
@@ -101,6 +101,20 @@ def _finish(ax: Axes, title: str, ylabel: str) -> None:
     ax.legend(fontsize=8)
 
 
+def _fit_axis(ax: Axes, values: Sequence[float], floor: float = 0.0) -> None:
+    """A y range around ``values`` (every point shown, step 0 included) with a small margin;
+    at least ``floor`` wide, so that noise of a few hundredths does not fill the panel."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return
+    lo, hi = min(finite), max(finite)
+    if hi - lo < floor:
+        mid = (hi + lo) / 2
+        lo, hi = mid - floor / 2, mid + floor / 2
+    pad = 0.08 * (hi - lo) + 1e-3
+    ax.set_ylim(lo - pad, hi + pad)
+
+
 def _mlm_loss_panel(ax: Axes, records: Records, refs: References | None) -> None:
     _train_and_eval(ax, records, "mlm_loss", smoothing=1)
     shown = [v for kind in ("train", "eval") for v in _series(records, kind, "mlm_loss")[1]]
@@ -116,43 +130,38 @@ def _mlm_loss_panel(ax: Axes, records: Records, refs: References | None) -> None
         else:
             _reference(ax, ln_v, f"uniform guess ln V = {ln_v:.2f}", "grey")
             shown.append(ln_v)
-    if shown:
-        pad = 0.08 * (max(shown) - min(shown)) + 0.02
-        ax.set_ylim(min(shown) - pad, max(shown) + pad)
-    _finish(ax, "MLM loss", "cross-entropy (nats)")
+    _fit_axis(ax, shown)
+    # Perplexity is exp(loss): the same curve read on a second scale, not a panel of its own.
+    right = ax.secondary_yaxis("right", functions=(np.exp, lambda p: np.log(np.maximum(p, 1e-300))))
+    right.set_ylabel("perplexity = exp(loss)")
+    _finish(ax, "MLM loss (perplexity on the right)", "cross-entropy (nats)")
 
 
 def _nsp_loss_panel(ax: Axes, records: Records) -> None:
     _train_and_eval(ax, records, "nsp_loss", smoothing=5)
     _reference(ax, math.log(2), "coin flip ln 2 = 0.69", "grey")
-    ax.set_ylim(0, 1.0)  # a fixed scale: NSP noise of +-0.02 must not fill the panel
+    shown = [v for kind in ("train", "eval") for v in _series(records, kind, "nsp_loss")[1]]
+    _fit_axis(ax, shown + [math.log(2)], floor=0.3)  # NSP noise of +-0.02 must not fill the panel
     _finish(ax, "NSP loss", "cross-entropy (nats)")
 
 
-def _accuracy_panel(ax: Axes, records: Records, refs: References | None) -> None:
-    for key, label, color in (("mlm_accuracy", "MLM accuracy (eval)", "tab:orange"),
-                              ("nsp_accuracy", "NSP accuracy (eval)", "tab:green")):
-        steps, values = _series(records, "eval", key)
-        ax.plot(steps, values, "o-", color=color, markersize=4, label=label)
-    _reference(ax, 0.5, "NSP coin flip 50 %", "tab:green")
-    if refs:
-        _reference(ax, refs.most_frequent_accuracy,
-                   f"MLM: always the most frequent token = {refs.most_frequent_accuracy or 0:.1%}", "tab:red")
-    ax.set_ylim(0, 1.0)
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-    _finish(ax, "accuracy on held-out text", "share correct")
-
-
-def _perplexity_panel(ax: Axes, records: Records, refs: References | None) -> None:
-    steps, values = _series(records, "eval", "perplexity")
-    ax.plot(steps, values, "o-", color="tab:orange", markersize=4, label="eval perplexity")
-    if refs:
-        _reference(ax, float(refs.vocab_size), f"uniform guess V = {refs.vocab_size:,}", "grey")
-        if refs.unigram_mlm_loss is not None:
-            _reference(ax, math.exp(refs.unigram_mlm_loss),
-                       f"token frequencies only = {math.exp(refs.unigram_mlm_loss):,.0f}", "tab:red")
-    ax.set_yscale("log")
-    _finish(ax, "MLM perplexity = exp(loss), log scale", "perplexity")
+def _accuracy_panel(ax: Axes, records: Records, key: str, refs: References | None) -> None:
+    steps, values = _series(records, "eval", key)
+    ax.plot(steps, values, "o-", color="tab:orange", markersize=4, label="eval (held out)")
+    shown = list(values)
+    if key == "nsp_accuracy":
+        _reference(ax, 0.5, "coin flip 50 %", "grey")
+        shown.append(0.5)
+        title = "NSP accuracy"
+    else:
+        if refs and refs.most_frequent_accuracy is not None:
+            _reference(ax, refs.most_frequent_accuracy,
+                       f"always the most frequent token = {refs.most_frequent_accuracy:.1%}", "tab:red")
+            shown.append(refs.most_frequent_accuracy)
+        title = "MLM accuracy (masked tokens)"
+    _fit_axis(ax, shown, floor=0.05)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
+    _finish(ax, title + "; axis not from 0", "share correct")
 
 
 def _lr_panel(ax: Axes, records: Records) -> None:
@@ -163,32 +172,27 @@ def _lr_panel(ax: Axes, records: Records) -> None:
         return
     ax.plot(steps, lrs, color="tab:purple", label="learning rate")
     ax.set_ylim(bottom=0)
-    _finish(ax, "learning rate and throughput", "learning rate")
-    steps, rates = _series(records, "train", "seq_per_s")
-    if steps:
-        twin = ax.twinx()
-        twin.plot(steps, rates, color="tab:brown", alpha=0.6, label="sequences/s")
-        twin.set_ylim(bottom=0)
-        twin.set_ylabel("sequences / s (all processes)")
-        twin.legend(fontsize=8, loc="lower right")
+    _finish(ax, "learning rate", "learning rate")
 
 
 def plot_training_curves(records: Records, path: str | Path | None = None,
                          references: References | None = None) -> Figure:
-    """The run's story in five panels: MLM loss, NSP loss, accuracies, perplexity, LR/throughput.
+    """The run's story in five panels: MLM loss and accuracy, the learning rate, NSP loss and
+    accuracy, and the first and last evaluation as text.
 
     ``records`` are ``metrics.jsonl`` records (``train``, ``eval`` and the ``reference``
     record the Trainer writes, used when ``references`` is not given). Eval records alone
-    (e.g. checkpoints evaluated after training) plot fine.
+    (e.g. checkpoints evaluated after training) plot fine. Every y axis is fitted to the
+    values and their reference lines, so that a change of a few points is visible.
     """
     refs = references or References.from_records(records)
     fig = Figure(figsize=(15, 7.5), layout="constrained")
     axes = fig.subplots(2, 3)
     _mlm_loss_panel(axes[0, 0], records, refs)
-    _nsp_loss_panel(axes[0, 1], records)
-    _accuracy_panel(axes[0, 2], records, refs)
-    _perplexity_panel(axes[1, 0], records, refs)
-    _lr_panel(axes[1, 1], records)
+    _accuracy_panel(axes[0, 1], records, "mlm_accuracy", refs)
+    _lr_panel(axes[0, 2], records)
+    _nsp_loss_panel(axes[1, 0], records)
+    _accuracy_panel(axes[1, 1], records, "nsp_accuracy", refs)
     axes[1, 2].axis("off")
     axes[1, 2].text(0, 0.95, _summary(records, refs), va="top", family="monospace", fontsize=9)
     return save_figure(fig, path)
@@ -210,6 +214,11 @@ def _summary(records: Records, refs: References | None) -> str:
     return "\n".join(lines)
 
 
+#: How a metric's key reads on an axis.
+_LABELS = {"mlm_loss": "MLM loss (nats)", "nsp_loss": "NSP loss (nats)", "loss": "MLM + NSP loss (nats)",
+           "mlm_accuracy": "MLM accuracy", "nsp_accuracy": "NSP accuracy", "lr": "learning rate"}
+
+
 def plot_runs(runs: Mapping[str, Records], key: str = "mlm_loss", path: str | Path | None = None,
               references: References | None = None) -> Figure:
     """One metric of several runs on shared axes (e.g. a DDP run over a one-process run)."""
@@ -225,7 +234,8 @@ def plot_runs(runs: Mapping[str, Records], key: str = "mlm_loss", path: str | Pa
                 fillstyle="none" if k else "full", alpha=0.9)
     if references and key == "mlm_loss":
         _reference(ax, math.log(references.vocab_size), "uniform guess ln V", "grey")
-    _finish(ax, key.replace("_", " "), key)
+    label = _LABELS.get(key, key.replace("_", " "))
+    _finish(ax, label, label)
     return save_figure(fig, path)
 
 

@@ -100,13 +100,22 @@ def fill_mask_table(results: Mapping[str, Sequence[FillMaskResult]], top_k: int 
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _around_mask(sentence: str, width: int) -> str:
+    """At most ``width`` characters of ``sentence`` centred on its first [MASK], "…" where cut."""
+    if len(sentence) <= width:
+        return sentence
+    centre = sentence.find("[MASK]") + 3
+    start = min(max(centre - width // 2, 0), len(sentence) - width)
+    return ("…" if start > 0 else "") + sentence[start:start + width] + ("…" if start + width < len(sentence) else "")
+
+
 def plot_fill_mask(results: Mapping[str, Sequence[FillMaskResult]], answers: Sequence[str] | None = None,
                    top_k: int = 3, path: PathLike | None = None) -> Figure:
     """A grid of fill-mask guesses: one row per sentence, one column per model.
 
     Each cell lists a model's top-k tokens for the sentence's first ``[MASK]`` with their
     probabilities; a guess equal to the sentence's answer (``answers``) is drawn in green.
-    A sentence over 150 characters is shown by its last 150 (where a verse's last word is).
+    A sentence over 150 characters is shown by the 150 around its first ``[MASK]``.
     """
     names = list(results)
     sentences = [r.sentence for r in results[names[0]]] if names else []
@@ -120,7 +129,7 @@ def plot_fill_mask(results: Mapping[str, Sequence[FillMaskResult]], answers: Seq
     for col, name in enumerate(names):
         ax.text(text_width + col + 0.05, -0.7, name, fontweight="bold", fontsize=10, va="center")
     for row, sentence in enumerate(sentences):
-        shown = sentence if len(sentence) <= 150 else "…" + sentence[-149:]  # the end, around the [MASK]
+        shown = _around_mask(sentence, 150)
         label = textwrap.fill(shown, 52) + (f"\nanswer: {answers[row]}" if answers else "")
         ax.text(0, row, label, fontsize=8, va="center")
         for col, name in enumerate(names):
@@ -134,19 +143,25 @@ def plot_fill_mask(results: Mapping[str, Sequence[FillMaskResult]], answers: Seq
 
 
 def plot_before_after(
-    metrics: Mapping[str, Mapping[str, Mapping[str, float]]], path: PathLike | None = None
+    metrics: Mapping[str, Mapping[str, Mapping[str, float]]],
+    nsp_constant: Mapping[str, float] | None = None,
+    path: PathLike | None = None,
 ) -> Figure:
     """MLM loss, MLM accuracy and NSP accuracy of several models on several eval sets.
 
     ``metrics`` maps an eval set's name to {a model's name: an
     :func:`~bert_tutorial.core.evaluation.evaluate` result}, the models in the same order
-    for every set. One panel per metric, the models along x, one line of labelled points
-    per eval set. The y axes are fitted to the values, not started at 0, so that a change
-    of a few tenths of a nat or a few points of accuracy is visible.
+    for every set; a model without ``nsp_accuracy`` (a frequency baseline) is left out of
+    the NSP panel, where ``nsp_constant`` (eval set -> the share of the more common label)
+    is drawn as a dashed line instead. One panel per metric, the models along x, one dot per
+    eval set beside each model: the models are separate categories, so no line joins them.
+    The y axes are fitted to the values, not started at 0, so that a change of a few tenths
+    of a nat or a few points of accuracy is visible.
     """
     domains = list(metrics)
     names = list(metrics[domains[0]]) if domains else []
     colors = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
+    offset = 0.12  # each eval set's dots side by side around the model's tick
     fig = Figure(figsize=(13, 3.8), layout="constrained")
     panels = (("mlm_loss", "MLM loss (lower is better)"),
               ("mlm_accuracy", "MLM accuracy (masked tokens)"),
@@ -154,13 +169,17 @@ def plot_before_after(
     for ax, (key, title) in zip(fig.subplots(1, 3), panels, strict=True):
         is_share = key.endswith("accuracy")
         for d, domain in enumerate(domains):
-            values = [float(metrics[domain][n][key]) for n in names]
             color = colors[d % len(colors)]
-            ax.plot(range(len(names)), values, marker="o", color=color, label=domain)
-            for x, v in enumerate(values):
+            shift = (d - (len(domains) - 1) / 2) * 2 * offset
+            points = [(x + shift, float(metrics[domain][n][key])) for x, n in enumerate(names)
+                      if key in metrics[domain][n]]
+            ax.plot([x for x, _ in points], [v for _, v in points], "o", color=color, label=domain)
+            for x, v in points:
                 ax.annotate(f"{v:.1%}" if is_share else f"{v:.2f}", (x, v), textcoords="offset points",
-                            xytext=(-6, 5) if d % 2 == 0 else (6, -11), ha="right" if d % 2 == 0 else "left",
-                            fontsize=8, color=color)  # one set's labels left-above, the next right-below
+                            xytext=(0, 6) if d % 2 == 0 else (0, -13), ha="center", fontsize=8, color=color)
+            if key == "nsp_accuracy" and nsp_constant and domain in nsp_constant:
+                ax.axhline(nsp_constant[domain], color=color, linestyle="--", linewidth=1,
+                           label=f"constant answer = {nsp_constant[domain]:.1%}")
         ax.set_xticks(range(len(names)), names)
         ax.set_xlim(-0.5, len(names) - 0.5)
         ax.margins(y=0.15)
@@ -168,6 +187,8 @@ def plot_before_after(
             ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
         ax.set_title(title + "; axis not from 0", fontsize=10)
         ax.grid(alpha=0.3)
+        if key == "nsp_accuracy" and nsp_constant:
+            ax.legend(loc="lower right", fontsize=7)
     if domains:
         fig.axes[0].legend(loc="upper right", fontsize=8)
     return save_figure(fig, path)

@@ -18,8 +18,8 @@ from ..core.data import PathLike
 #: The Old Testament's books end with Malachi; Matthew opens the New Testament.
 NEW_TESTAMENT_FIRST = "Matthew"
 
-# The last word of a verse: letters after a space (or the verse's start), then only punctuation.
-_LAST_WORD = re.compile(r"(?:^|(?<=\s))([A-Za-z]+)([^\sA-Za-z0-9]+)$")
+# A word: a run of letters not glued to an apostrophe ("LORD's" gives "LORD", not "s").
+_WORD = re.compile(r"(?<![A-Za-z'])[A-Za-z]+(?![A-Za-z])")
 
 
 def read_books(corpus_path: PathLike) -> dict[str, list[str]]:
@@ -44,35 +44,22 @@ def book_verses(corpus_path: PathLike, book: str) -> list[str]:
     return books[book]
 
 
-def mask_last_word(verse: str, tokenizer: PreTrainedTokenizerBase) -> tuple[str, str] | None:
-    """(the verse with its last word replaced by ``[MASK]``, that word lowercased), or None.
+def masked_words(corpus_path: PathLike, book: str, tokenizer: PreTrainedTokenizerBase,
+                 verses: int) -> list[tuple[str, str]]:
+    """Every word of the first ``verses`` verses of ``book``, masked one at a time.
 
-    The last word is the last run of letters before the verse's final punctuation, after a
-    space; None if the verse does not end that way (a possessive "LORD's." is skipped) or if
-    the vocabulary splits the word into several WordPieces (one ``[MASK]``, one token).
-    """
-    match = _LAST_WORD.search(verse)
-    if match is None:
-        return None
-    word = match.group(1).lower()
-    if tokenizer.tokenize(word) != [word]:
-        return None
-    return verse[: match.start(1)] + tokenizer.mask_token + verse[match.end(1):], word
-
-
-def masked_verses(corpus_path: PathLike, book: str, tokenizer: PreTrainedTokenizerBase,
-                  n: int) -> list[tuple[str, str]]:
-    """The first ``n`` verses of ``book`` whose last word can be masked (:func:`mask_last_word`).
-
-    Returns (sentence with ``[MASK]``, the verse's word) pairs, in the book's order.
+    Returns (the verse with that one word replaced by ``[MASK]``, the word lowercased)
+    pairs, in reading order. A word is skipped when the vocabulary splits it into several
+    WordPieces (one ``[MASK]`` stands for one token), and so are numbers and the "s" of a
+    possessive. Masking every word, not the ones a model might find easy, keeps the
+    comparison of models fair.
     """
     found = []
-    for verse in book_verses(corpus_path, book):
-        masked = mask_last_word(verse, tokenizer)
-        if masked is not None:
-            found.append(masked)
-            if len(found) == n:
-                break
+    for verse in book_verses(corpus_path, book)[:verses]:
+        for match in _WORD.finditer(verse):
+            word = match.group(0).lower()
+            if tokenizer.tokenize(word) == [word]:
+                found.append((verse[: match.start()] + tokenizer.mask_token + verse[match.end():], word))
     return found
 
 
