@@ -29,22 +29,26 @@ BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 TABLE_START, TABLE_END = "<!-- notebooks:start -->", "<!-- notebooks:end -->"
 
 SETUP_CELL = '''\
-# Setup, the same in every notebook. Colab or Kaggle: clone and install this repository, keeping the
-# runtime's torch. Locally: the checkout this notebook is in. Then go to its root and print versions.
+# Setup: in Colab or Kaggle, clone and install this repository (their torch is kept);
+# locally, the checkout this notebook is in is used. Then work from the repository's root.
 import subprocess
 import sys
 from pathlib import Path
 
-REPO_URL = "{url}"  # set in pyproject.toml; scripts/sync_notebooks.py writes it here
+REPO_URL = "{url}"
+HOSTED = "google.colab" in sys.modules or Path("/kaggle/working").is_dir()
 CLONE = Path("/content/repo" if "google.colab" in sys.modules else "/kaggle/working/repo")
-if ("google.colab" in sys.modules or Path("/kaggle/working").is_dir()) and not (CLONE / "bert_tutorial").is_dir():
-    if "YOUR-ACCOUNT" in REPO_URL or subprocess.run(["git", "clone", "--depth=1", REPO_URL, str(CLONE)]).returncode:
-        raise RuntimeError(f"cannot clone {{REPO_URL}}: " + ("a placeholder: set [project.urls] Repository in pyproject.toml, run scripts/sync_notebooks.py" if "YOUR-ACCOUNT" in REPO_URL else "is the internet on (Kaggle: Session options)?"))
+if HOSTED and not (CLONE / "bert_tutorial").is_dir():
+    if "YOUR-ACCOUNT" in REPO_URL:  # a copy not yet published
+        raise RuntimeError("cannot clone {{REPO_URL}}: a placeholder: set [project.urls] Repository")
+    if subprocess.run(["git", "clone", "--depth=1", REPO_URL, str(CLONE)]).returncode:
+        raise RuntimeError(f"cannot clone {{REPO_URL}}: is the internet on?")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", str(CLONE)], check=True)
-sys.path.insert(0, str(next((p for p in [CLONE, Path.cwd(), *Path.cwd().parents] if (p / "bert_tutorial").is_dir()), ".")))
+sys.path.insert(0, str(next(p for p in [CLONE, Path.cwd(), *Path.cwd().parents]
+                            if (p / "bert_tutorial").is_dir())))
 from bert_tutorial import enter_repository  # noqa: E402
 
-ROOT = enter_repository()'''
+ROOT = enter_repository()  # go to the repository's root and print the versions'''
 
 
 def repo_url(pyproject: Path = ROOT / "pyproject.toml") -> str:
