@@ -3,6 +3,7 @@ against what it claims to compute, and the demonstrations of its mistakes."""
 
 from __future__ import annotations
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -82,7 +83,7 @@ def test_compare_mlm_heads_same_loss_fewer_logits(tmp_path):
     assert bert.training and all(p.grad is None for p in bert.parameters())
 
 
-def test_original_dataset_holds_every_row_with_an_all_ones_mask_and_padded_slots():
+def test_original_dataset_holds_every_row_with_padded_fields_and_slots():
     eval_dir = DATA_SAMPLES / "eval"
     data = OriginalDataset(eval_dir, max_seq_length=512)
     ours = PretrainingDataset(eval_dir)
@@ -91,10 +92,28 @@ def test_original_dataset_holds_every_row_with_an_all_ones_mask_and_padded_slots
     item, mine = data[short], ours[short]
     assert item["input_ids"].shape == (512,) and item["masked_lm_positions"].shape == (512,)
     assert torch.equal(item["input_ids"][:128], mine["input_ids"]) and not item["input_ids"][128:].any()
-    assert item["attention_mask"].all()  # padding attended to; ours comes from input_mask
+    assert item["attention_mask"][:128].all()  # the file's padding attended to; ours from input_mask
     assert not mine["attention_mask"].all()
     real = mine["masked_lm_ids"] != IGNORE_INDEX
     assert torch.equal(item["masked_lm_positions"][:20][real], mine["masked_lm_positions"][real])
+
+
+@pytest.mark.parametrize("folder", ["eval", "bible-eval"])
+def test_original_attention_mask_is_ones_over_the_files_length_then_zero_padded(folder):
+    """The original made the mask ones over the row as stored (T long, its padding included)
+    and then zero-padded it to ``max_seq_length`` like every other field, or cut it."""
+    data_dir = DATA_SAMPLES / folder
+    with h5py.File(sorted(data_dir.glob("*.hdf5"))[0], "r") as f:
+        t = f["input_ids"].shape[1]
+        padded_rows = np.flatnonzero(f["input_mask"][()].sum(axis=1) < t)
+    assert t < 512 and len(padded_rows) > 0
+    expected = torch.cat([torch.ones(t, dtype=torch.long), torch.zeros(512 - t, dtype=torch.long)])
+    data = OriginalDataset(data_dir, max_seq_length=512)
+    for index in (0, int(padded_rows[0])):
+        mask = data[index]["attention_mask"]
+        assert mask.dtype == torch.long and torch.equal(mask, expected), index
+    cut = OriginalDataset(data_dir, max_seq_length=t // 2)[int(padded_rows[0])]["attention_mask"]
+    assert torch.equal(cut, torch.ones(t // 2, dtype=torch.long))
 
 
 def test_to_original_batch_equals_the_original_dataset_at_the_shards_length():

@@ -37,13 +37,15 @@ ORIGINAL_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_pos
 
 
 class OriginalDataset(Dataset[dict[str, torch.Tensor]]):
-    """The original's dataset: the whole corpus in Python lists, an all-ones attention mask.
+    """The original's dataset: the whole corpus in Python lists, an attention mask of ones.
 
     Reads ``input_ids``, ``segment_ids``, ``masked_lm_positions``, ``masked_lm_ids`` and
     ``next_sentence_labels`` of every ``*.hdf5`` file in ``data_dir`` into lists of
     per-row arrays (memory grows with the corpus, and start-up reads all of it), ignores
-    the file's ``input_mask``, and pads (or cuts) every row, the prediction slots
-    included, to ``max_seq_length`` (512 in the original, whatever T the shards have).
+    the file's ``input_mask`` and makes the attention mask ones over the file's row
+    length T (the row's padding included), then zero-pads (or cuts) every field, the mask
+    and the prediction slots included, to ``max_seq_length`` (512 in the original,
+    whatever T the shards have): positions T..max_seq_length-1 get mask 0.
     """
 
     def __init__(self, data_dir: str | Path, max_seq_length: int = 512) -> None:
@@ -66,11 +68,12 @@ class OriginalDataset(Dataset[dict[str, torch.Tensor]]):
         return torch.as_tensor(row)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        input_ids = self._padded(self.rows["input_ids"][index])
+        input_ids = self.rows["input_ids"][index]
+        attention_mask = np.ones_like(input_ids)  # "assuming all tokens have attention_mask = 1"
         return {
-            "input_ids": input_ids,
+            "input_ids": self._padded(input_ids),
             "token_type_ids": self._padded(self.rows["segment_ids"][index]),
-            "attention_mask": torch.ones_like(input_ids),  # "assuming all tokens have attention_mask = 1"
+            "attention_mask": self._padded(attention_mask),  # ones over T, zeros beyond
             "masked_lm_positions": self._padded(self.rows["masked_lm_positions"][index]),
             "masked_lm_ids": self._padded(self.rows["masked_lm_ids"][index]),
             "next_sentence_labels": torch.as_tensor(int(self.rows["next_sentence_labels"][index])),
