@@ -20,12 +20,11 @@ from bert_tutorial.core.data import (
     build_mlm_labels,
     make_dataloader,
 )
-from bert_tutorial.core.model import PretrainingModel, build_model
+from bert_tutorial.core.model import build_model
 from bert_tutorial.hdf5_format import write_shard
 from bert_tutorial.teach import original
 from bert_tutorial.teach.original import (
     OriginalDataset,
-    attention_mask_demo,
     compare_mlm_heads,
     data_parallel_demo,
     to_original_batch,
@@ -51,22 +50,6 @@ def test_original_labels_use_minus_one_and_label_cls_with_pad():
     with pytest.raises(IndexError, match="out of bounds"):
         F.cross_entropy(logits, torch.as_tensor(labels))
     assert torch.isfinite(F.cross_entropy(logits, torch.as_tensor(fixed)))
-
-
-def test_attention_mask_demo_padding_is_invisible_only_with_the_real_mask(tmp_path):
-    arrays = make_arrays(num_samples=6, seq_length=SEQ_LENGTH, max_predictions=4, seed=1)
-    write_shard(tmp_path / "a.hdf5", arrays)
-    data = PretrainingDataset(tmp_path / "a.hdf5")
-    index = int(np.argmin(arrays["input_mask"].sum(1)))
-    assert arrays["input_mask"][index].sum() < SEQ_LENGTH and arrays["masked_lm_positions"][index, 0]
-    bert = tiny_bert().train()
-    result = attention_mask_demo(PretrainingModel(bert), data[index])
-    assert bert.training  # mode restored
-    assert result["real_tokens"] + result["padding"] == SEQ_LENGTH
-    assert result["max_abs_diff_correct_mask"] < 1e-5
-    assert result["mlm_loss_correct_mask"] == pytest.approx(result["mlm_loss_trimmed"], rel=1e-5)
-    assert result["max_abs_diff_all_ones_mask"] > 1e-3
-    assert result["mlm_loss_all_ones_mask"] != pytest.approx(result["mlm_loss_trimmed"], rel=1e-6)
 
 
 def test_compare_mlm_heads_same_loss_fewer_logits(tmp_path):

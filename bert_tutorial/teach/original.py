@@ -6,10 +6,10 @@ this module reproduces its behaviour (not its text), problems included, so that 
 notebooks and the benchmark can put it next to this project's code, on real data. Each
 function's docstring names the step it re-creates and what goes wrong there.
 
-Its -1 labels are consistent with its own ``ignore_index=-1``: the pitfall is handing
-them to a Hugging Face model's ``labels=`` (which ignores -100) or mixing conventions.
-Demonstrations that need a model (:func:`attention_mask_demo`, :func:`compare_mlm_heads`,
-:func:`data_parallel_demo`) live here too. Use the rest of the package for real work.
+Its -1 labels are consistent with its own ``ignore_index=-1``; what goes wrong with them
+is the scatter of every prediction slot (:func:`labels`). Demonstrations that need a
+model (:func:`compare_mlm_heads`, :func:`data_parallel_demo`) live here too. Use the rest
+of the package for real work.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, Dataset
-from transformers import BertForPreTraining, get_linear_schedule_with_warmup
+from transformers import get_linear_schedule_with_warmup
 
 from ..core.data import IGNORE_INDEX
 from ..core.model import PretrainingModel, eval_mode, unwrap
@@ -194,45 +194,6 @@ def evaluate(model: nn.Module, dataset: Dataset, device: torch.device,
 
 
 # --- demonstrations that need a model -----------------------------------------------------------
-
-
-def _masked_logits(bert: BertForPreTraining, row: Mapping[str, torch.Tensor], mask: torch.Tensor,
-                   length: int, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(hidden states of the first ``length`` tokens, MLM logits at ``positions``) of one row."""
-    hidden = bert.bert(input_ids=row["input_ids"][:, :length],
-                       token_type_ids=row["token_type_ids"][:, :length],
-                       attention_mask=mask[:, :length], return_dict=True).last_hidden_state
-    return hidden, bert.cls.predictions(hidden[0, positions])
-
-
-@torch.no_grad()
-def attention_mask_demo(model: nn.Module, sample: Mapping[str, torch.Tensor]) -> dict[str, float]:
-    """How an all-ones attention mask changes the model's output for one padded sequence.
-
-    ``sample`` is one :class:`~bert_tutorial.core.data.PretrainingDataset` item. It is encoded
-    trimmed to its real tokens (the reference), padded with the file's mask, and padded
-    with all ones (the original). Returns, per mask, the largest difference of the real
-    tokens' hidden states from the reference, the MLM loss, and the share of masked
-    positions whose top prediction changes. The model's train/eval mode is restored.
-    """
-    bert = unwrap(model)
-    with eval_mode(bert):
-        device = next(bert.parameters()).device
-        row = {k: v.to(device).unsqueeze(0) for k, v in sample.items() if v.dim() == 1}
-        n, t = int(row["attention_mask"].sum()), row["input_ids"].shape[1]
-        keep = (row["masked_lm_positions"][0] != 0) & (row["masked_lm_ids"][0] != IGNORE_INDEX)
-        positions, targets = row["masked_lm_positions"][0][keep], row["masked_lm_ids"][0][keep]
-        reference, ref_logits = _masked_logits(bert, row, row["attention_mask"], n, positions)
-        result = {"real_tokens": float(n), "padding": float(t - n),
-                  "mlm_loss_trimmed": float(nn.functional.cross_entropy(ref_logits, targets))}
-        for name, mask in (("correct_mask", row["attention_mask"]),
-                           ("all_ones_mask", torch.ones_like(row["input_ids"]))):
-            hidden, logits = _masked_logits(bert, row, mask, t, positions)
-            result[f"max_abs_diff_{name}"] = float((hidden[:, :n] - reference).abs().max())
-            result[f"mlm_loss_{name}"] = float(nn.functional.cross_entropy(logits, targets))
-            changed = (logits.argmax(-1) != ref_logits.argmax(-1)).float().mean()
-            result[f"top1_changed_{name}"] = float(changed)
-        return result
 
 
 def compare_mlm_heads(model: nn.Module, batch: Mapping[str, torch.Tensor],
