@@ -1,14 +1,15 @@
 #!/usr/bin/env python
-"""Strip the tutorial notebooks' outputs: the repository commits them without any.
+"""Keep the stored notebooks clean: their outputs stay, what changes from run to run goes.
 
-    python scripts/strip_notebooks.py             # strip notebooks/*.ipynb in place
-    python scripts/strip_notebooks.py --check     # only report; exit 1 if any is not stripped
-    python scripts/strip_notebooks.py a.ipynb ... # other files
+    python scripts/strip_notebooks.py               # clean notebooks/*.ipynb in place
+    python scripts/strip_notebooks.py --check       # only report; exit 1 if any is not clean
+    python scripts/strip_notebooks.py --outputs ... # also remove every output (a blank copy)
 
-Stripped means: no cell outputs, every ``execution_count`` null, no per-cell execution
-metadata (timings, collapsed/scrolled state), no saved widget state, and notebook
-metadata reduced to the kernelspec and the language name, so that running a notebook
-and saving it leaves no diff once stripped. Needs only ``nbformat``.
+The notebooks are committed executed (``scripts/execute_notebooks.py`` runs them), so that a
+reader sees every result on GitHub. Clean means: no stderr output (progress bars, warnings:
+they depend on the terminal and the machine's speed), no per-cell execution metadata
+(timings, collapsed/scrolled state), no saved widget state, and notebook metadata reduced
+to the kernelspec and the language name. Needs only ``nbformat``.
 """
 
 from __future__ import annotations
@@ -26,8 +27,12 @@ KEPT_METADATA = ("kernelspec", "language_info")
 VOLATILE_CELL_METADATA = ("execution", "ExecuteTime", "collapsed", "scrolled", "outputId", "colab")
 
 
-def problems(nb: nbformat.NotebookNode) -> list[str]:
-    """Why ``nb`` is not stripped (empty when it is)."""
+def _volatile_output(output: nbformat.NotebookNode) -> bool:
+    return output.get("output_type") == "stream" and output.get("name") == "stderr"
+
+
+def problems(nb: nbformat.NotebookNode, outputs: bool = True) -> list[str]:
+    """Why ``nb`` is not clean (empty when it is); ``outputs=False``: any output is a problem."""
     found = []
     extra = sorted(set(nb.metadata) - set(KEPT_METADATA))
     if extra:
@@ -37,9 +42,10 @@ def problems(nb: nbformat.NotebookNode) -> list[str]:
         found.append(f"language_info {sorted(language)} (only 'name' is kept)")
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
-            if cell.get("outputs"):
-                found.append(f"cell {i}: {len(cell.outputs)} output(s)")
-            if cell.get("execution_count") is not None:
+            shown = [o for o in cell.get("outputs", []) if outputs and not _volatile_output(o)]
+            if len(shown) != len(cell.get("outputs", [])):
+                found.append(f"cell {i}: {len(cell.outputs) - len(shown)} output(s) to drop")
+            if not outputs and cell.get("execution_count") is not None:
                 found.append(f"cell {i}: execution_count {cell.execution_count}")
         volatile = sorted(set(cell.get("metadata", {})) & set(VOLATILE_CELL_METADATA))
         if volatile:
@@ -49,9 +55,9 @@ def problems(nb: nbformat.NotebookNode) -> list[str]:
     return found
 
 
-def strip(nb: nbformat.NotebookNode) -> bool:
-    """Strip ``nb`` in place; True if anything changed."""
-    before = problems(nb)
+def strip(nb: nbformat.NotebookNode, outputs: bool = True) -> bool:
+    """Clean ``nb`` in place (``outputs=False``: remove every output); True if anything changed."""
+    before = problems(nb, outputs)
     nb.metadata = nbformat.NotebookNode(
         {k: nb.metadata[k] for k in KEPT_METADATA if k in nb.metadata}
     )
@@ -61,8 +67,9 @@ def strip(nb: nbformat.NotebookNode) -> bool:
         )
     for cell in nb.cells:
         if cell.cell_type == "code":
-            cell.outputs = []
-            cell.execution_count = None
+            cell.outputs = [o for o in cell.get("outputs", []) if outputs and not _volatile_output(o)]
+            if not outputs:
+                cell.execution_count = None
         for key in VOLATILE_CELL_METADATA:
             cell.get("metadata", {}).pop(key, None)
         if cell.get("attachments") == {}:
@@ -73,24 +80,25 @@ def strip(nb: nbformat.NotebookNode) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="*", type=Path, help="default: notebooks/*.ipynb")
-    parser.add_argument("--check", action="store_true", help="report only; exit 1 if not stripped")
+    parser.add_argument("--check", action="store_true", help="report only; exit 1 if not clean")
+    parser.add_argument("--outputs", action="store_true", help="remove every output too")
     args = parser.parse_args(argv)
     paths = args.paths or sorted((ROOT / "notebooks").glob("*.ipynb"))
     dirty = 0
     for path in paths:
         nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
-        found = problems(nb)
+        found = problems(nb, outputs=not args.outputs)
         if not found:
             continue
         dirty += 1
         if args.check:
-            print(f"{path}: not stripped: {'; '.join(found[:5])}{' ...' if len(found) > 5 else ''}")
+            print(f"{path}: not clean: {'; '.join(found[:5])}{' ...' if len(found) > 5 else ''}")
         else:
-            strip(nb)
+            strip(nb, outputs=not args.outputs)
             nbformat.write(nb, path)
-            print(f"{path}: stripped")
+            print(f"{path}: cleaned")
     if args.check and dirty:
-        print(f"{dirty} notebook(s) with outputs; run: python scripts/strip_notebooks.py")
+        print(f"{dirty} notebook(s) not clean; run: python scripts/strip_notebooks.py")
         return 1
     return 0
 

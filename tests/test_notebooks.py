@@ -7,6 +7,7 @@ running one in Jupyter: ``python scripts/strip_notebooks.py``.
 from __future__ import annotations
 
 import ast
+import base64
 import copy
 import dataclasses
 import importlib.util
@@ -53,15 +54,16 @@ def test_the_series_is_there_in_order():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_is_valid_and_stripped(path):
+def test_notebook_is_valid_executed_and_clean(path):
+    """Stored with the outputs of one run, top to bottom, and nothing that changes per run."""
     nb = read(path)
     nbformat.validate(nb)
     assert nb.nbformat == 4
     assert nb.metadata.kernelspec.name == "python3"
     assert strip_notebooks.problems(nb) == [], "run: python scripts/strip_notebooks.py"
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None
+    counts = [c.execution_count for c in nb.cells if c.cell_type == "code"]
+    assert counts == list(range(1, len(counts) + 1)), "run: python scripts/execute_notebooks.py"
+    assert not any(o.get("output_type") == "error" for c in nb.cells if c.cell_type == "code" for o in c.outputs)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -203,30 +205,34 @@ def test_links_to_other_notebooks_resolve(path):
         assert (NOTEBOOK_DIR / target).is_file(), f"{path.name} links to missing {target}"
 
 
-def test_strip_removes_outputs_counts_widgets_and_run_metadata(tmp_path):
+def test_strip_keeps_the_outputs_and_drops_what_changes_per_run(tmp_path):
     nb = read(NOTEBOOKS[0])
     executed = copy.deepcopy(nb)
     cell = next(c for c in executed.cells if c.cell_type == "code")
-    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="hi\n")]
-    cell.execution_count = 3
+    kept = nbformat.v4.new_output("stream", name="stdout", text="hi\n")
+    cell.outputs = [kept, nbformat.v4.new_output("stream", name="stderr", text="train: 10%|#\r")]
     cell.metadata["execution"] = {"iopub.status.idle": "2025-01-01T00:00:00Z"}
     executed.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
     executed.metadata["language_info"] = {"name": "python", "version": "3.11.7"}
     found = strip_notebooks.problems(executed)
-    assert len(found) == 5, found
+    assert len(found) == 4, found
     assert strip_notebooks.strip(executed) is True
     assert strip_notebooks.problems(executed) == [] and strip_notebooks.strip(executed) is False
-    assert executed == nb  # stripping a run notebook gives back the committed one
+    assert cell.outputs == [kept]  # stdout stays, the progress bar goes
+    blank = copy.deepcopy(executed)
+    assert strip_notebooks.strip(blank, outputs=False) is True
+    assert all(c.outputs == [] and c.execution_count is None for c in blank.cells if c.cell_type == "code")
 
     path = tmp_path / "run.ipynb"
-    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="hi\n")]
+    cell.outputs = [kept, nbformat.v4.new_output("stream", name="stderr", text="warning\n")]
     nbformat.write(executed, path)
     script = [sys.executable, str(ROOT / "scripts" / "strip_notebooks.py")]
     check = subprocess.run([*script, "--check", str(path)], capture_output=True, text=True)
-    assert check.returncode == 1 and "not stripped" in check.stdout
+    assert check.returncode == 1 and "not clean" in check.stdout
     assert subprocess.run([*script, str(path)], capture_output=True).returncode == 0
     assert subprocess.run([*script, "--check", str(path)], capture_output=True).returncode == 0
-    assert read(path) == nb
+    cell.outputs = [kept]  # what cleaning the file must have left
+    assert read(path).cells == executed.cells
 
 
 def test_setup_cells_badges_and_readme_agree_with_the_repository_url():
@@ -239,13 +245,14 @@ def test_setup_cells_badges_and_readme_agree_with_the_repository_url():
         assert f"notebooks/{path.name})" in title and "colab-badge.svg" in title
 
 
-def test_readme_figures_were_drawn_by_the_current_code():
-    """docs/figures match the tagged notebook cells and plotting modules (by input hash).
+def test_stored_outputs_and_readme_figures_come_from_the_current_code():
+    """The notebooks' stored outputs and docs/figures match the code that makes them (by input hash).
 
-    Changing what draws a figure without running ``python scripts/make_figures.py`` fails
-    here; the hash covers inputs, not pixels, which differ between machines.
+    Changing a notebook's code, the package or the sample data without running
+    ``python scripts/execute_notebooks.py`` fails here; the hash covers inputs, not pixels,
+    which differ between machines. Each README figure is the stored output of its cell.
     """
-    check = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_figures.py"), "--check"],
+    check = subprocess.run([sys.executable, str(ROOT / "scripts" / "execute_notebooks.py"), "--check"],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     readme = (ROOT / "README.md").read_text()
@@ -254,7 +261,9 @@ def test_readme_figures_were_drawn_by_the_current_code():
             for tag in cell.metadata.get("tags", []):
                 if tag.startswith("figure:"):
                     name = tag.removeprefix("figure:")
-                    assert (ROOT / "docs" / "figures" / f"{name}.png").is_file(), name
+                    png = ROOT / "docs" / "figures" / f"{name}.png"
+                    stored = [o["data"]["image/png"] for o in cell.outputs if "image/png" in o.get("data", {})]
+                    assert stored and base64.b64decode(stored[-1]) == png.read_bytes(), name
                     assert f"docs/figures/{name}.png" in readme, f"the README does not show {name}"
 
 
