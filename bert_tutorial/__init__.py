@@ -40,7 +40,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["load_tokenizer", "read_vocab"], "tokenization"),
     **dict.fromkeys(["IGNORE_INDEX", "PretrainingDataset", "ShardedSampler", "find_shards",
                      "make_dataloader"], "core.data"),
-    **dict.fromkeys(["PretrainingModel", "load_pretrained", "unwrap"], "core.model"),
+    **dict.fromkeys(["PretrainingModel", "build_model", "load_pretrained", "unwrap"], "core.model"),
     **dict.fromkeys(["build_optimizer", "build_scheduler", "lr_schedule", "parameter_groups",
                      "warmup_steps"], "core.optim"),
     "train_step": "core.step",
