@@ -47,6 +47,7 @@ def find_shards(path_or_paths: PathLike | Sequence[PathLike]) -> list[Path]:
             if not found:
                 raise ShardError(
                     f"{path}: folder holds no shard files ({', '.join(SHARD_SUFFIXES)})"
+                    + _set_aside_hint(path)
                 )
             shards.extend(found)
         elif path.is_file():
@@ -57,6 +58,20 @@ def find_shards(path_or_paths: PathLike | Sequence[PathLike]) -> list[Path]:
         raise ShardError(f"{list(path_or_paths)}: no shard files given")
     _refuse_duplicates(shards)
     return shards
+
+
+def _set_aside_hint(folder: Path) -> str:
+    """Where the shards of a folder went, if an interrupted ``create_data --overwrite`` hid them.
+
+    It moves the old shards into ``.<prefix>-replaced-*`` while it writes the new ones; a
+    run killed outright leaves them there, and the folder then looks empty.
+    """
+    hidden = [aside for aside in sorted(folder.glob(".*-replaced-*")) if aside.is_dir()
+              and any(p.suffix in SHARD_SUFFIXES for p in aside.iterdir())]
+    if not hidden:
+        return ""
+    return (f"; {hidden[0]} holds shards that an interrupted create_data --overwrite set aside: "
+            "move them back into the folder")
 
 
 def _refuse_duplicates(shards: Sequence[Path]) -> None:
