@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import random
+import re
 import subprocess
 import sys
 import time
@@ -461,3 +462,24 @@ def test_fault_12_shards_a_killed_overwrite_left_aside_are_named_not_buried(tmp_
     with pytest.raises(ShardError, match=r"holds no shard files .*\.p-replaced-abc123 holds shards "
                                          "that an interrupted create_data --overwrite set aside"):
         find_shards(out)
+
+
+def test_fault_12_a_full_disk_for_real_is_a_named_error(tmp_path):
+    """A 40 KB tmpfs in a private mount namespace (skipped where ``unshare -rm`` is not allowed)."""
+    from test_fault_values import private_mount
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    args = ["--input", str(BOOK), "--gutenberg", "--documents", "0:3", "--vocab-file", str(VOCAB),
+            "--output-dir", str(mnt / "out"), "--dupe-factor", "1", "--shard-size", "15", "--quiet"]
+    for workers in ("1", "2"):
+        cmd = " ".join([sys.executable, "-m", "bert_tutorial.create_data", *args, "--workers", workers])
+        result = private_mount(f"""
+            mount -t tmpfs -o size=40k tmpfs {mnt}
+            {cmd}; echo "rc=$?"; ls -a {mnt}/out""", Path(__file__).parent.parent)
+        assert "rc=2" in result.stdout, (result.stdout, result.stderr)
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+        assert re.search(r"error: no space left while writing .*/out/pretrain_shard_0000\d\.hdf5; the 1 "
+                         r"shard\(s\) already in .*/out are complete, the run is not: free some space and "
+                         r"run the same command again with --overwrite$", result.stderr), result.stderr
+        assert ".tmp" not in result.stdout
