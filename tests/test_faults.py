@@ -571,6 +571,58 @@ def test_fault_11_precision_may_change_on_resume(finished, tmp_path):
     assert trainer.progress.step == 8 and trainer.precision == "fp32"
 
 
+# --- 13. checkpoints out of reach never restart a run over its history (issue 27) -----------
+
+
+def test_fault_13_deleted_checkpoints_do_not_restart_the_run_over_its_history(finished, tmp_path, capsys):
+    """Was: a silent restart from step 0 that cut metrics.jsonl (16 lines -> 6)."""
+    cfg = copy_of(finished, tmp_path)
+    run = Path(cfg.output_dir)
+    shutil.rmtree(run / "checkpoints")
+    before = snapshot(run)
+    assert main([*config_args(cfg), "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"metrics.jsonl: logs this run up to step 8, but .*checkpoints holds no checkpoint "
+                     r"\(deleted, or on a disk that is not mounted\?\), though one was saved by step 4", err), err
+    assert "Traceback" not in err and snapshot(run) == before
+    (run / "checkpoints").mkdir()  # an empty folder in its place is no better
+    with pytest.raises(RunDirError, match="logs this run up to step 8"):
+        Trainer(cfg)
+
+    # A run killed before its first checkpoint (at step 4) logged nothing that is lost: it starts over.
+    metrics = run / "metrics.jsonl"
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in read_metrics(metrics) if r["step"] <= 4))
+    assert Trainer(cfg).progress.step == 0
+
+
+def test_fault_13_checkpoints_on_a_disk_that_is_not_mounted_are_named(finished, tmp_path):
+    """Was: a restart from step 0, a FileExistsError at the first save, and a gap in the log
+    once the disk was back."""
+    cfg = copy_of(finished, tmp_path)
+    run = Path(cfg.output_dir)
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    (run / "checkpoints").rename(disk / "checkpoints")
+    (run / "checkpoints").symlink_to(disk / "checkpoints")
+    lines = (run / "metrics.jsonl").read_text()
+    disk.rename(tmp_path / "unmounted")
+    with pytest.raises(RunDirError, match=r"checkpoints: a symbolic link to .*disk/checkpoints, which "
+                                          r"does not exist \(a disk that is not mounted\?\)"):
+        Trainer(cfg)
+    (tmp_path / "unmounted").rename(disk)  # mounted again: the run resumes where it was
+    trainer = Trainer(cfg)
+    assert trainer.progress.step == 8 and (run / "metrics.jsonl").read_text() == lines
+    disk.rename(tmp_path / "unmounted")  # and gone again while the run trains
+    trainer.progress.step = 9
+    with pytest.raises(ckpt.CheckpointError, match=r"checkpoints: cannot create the checkpoint's folder "
+                                                   r"there \(File exists\): is it on a disk that is not mounted"):
+        trainer.save()
+    (run / "checkpoints").unlink()
+    (run / "checkpoints").write_text("")
+    with pytest.raises(RunDirError, match="checkpoints: not a folder"):
+        Trainer(cfg)
+
+
 # --- the table in docs/faults.md stays true ---------------------------------------------------
 
 

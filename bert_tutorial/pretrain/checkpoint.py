@@ -194,7 +194,16 @@ def save_checkpoint(
         return final  # this step is saved already (e.g. epoch end coincides with save_every)
     tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as exc:  # checkpoints/ gone mid-run: a link to a disk that was unmounted
+        if is_disk_full(exc, final.parent.parent):
+            raise disk_full_error(exc, final, "the previous checkpoints are intact",
+                                  " to resume from the newest one") from exc
+        raise CheckpointError(f"{final.parent}: cannot create the checkpoint's folder there "
+                              f"({exc.strerror or exc}): is it on a disk that is not mounted? "
+                              "Make it reachable and run the same command again to resume "
+                              "from the newest checkpoint") from exc
     try:
         with _quiet_transformers():
             model.save_pretrained(tmp)

@@ -34,7 +34,7 @@ from ..safe_io import write_text_atomic
 from ..warn import warn_caller
 from . import checkpoint as ckpt
 from .distributed import barrier, decided_by_rank0
-from .metrics import METRICS_FILE
+from .metrics import METRICS_FILE, read_metrics
 
 try:
     import fcntl
@@ -288,16 +288,22 @@ class RunDir:
         self.config_file = self.folder / CONFIG_FILE
         self.data_file = self.folder / DATA_FILE
 
-    def open(self, cfg: TrainConfig, data: dict[str, Any]) -> Path | None:
-        """Lock the folder and check it; return the checkpoint to resume (a collective)."""
+    def open(self, cfg: TrainConfig, data: dict[str, Any], first_save: int | None = None) -> Path | None:
+        """Lock the folder and check it; return the checkpoint to resume (a collective).
+
+        ``first_save`` is the step of the run's first scheduled checkpoint (the first
+        ``save_every_steps`` or epoch end): a log beyond it proves a checkpoint was saved.
+        """
         try:
-            return decided_by_rank0(lambda: self._open(cfg, data), self.is_main, RunDirError)
+            return decided_by_rank0(lambda: self._open(cfg, data, first_save), self.is_main,
+                                    RunDirError)
         except Exception:
             self.lock.release()  # (held by rank 0 only)
             raise
 
-    def _open(self, cfg: TrainConfig, data: dict[str, Any]) -> Path | None:
+    def _open(self, cfg: TrainConfig, data: dict[str, Any], first_save: int | None) -> Path | None:
         self._make_folder_and_lock()
+        self._check_checkpoints_folder()
         existing = self._read_config()
         if existing is None or not self._holds_a_run():
             return None  # no checkpoint and no metrics yet: only a --dry-run wrote here
@@ -307,7 +313,8 @@ class RunDir:
                               f"{differ} differ); choose another --output-dir (that run stays "
                               "as it is), or resume it with its settings")
         if not ckpt.list_checkpoints(self.folder):
-            return None
+            self._refuse_history_without_checkpoints(existing, cfg, first_save)
+            return None  # killed before its first checkpoint: the same steps are logged again
         if not cfg.resume:
             raise RunDirError(f"{self.folder}: holds checkpoints of this run but resume=False; "
                               "pass resume=True to continue it or choose another output_dir")
@@ -325,6 +332,51 @@ class RunDir:
         except OSError as exc:
             raise RunDirError(f"{self.folder}: cannot write into the output folder "
                               f"({exc.strerror}); choose a writable --output-dir") from exc
+
+    def _check_checkpoints_folder(self) -> None:
+        """Refuse a ``checkpoints`` that cannot be reached: the run would look new and start over.
+
+        A symbolic link to a disk that is not mounted looks like no checkpoints at all; the
+        run restarted from step 0, cut its log and failed at its first save.
+        """
+        root = self.folder / ckpt.CHECKPOINTS
+        if root.is_symlink() and not root.exists():
+            raise RunDirError(
+                f"{root}: a symbolic link to {os.readlink(root)}, which does not exist (a disk "
+                "that is not mounted?); make it reachable and run again, or choose another "
+                "--output-dir")
+        if root.exists() and not root.is_dir():
+            raise RunDirError(f"{root}: not a folder; move it away or choose another --output-dir")
+        if root.is_dir():
+            try:
+                next(iter(root.iterdir()), None)
+            except OSError as exc:
+                raise RunDirError(f"{root}: cannot be read ({exc.strerror}); make it readable "
+                                  "or choose another --output-dir") from exc
+
+    def _refuse_history_without_checkpoints(self, existing: dict[str, Any], cfg: TrainConfig,
+                                            first_save: int | None) -> None:
+        """Refuse to start over a run whose log proves it had checkpoints that are gone now.
+
+        A run killed before its first checkpoint starts again and logs the same steps again;
+        but a log past the first scheduled save means checkpoints were written and are now
+        deleted or out of reach. Starting again would cut that log (the history), and a
+        checkpoint folder that comes back later would resume into a log with a gap.
+        """
+        metrics = self.folder / METRICS_FILE
+        if first_save is None or not metrics.is_file():
+            return
+        saves = [s for s in (existing.get("save_every_steps"), cfg.save_every_steps)
+                 if isinstance(s, int) and not isinstance(s, bool) and s > 0]
+        first = min([first_save, *saves])
+        last = max((r["step"] for r in read_metrics(metrics)), default=0)
+        if last > first:
+            raise RunDirError(
+                f"{metrics}: logs this run up to step {last}, but {self.folder / ckpt.CHECKPOINTS} "
+                f"holds no checkpoint (deleted, or on a disk that is not mounted?), though one was "
+                f"saved by step {first}; starting over would replace that history. Restore the "
+                "checkpoints, or choose another --output-dir; to start this run over, delete "
+                f"{metrics} first")
 
     def _holds_a_run(self) -> bool:
         metrics = self.folder / METRICS_FILE

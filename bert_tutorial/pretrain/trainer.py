@@ -109,7 +109,9 @@ class Trainer:
                 "inputs": inputs_record(cfg.vocab_file, cfg.model_name_or_path) if self.dist.is_main else {}}
         self.data_json = data_text(data)  # also kept in every checkpoint
         self.run_dir = RunDir(self.output_dir, is_main=self.dist.is_main)
-        resume_from = self.run_dir.open(cfg, data)  # locks the folder (rank 0)
+        # The first step a checkpoint is saved at: a log beyond it proves checkpoints existed.
+        first_save = min(s for s in (cfg.save_every_steps, self.steps_per_epoch, self.total_steps) if s)
+        resume_from = self.run_dir.open(cfg, data, first_save)  # locks the folder (rank 0)
         #: A resumed run's metadata and log are rewritten when it trains (``fit``), so a dry run
         #: that only builds it (e.g. ``--dry-run --allow-data-change``) leaves the folder as it was.
         self._data = data if resume_from is not None else None
