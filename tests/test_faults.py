@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import re
 import shutil
@@ -621,6 +622,63 @@ def test_fault_13_checkpoints_on_a_disk_that_is_not_mounted_are_named(finished, 
     (run / "checkpoints").write_text("")
     with pytest.raises(RunDirError, match="checkpoints: not a folder"):
         Trainer(cfg)
+
+
+# --- 14. a diverged run keeps a usable checkpoint and never ends as a success (issue 27) ------
+
+
+def finite_weights(checkpoint: Path) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in weights(checkpoint).values())
+
+
+def test_fault_14_divergence_keeps_the_last_checkpoint_from_before_it(tmp_path, capsys):
+    """Was: checkpoints 7 and 8 kept, both inside the NaN streak, and 6 (the last finite) pruned."""
+    cfg = tiny_config(tmp_path, learning_rate=1000.0, save_every_steps=1, max_bad_steps=3)
+    assert main(config_args(cfg)) == 1
+    err = capsys.readouterr().err
+    train = [r for r in read_metrics(cfg.output_dir) if r["kind"] == "train"]
+    first_nan = next(r["step"] for r in train if not math.isfinite(r["loss"]))
+    before = ckpt.checkpoint_path(cfg.output_dir, first_nan - 1)
+    assert f"the newest checkpoint from before the non-finite steps is {before}" in err, err
+    assert "\nerror: " in err and "Traceback" not in err
+    kept = ckpt.list_checkpoints(cfg.output_dir)
+    # that one and the newest (inside the streak; the step-8 evaluation stopped the run before
+    # its save): keep_last 2 would have pruned it once the streak held two checkpoints
+    assert kept == [before, ckpt.checkpoint_path(cfg.output_dir, first_nan)]
+    assert not ckpt.is_healthy(kept[-1])
+    assert all(finite_weights(c) for c in kept)
+    ckpt.verify_checkpoint(before)
+
+
+@pytest.mark.parametrize("eval_data", ["eval", None])
+def test_fault_14_a_divergence_near_the_end_is_not_a_success(tmp_path, capsys, eval_data):
+    """Was: exit 0 with NaN losses (a streak shorter than --max-bad-steps when the steps ran out)."""
+    cfg = tiny_config(tmp_path, epochs=1, learning_rate=1000.0, max_bad_steps=5)
+    if eval_data is None:
+        cfg.eval_data = None
+    assert main(config_args(cfg)) == 1
+    err = capsys.readouterr().err
+    expected = (r"evaluation at step 8: MLM loss nan" if eval_data else
+                r"the run ended in a streak of 1 non-finite step\(s\) \(step 8\), fewer than "
+                r"--max-bad-steps 5")
+    assert re.search(expected, err) and "Traceback" not in err, err
+    assert ckpt.list_checkpoints(cfg.output_dir) == []  # nothing diverged was saved as the end
+
+
+def test_fault_14_weights_that_are_not_finite_are_never_saved(tmp_path, capsys):
+    trainer = Trainer(tiny_config(tmp_path, epochs=1))
+    with torch.no_grad():
+        next(trainer.module.parameters())[0].fill_(float("nan"))
+    with pytest.raises(training.NonFiniteLossError, match=r"step 0: the weights are no longer finite "
+                                                          r"\(NaN or inf\), so no checkpoint was saved"):
+        trainer.save()
+    assert ckpt.list_checkpoints(trainer.output_dir) == []
+    with pytest.raises(training.NonFiniteLossError, match=r"evaluation of the starting model: MLM loss "
+                                                          r"nan.*are its weights finite"):
+        trainer.fit()
+    # An Adam epsilon that is 0 in fp32 (0/0 for weights without gradient) is refused up front.
+    assert main(["--adam-eps", "1e-50", "--output-dir", str(tmp_path / "eps")]) == 2
+    assert "--adam-eps (adam_eps) must be >= 1.18e-38" in capsys.readouterr().err
 
 
 # --- the table in docs/faults.md stays true ---------------------------------------------------

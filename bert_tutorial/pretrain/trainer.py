@@ -268,11 +268,24 @@ class Trainer:
                     if self._agree_to_stop():
                         break
                     final_eval = self._evaluate_and_log()
+                    self._refuse_to_end_diverged()
                     self.save()
                     if self.progress.step < self.total_steps and self._agree_to_stop():
                         break
         return TrainResult(final_eval, list(self.eval_history), self.progress.step,
                            self._stop_requested, self.output_dir)
+
+    def _refuse_to_end_diverged(self) -> None:
+        """At the run's end: raise if its last steps were non-finite (a streak shorter than
+        ``max_bad_steps`` when the steps ran out), instead of finishing with NaN losses."""
+        p = self.progress
+        if p.step >= self.total_steps and p.bad_steps:
+            first = p.step - p.bad_steps + 1
+            steps = f"step {p.step}" if first == p.step else f"steps {first}-{p.step}"
+            raise NonFiniteLossError(
+                f"the run ended in a streak of {p.bad_steps} non-finite step(s) ({steps}), "
+                f"fewer than --max-bad-steps {self.cfg.max_bad_steps}: lower the learning rate "
+                f"or use bf16/fp32; {self._usable_checkpoint()}")
 
     def _request_stop(self, signum: int) -> None:
         """The first SIGTERM/SIGINT: stop after this step (the ranks agree on it, see below)."""
@@ -386,7 +399,7 @@ class Trainer:
             if p.bad_steps >= self.cfg.max_bad_steps:
                 raise NonFiniteLossError(
                     f"{p.bad_steps} consecutive non-finite gradients, last at {where}: "
-                    "lower the learning rate or use bf16/fp32"
+                    f"lower the learning rate or use bf16/fp32; {self._usable_checkpoint()}"
                 )
             warn_caller(f"non-finite gradient norm {result.grad_norm.item()} at {where}; "
                         "update skipped")
@@ -416,6 +429,15 @@ class Trainer:
                 from .curves import save_training_plots  # matplotlib only when plotting
 
                 save_training_plots(self.output_dir)
+        if not all(math.isfinite(result[k]) for k in ("mlm_loss", "nsp_loss")):  # every rank alike
+            what = (f"MLM loss {result['mlm_loss']}, NSP loss {result['nsp_loss']} (logged in "
+                    f"{self.metrics_file})")
+            if self.progress.step == 0:
+                raise NonFiniteLossError(f"evaluation of the starting model: {what}; are its weights "
+                                         "finite (NaN or inf in the model it was loaded from)?")
+            raise NonFiniteLossError(
+                f"evaluation at step {self.progress.step}: {what}: the model has diverged; lower "
+                f"the learning rate or use bf16/fp32; {self._usable_checkpoint()}")
         return record
 
     def evaluate(self) -> dict[str, float]:
@@ -426,8 +448,30 @@ class Trainer:
 
     # --- checkpoints and signals -------------------------------------------------------------
 
+    def _usable_checkpoint(self) -> str:
+        """Which checkpoint a diverged run can still be used from, for its error message."""
+        found = ckpt.newest_healthy_checkpoint(self.output_dir)
+        if found is None:
+            return "no checkpoint was saved before the non-finite steps"
+        return (f"the newest checkpoint from before the non-finite steps is {found} (e.g. "
+                "--model-name-or-path for a new run in another --output-dir)")
+
+    def _weights_finite(self) -> bool:
+        """Whether every weight is finite (one device sync; the ranks' weights are equal)."""
+        params = [p.detach() for p in self.module.parameters()]
+        return bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
+
     def save(self) -> Path | None:
-        """Checkpoint the current step (rank 0 writes; every rank waits for it)."""
+        """Checkpoint the current step (rank 0 writes; every rank waits for it).
+
+        Weights that are no longer finite are never saved: every rank raises
+        :class:`NonFiniteLossError` (the weights are the same on every rank).
+        """
+        if not self._weights_finite():
+            raise NonFiniteLossError(
+                f"step {self.progress.step}: the weights are no longer finite (NaN or inf), so no "
+                f"checkpoint was saved; lower the learning rate (or raise --adam-eps); "
+                f"{self._usable_checkpoint()}")
         path = None
         rngs = gather_objects(ckpt.rng_state(self.device))  # a collective: every rank's stream
         if self.dist.is_main:
@@ -445,6 +489,7 @@ class Trainer:
                 self.output_dir, unwrap(self.model), state, self.progress.step,
                 keep_last=self.cfg.keep_last_checkpoints,
                 extra_files={CONFIG_FILE: config, DATA_FILE: self.data_json},
+                bad_steps=self.progress.bad_steps,
             )
         barrier()
         return path
