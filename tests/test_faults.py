@@ -681,6 +681,29 @@ def test_fault_14_weights_that_are_not_finite_are_never_saved(tmp_path, capsys):
     assert "--adam-eps (adam_eps) must be >= 1.18e-38" in capsys.readouterr().err
 
 
+# --- 15. an output folder never lies inside another run's folder (issue 27) ------------------
+
+
+def test_fault_15_an_output_folder_inside_or_around_a_run_is_refused(finished, tmp_path, capsys):
+    """Was: --output-dir …/checkpoint-8 trained there and rewrote that checkpoint's config and
+    data record; the parent run then rejected it and resumed from an older one."""
+    cfg = copy_of(finished, tmp_path)
+    run = Path(cfg.output_dir)
+    before = snapshot(run)
+    inside = {"checkpoint": ckpt.checkpoint_path(run, 8), "sub-folder": run / "sub",
+              "beside the checkpoints": run / "checkpoints" / "new"}
+    for where, folder in inside.items():
+        assert main([*config_args(cfg), "--output-dir", str(folder)]) == 1, where
+        err = capsys.readouterr().err
+        expected = ("a checkpoint folder, not a run folder" if where == "checkpoint" else
+                    f"lies inside the run folder {run.resolve()}")
+        assert expected in err and "Traceback" not in err, (where, err)
+    assert main([*config_args(cfg), "--output-dir", str(tmp_path)]) == 1  # around the run
+    assert f"holds the run folder {run.resolve()}" in capsys.readouterr().err
+    assert snapshot(run) == before and not (run / "sub").exists()
+    assert Trainer(cfg).progress.step == 8  # the run itself resumes as before
+
+
 # --- the table in docs/faults.md stays true ---------------------------------------------------
 
 

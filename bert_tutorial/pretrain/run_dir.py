@@ -273,6 +273,16 @@ def config_differences(existing: dict[str, Any], mine: dict[str, Any]) -> list[s
 # --- the folder ---------------------------------------------------------------------------
 
 
+def _is_run(folder: Path) -> bool:
+    """Whether ``folder`` is a run's folder: it holds a run's config or its checkpoints."""
+    return (folder / CONFIG_FILE).is_file() or bool(ckpt.list_checkpoints(folder))
+
+
+def _is_checkpoint(folder: Path) -> bool:
+    """Whether ``folder`` is one checkpoint of a run (``checkpoints/checkpoint-N``)."""
+    return (folder / ckpt.STATE_FILE).is_file() or (folder / ckpt.MANIFEST).is_file()
+
+
 class RunDir:
     """The run folder as one Trainer uses it: :meth:`open` before building, :meth:`commit` after.
 
@@ -326,12 +336,38 @@ class RunDir:
         if self.folder.exists() and not self.folder.is_dir():
             raise RunDirError(f"{self.folder}: output_dir is a file, not a folder; "
                               "choose another --output-dir")
+        self._refuse_nested_runs()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             self.lock.acquire()
         except OSError as exc:
             raise RunDirError(f"{self.folder}: cannot write into the output folder "
                               f"({exc.strerror}); choose a writable --output-dir") from exc
+
+    def _refuse_nested_runs(self) -> None:
+        """Refuse an output folder inside another run's folder, or around one.
+
+        ``--output-dir runs/x/checkpoints/checkpoint-N`` trained into the checkpoint and
+        rewrote its ``train_config.json`` and ``data.json``; the run it belongs to then
+        rejected it and resumed from an older one. A run around other runs would make
+        them lie inside it, which this very check would then refuse.
+        """
+        if _is_checkpoint(self.folder):
+            raise RunDirError(f"{self.folder}: a checkpoint folder, not a run folder; pass the "
+                              "run's folder as --output-dir to resume it, or choose a new one "
+                              "(--model-name-or-path starts a new run from a checkpoint)")
+        here = self.folder.resolve()
+        for parent in here.parents:
+            if _is_run(parent) or _is_checkpoint(parent):
+                raise RunDirError(f"{self.folder}: lies inside the run folder {parent}, where a "
+                                  "run would mix its files with that run's; choose an "
+                                  "--output-dir outside it")
+        if here.is_dir():
+            inner = next((p for p in sorted(here.iterdir()) if p.name != ckpt.CHECKPOINTS
+                          and p.is_dir() and (_is_run(p) or _is_checkpoint(p))), None)
+            if inner is not None:
+                raise RunDirError(f"{self.folder}: holds the run folder {inner}; a run here would "
+                                  "enclose it: choose a new --output-dir (e.g. beside it)")
 
     def _check_checkpoints_folder(self) -> None:
         """Refuse a ``checkpoints`` that cannot be reached: the run would look new and start over.
