@@ -32,6 +32,7 @@ from shards import make_shard
 from tiny import dies_at_step, tiny_config, tiny_data
 
 from bert_tutorial.config import TrainConfig
+from bert_tutorial.hdf5_format import inspect_shard, read_shard, write_shard
 from bert_tutorial.pretrain import checkpoint as ckpt
 from bert_tutorial.pretrain import trainer as training
 from bert_tutorial.pretrain.cli import main
@@ -702,6 +703,44 @@ def test_fault_15_an_output_folder_inside_or_around_a_run_is_refused(finished, t
     assert f"holds the run folder {run.resolve()}" in capsys.readouterr().err
     assert snapshot(run) == before and not (run / "sub").exists()
     assert Trainer(cfg).progress.step == 8  # the run itself resumes as before
+
+
+# --- 16. files are validated before their values are used, whoever reads them first (issue 27) -
+
+
+def test_fault_16_an_eval_label_beyond_the_vocabulary_is_named_before_the_baseline(tmp_path, capsys):
+    """Was: an IndexError from the frequency baseline, which read the eval shards first."""
+    import numpy as np
+
+    cfg = tiny_config(tmp_path, epochs=1)
+    shard = Path(cfg.eval_data) / "eval_0.hdf5"
+    arrays = read_shard(inspect_shard(shard))
+    row, slot = (int(i[0]) for i in np.nonzero(arrays["masked_lm_positions"]))
+    arrays["masked_lm_ids"][row, slot] = 70  # the vocabulary has 50 tokens
+    write_shard(shard, arrays)
+    assert main(config_args(cfg)) == 1
+    err = capsys.readouterr().err
+    assert f"error: {shard}: field 'masked_lm_ids' has token id 70 >= vocab size 50" in err, err
+    assert "Traceback" not in err
+
+
+# --- 17. every line of metrics.jsonl is a record (issue 27) -----------------------------------
+
+
+@pytest.mark.parametrize("line", ['{"kind": "note"}', "[1, 2]", '{"kind": "train", "step": "3"}'])
+def test_fault_17_a_metrics_line_that_is_not_a_record_is_named(finished, tmp_path, capsys, line):
+    """Was: KeyError: 'step' from resuming (the valid JSON passed the log's JSON check)."""
+    cfg = copy_of(finished, tmp_path)
+    metrics = Path(cfg.output_dir) / "metrics.jsonl"
+    metrics.write_text(metrics.read_text() + line + "\n")
+    count = len(metrics.read_text().splitlines())
+    before = snapshot(Path(cfg.output_dir))
+    for args in (["--dry-run"], []):
+        assert main([*config_args(cfg), *args]) == 1
+        err = capsys.readouterr().err
+        assert (f"metrics.jsonl: line {count} is not a record of this log (a JSON object with a "
+                f'"kind" and a "step" >= 0): {line}; repair or remove that line') in err, err
+        assert "Traceback" not in err and snapshot(Path(cfg.output_dir)) == before
 
 
 # --- the table in docs/faults.md stays true ---------------------------------------------------

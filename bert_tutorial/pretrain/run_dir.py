@@ -317,6 +317,9 @@ class RunDir:
         existing = self._read_config()
         if existing is None or not self._holds_a_run():
             return None  # no checkpoint and no metrics yet: only a --dry-run wrote here
+        metrics = self.folder / METRICS_FILE
+        if metrics.is_file():
+            read_metrics(metrics)  # every line a record, before resuming reads or rewrites them
         differ = config_differences(existing, cfg.to_dict())
         if differ:
             raise RunDirError(f"{self.config_file}: output folder holds a different run (fields "
