@@ -247,6 +247,11 @@ def validate_masking(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
         )
     pos = arrays["masked_lm_positions"].astype(np.int64)
     used = pos != 0
+    if not used.any():  # one row without a target happens; a whole shard without one is a mistake
+        raise ShardError(
+            f"{path}: field 'masked_lm_positions' is 0 in every row: no token is masked, so the "
+            "MLM loss would be 0 in training and NaN in evaluation (shard made without masking?)"
+        )
     at_padding = used & (np.take_along_axis(mask, pos, axis=1) == 0)
     if at_padding.any():
         row, slot = (int(i[0]) for i in np.nonzero(at_padding))

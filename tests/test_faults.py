@@ -743,6 +743,114 @@ def test_fault_17_a_metrics_line_that_is_not_a_record_is_named(finished, tmp_pat
         assert "Traceback" not in err and snapshot(Path(cfg.output_dir)) == before
 
 
+# --- 19. smaller faults of issue 27 ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("split", ["eval", "train"])
+def test_fault_19_a_shard_without_a_masked_token_is_refused(tmp_path, capsys, split):
+    """Was: NaN eval metrics and exit 0; a training shard like it trained with MLM loss 0.0."""
+    cfg = tiny_config(tmp_path, epochs=1)
+    shard = Path(getattr(cfg, f"{split}_data")) / f"{split}_0.hdf5"
+    arrays = read_shard(inspect_shard(shard))
+    arrays["masked_lm_positions"][:] = 0
+    arrays["masked_lm_ids"][:] = 0
+    write_shard(shard, arrays)
+    assert main(config_args(cfg)) == 1
+    err = capsys.readouterr().err
+    assert (f"error: {shard}: field 'masked_lm_positions' is 0 in every row: no token is masked" in err
+            and "Traceback" not in err), err
+
+
+@pytest.mark.parametrize("device", ["mps", "cuda:99"])
+def test_fault_19_a_device_that_is_not_there_is_named(tmp_path, capsys, device):
+    """Was: a traceback from inside torch."""
+    cfg = tiny_config(tmp_path, device=device)
+    assert main(config_args(cfg)) == 2
+    err = capsys.readouterr().err
+    assert re.search(rf"error: --device \(device\) {device}: (no \w+ device is available here|this "
+                     r"machine has \d+ cuda device)", err) and "Traceback" not in err, err
+    assert not Path(cfg.output_dir).exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "Git LFS pointer"])
+def test_fault_19_a_starting_model_with_broken_weights_is_named(tmp_path, capsys, damage):
+    """Was: safetensors' SafetensorError traceback."""
+    from bert_tutorial.core.model import build_model
+
+    model = tmp_path / "model"
+    build_model(tiny_config(tmp_path / "m"), 50).save_pretrained(model)
+    weights_file = model / "model.safetensors"
+    if damage == "truncated":
+        weights_file.write_bytes(weights_file.read_bytes()[:1000])
+        expected = f"{model}: cannot load a model from it ("
+    else:
+        weights_file.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:" + "0" * 64 +
+                                "\nsize 123456\n")
+        expected = f"{weights_file}: a Git LFS pointer (131 bytes), not the weights"
+    assert main(config_args(tiny_config(tmp_path, model_name_or_path=str(model)))) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err, err
+
+
+def test_fault_19_a_shard_replaced_while_in_use_is_named(tmp_path):
+    """Was: an IndexError that named no file (the sampler's indices were the old file's)."""
+    from bert_tutorial.core.data import PretrainingDataset
+    from bert_tutorial.hdf5_format import ShardError
+
+    shard = make_shard(tmp_path / "train_0.hdf5", num_samples=32, seq_length=16, max_predictions=4,
+                       vocab_size=50)
+    data = PretrainingDataset(shard, vocab_size=50)
+    data[31]
+    make_shard(shard, num_samples=8, seq_length=16, max_predictions=4, vocab_size=50)
+    data.cached_shard = None  # as a new epoch (or a loader worker) reads the file again
+    with pytest.raises(ShardError, match=r"train_0.hdf5: holds 8 rows of length 16 \(4 predictions\) "
+                                         r"now, 32 of length 16 \(4\) when the data set was opened"):
+        data[31]
+
+
+def test_fault_19_sigterm_during_the_first_evaluation_stops_with_a_message(tmp_path, monkeypatch, capsys):
+    """Was: exit 143 and no word (the handlers were installed after the step-0 evaluation)."""
+    cfg = tiny_config(tmp_path, epochs=1)
+    real_evaluate, calls = training.evaluate, []
+
+    def signalled(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # lands while the starting model is evaluated
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(training, "evaluate", signalled)
+    assert main(config_args(cfg)) == 0
+    out, err = capsys.readouterr()
+    assert "SIGTERM: finishing the evaluation of the starting model, then stopping" in err, err
+    assert "Stopped on request before the first step (nothing to save)" in out, out
+    assert ckpt.list_checkpoints(cfg.output_dir) == []
+    assert main(config_args(cfg)) == 0  # the same command starts it again and finishes
+    evals = [r["step"] for r in read_metrics(cfg.output_dir) if r["kind"] == "eval"]
+    assert evals == [0, 8]
+
+
+def test_fault_19_the_default_learning_rate_given_explicitly_is_the_same_run(finished, tmp_path):
+    """Was: refused as "a different run" (None was compared with 0.001)."""
+    from bert_tutorial.pretrain.run_dir import config_differences
+
+    assert finished.learning_rate == 1e-3  # the tiny run gave the default from-scratch rate
+    assert Trainer(copy_of(finished, tmp_path, learning_rate=None)).progress.step == 8
+    assert config_differences({"max_grad_norm": None}, {"max_grad_norm": math.inf}) == []
+    assert config_differences({"learning_rate": None, "model_name_or_path": "m"},
+                              {"learning_rate": 1e-3, "model_name_or_path": "m"}) == ["learning_rate"]
+
+
+def test_fault_19_eval_data_that_are_training_data_warn(tmp_path):
+    cfg = tiny_config(tmp_path, epochs=1)
+    cfg.eval_data = cfg.train_data
+    with pytest.warns(UserWarning, match=r"2 of the 2 eval shard\(s\) are training shards \(train_0"
+                                         r".hdf5, train_1.hdf5\): the evaluation measures how well the "
+                                         "model remembers") as caught:
+        Trainer(cfg)
+    assert {w.filename for w in caught} == {__file__}
+
+
 # --- the table in docs/faults.md stays true ---------------------------------------------------
 
 

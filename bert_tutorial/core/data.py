@@ -194,7 +194,18 @@ class PretrainingDataset(Dataset[dict[str, torch.Tensor]]):
         """Arrays of shard ``shard``, replacing whatever shard was cached before."""
         if self.cached_shard != shard:
             self._cached_arrays = None  # free the old shard before reading the new one
-            self._cached_arrays = read_shard(self.shards[shard], self.vocab_size)
+            info = self.shards[shard]
+            arrays = read_shard(info, self.vocab_size)
+            found = (len(arrays["input_ids"]), arrays["input_ids"].shape[1],
+                     arrays["masked_lm_positions"].shape[1])
+            expected = (info.num_samples, info.max_seq_length, info.max_predictions)
+            if found != expected:  # the sampler's indices were counted from the old file
+                raise ShardError(
+                    f"{info.path}: holds {found[0]} rows of length {found[1]} ({found[2]} "
+                    f"predictions) now, {expected[0]} of length {expected[1]} ({expected[2]}) when "
+                    "the data set was opened: the file was replaced while it was in use; restore "
+                    "it, or start again (resuming checks the data against data.json)")
+            self._cached_arrays = arrays
             self.cached_shard = shard
         assert self._cached_arrays is not None
         return self._cached_arrays

@@ -159,7 +159,10 @@ def _train(cfg: TrainConfig, do_train: bool) -> None:
         return
     result = trainer.fit()
     if trainer.dist.is_main:
-        if result.stopped_early:
+        if result.stopped_early and result.steps == 0:
+            print("Stopped on request before the first step (nothing to save); run the same "
+                  "command to start it again.")
+        elif result.stopped_early:
             print(f"Stopped on request at step {result.steps}; run the same command to resume.")
         elif result.final_eval is not None:
             print("Final eval:", json.dumps({k: round(v, 4) if isinstance(v, float) else v

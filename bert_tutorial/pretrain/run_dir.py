@@ -263,11 +263,26 @@ def data_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def config_differences(existing: dict[str, Any], mine: dict[str, Any]) -> list[str]:
-    """Fields that differ and would change the run's results (see RESUMABLE_CHANGES)."""
+    """Fields that differ and would change the run's results (see RESUMABLE_CHANGES).
+
+    Values are compared as the run uses them: ``--learning-rate 0.001`` is the default a
+    from-scratch run chose by itself (None), and ``--max-grad-norm inf`` is None (no clipping).
+    """
+    existing, mine = _effective(existing), _effective(mine)
     return sorted(
         k for k in set(existing) | set(mine)
         if k not in RESUMABLE_CHANGES and json.dumps(existing.get(k)) != json.dumps(mine.get(k))
     )
+
+
+def _effective(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (a config as a dict) with the defaults that None stands for filled in."""
+    values = dict(values)
+    if values.get("learning_rate") is None:  # TrainConfig.lr: its rule, for a stored dict
+        values["learning_rate"] = 1e-4 if values.get("model_name_or_path") else 1e-3
+    if values.get("max_grad_norm") is None:
+        values["max_grad_norm"] = float("inf")
+    return values
 
 
 # --- the folder ---------------------------------------------------------------------------

@@ -133,6 +133,8 @@ class Trainer:
             PretrainingDataset(find_shards(cfg.eval_data), vocab_size=self.vocab_size)
             if cfg.eval_data else None
         )
+        if self.eval_data is not None:
+            self._warn_shared_shards()
         if not cfg.model_name_or_path:
             self._check_positions(cfg.max_position_embeddings, "or raise --max-position-embeddings")
         self.train_loader = self._loader(self.train_data, train=True)
@@ -148,6 +150,18 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * cfg.epochs
         if cfg.max_steps is not None:
             self.total_steps = min(self.total_steps, cfg.max_steps)
+
+    def _warn_shared_shards(self) -> None:
+        """Warn when eval shards are training shards (the same file, by device and inode)."""
+        assert self.eval_data is not None
+        train = {(st.st_dev, st.st_ino) for st in (p.stat() for p in self.train_data.paths)}
+        shared = [p for p in self.eval_data.paths if (p.stat().st_dev, p.stat().st_ino) in train]
+        if shared:
+            names = ", ".join(p.name for p in shared[:3]) + (" ..." if len(shared) > 3 else "")
+            warn_caller(f"{len(shared)} of the {len(self.eval_data.paths)} eval shard(s) are "
+                        f"training shards ({names}): the evaluation measures how well the model "
+                        "remembers its training text, not how it does on text it has not seen; "
+                        "give --eval-data held-out shards")
 
     def _check_positions(self, limit: int, remedy: str) -> None:
         """Refuse shards longer than the model's position table (a tensor-size error mid-step)."""
@@ -249,29 +263,37 @@ class Trainer:
                     truncate_after(self.metrics_file, self.progress.step)
                 self.run_dir.commit(self.cfg, self._data, fresh=False)
             self.model.train()  # from_pretrained() returns a model in eval mode: dropout off
-            if self.progress.step == 0 and self.eval_data is not None:
-                if self.dist.is_main:  # the plots' reference lines: what a model without knowledge scores
-                    from .curves import References  # matplotlib only when it is needed
+            # The handlers cover the step-0 evaluation too: a SIGTERM there ended the process
+            # (exit 143) without a word.
+            with stop_signals(self._request_stop):
+                if self.progress.step == 0 and self.eval_data is not None:
+                    if self.dist.is_main:  # the plots' reference lines: what a model without knowledge scores
+                        from .curves import References  # matplotlib only when it is needed
 
-                    refs = References.measure(self.train_data.paths, self.eval_data.paths, self.vocab_size)
-                    append_record(self.metrics_file, refs.to_record())
-                self._evaluate_and_log()  # the untrained model: where the curves start
-            bar = tqdm(
-                total=self.total_steps, initial=self.progress.step, desc="train",
-                disable=not self.dist.is_main, dynamic_ncols=True,
-            )
-            with stop_signals(self._request_stop), bar:
-                if self._eval_pending:  # stopped after an epoch's last step: evaluate it first
-                    final_eval = self._evaluate_and_log()
-                while self.progress.step < self.total_steps:
-                    self._train_epoch(bar)
-                    if self._agree_to_stop():
-                        break
-                    final_eval = self._evaluate_and_log()
-                    self._refuse_to_end_diverged()
-                    self.save()
-                    if self.progress.step < self.total_steps and self._agree_to_stop():
-                        break
+                        refs = References.measure(self.train_data.paths, self.eval_data.paths,
+                                                  self.vocab_size)
+                        append_record(self.metrics_file, refs.to_record())
+                    self._evaluate_and_log()  # the untrained model: where the curves start
+                    # Nothing to save before the first step: the same command starts over.
+                    if any_rank(self._stop_requested, self.device):
+                        self._stop_requested = True
+                        return TrainResult(None, list(self.eval_history), 0, True, self.output_dir)
+                bar = tqdm(
+                    total=self.total_steps, initial=self.progress.step, desc="train",
+                    disable=not self.dist.is_main, dynamic_ncols=True,
+                )
+                with bar:
+                    if self._eval_pending:  # stopped after an epoch's last step: evaluate it first
+                        final_eval = self._evaluate_and_log()
+                    while self.progress.step < self.total_steps:
+                        self._train_epoch(bar)
+                        if self._agree_to_stop():
+                            break
+                        final_eval = self._evaluate_and_log()
+                        self._refuse_to_end_diverged()
+                        self.save()
+                        if self.progress.step < self.total_steps and self._agree_to_stop():
+                            break
         return TrainResult(final_eval, list(self.eval_history), self.progress.step,
                            self._stop_requested, self.output_dir)
 
@@ -294,8 +316,12 @@ class Trainer:
             every = self.cfg.log_every_steps
             until = (f"finishing step {self.progress.step + 1}" if not self.dist.enabled or every == 1
                      else f"training on to the next log step (every {every}: the ranks agree there)")
-            tqdm.write(f"{signal.Signals(signum).name}: {until}, saving a checkpoint, "
-                       "then stopping (send it again to stop at once)", file=sys.stderr)
+            then = "saving a checkpoint, then stopping"
+            if self.progress.step == 0 and not self._eval_pending and self.eval_data is not None \
+                    and not self.eval_history:
+                until, then = "finishing the evaluation of the starting model", "then stopping"
+            tqdm.write(f"{signal.Signals(signum).name}: {until}, {then} (send it again to stop "
+                       "at once)", file=sys.stderr)
 
     def _agree_to_stop(self) -> bool:
         """Stop on every rank if SIGTERM reached any rank (a collective: call it on all ranks).
