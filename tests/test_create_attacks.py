@@ -483,3 +483,54 @@ def test_fault_12_a_full_disk_for_real_is_a_named_error(tmp_path):
                          r"shard\(s\) already in .*/out are complete, the run is not: free some space and "
                          r"run the same command again with --overwrite$", result.stderr), result.stderr
         assert ".tmp" not in result.stdout
+
+
+# --- found by attacking issue 27's changes as a user (2026-12-06) -----------------------------
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_a_stop_signal_in_an_overwrite_puts_the_old_shards_back(tmp_path, monkeypatch, capsys, signame):
+    """scancel (SIGTERM) or a closed terminal (SIGHUP) ended the process at once: the old shards
+    stayed hidden in .p-replaced-*, the folder looked empty."""
+    import os
+    import signal
+
+    import h5py
+
+    args, out, before = _three_shards(tmp_path)
+    real, calls = h5py.Group.create_dataset, []
+
+    def signalled(self, *a, **kw):
+        calls.append(a[0])
+        if len(calls) == 8:  # in the second new shard, the first one in place
+            os.kill(os.getpid(), getattr(signal, signame))
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", signalled)
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--seed", "99", "--overwrite"])
+    assert stop.value.code == 128 + getattr(signal, signame)
+    err = capsys.readouterr().err
+    assert f"stopped by {signame}; the shards already in {out} are complete (the old ones, put back" in err
+    assert _folder(out) == before
+
+
+def test_an_input_given_twice_is_refused(tmp_path, capsys):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("One line of text.\nAnother line of text.\n\nA second document.\nEnd.\n")
+    (tmp_path / "link.txt").symlink_to(corpus)
+    for inputs in ([corpus, corpus], [tmp_path]):  # listed twice; a folder holding a link to it
+        err = cli_error(capsys, ["--input", *map(str, inputs), "--vocab-file", str(VOCAB),
+                                 "--output-dir", str(tmp_path / "o")])
+        assert "the same file as" in err and "its documents would be in the shards twice" in err, err
+
+
+@pytest.mark.parametrize("prefix", ["../escaped", "sub/dir", ".hidden", ""])
+def test_a_prefix_that_is_not_a_plain_name_is_refused(tmp_path, capsys, prefix):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("One line of text.\nAnother line of text.\n\nA second document.\nEnd.\n")
+    out = tmp_path / "deep" / "o"
+    err = cli_error(capsys, ["--input", str(corpus), "--vocab-file", str(VOCAB), "--output-dir", str(out),
+                             "--prefix", prefix])
+    assert f"--prefix {prefix!r}: must be a plain file name" in err, err
+    assert not list(tmp_path.rglob("*.hdf5"))

@@ -851,6 +851,84 @@ def test_fault_19_eval_data_that_are_training_data_warn(tmp_path):
     assert {w.filename for w in caught} == {__file__}
 
 
+# --- found by attacking issue 27's changes as a user (2026-12-06) -----------------------------
+
+
+def signal_in_step(n: int, step, sig: int):
+    """``step`` that sends this process ``sig`` at the start of its n-th call."""
+    calls = {"n": 0}
+
+    def wrapped(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            os.kill(os.getpid(), sig)
+        return step(*args, **kwargs)
+
+    return wrapped
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGXCPU])
+def test_cluster_signals_stop_and_save_like_sigterm(tmp_path, monkeypatch, capsys, sig):
+    """SLURM's --signal=USR1@60, a closed terminal's SIGHUP, a CPU limit's SIGXCPU: each ended the
+    run at once (their default action), without a checkpoint."""
+    cfg = tiny_config(tmp_path, epochs=1)
+    monkeypatch.setattr(training, "train_step", signal_in_step(3, training.train_step, sig))
+    assert main(config_args(cfg)) == 0
+    out, err = capsys.readouterr()
+    assert f"{signal.Signals(sig).name}: finishing step 3" in err and "Stopped on request at step 3" in out
+    assert ckpt.list_checkpoints(cfg.output_dir) == [ckpt.checkpoint_path(cfg.output_dir, 3)]
+
+
+def test_a_signal_ignored_on_purpose_stays_ignored_and_loader_workers_ignore_them_all():
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    try:
+        with stop_signals(lambda signum: None):
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+            assert signal.getsignal(signal.SIGUSR1) not in (signal.SIG_IGN, signal.SIG_DFL)
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    check = ("import signal; from bert_tutorial.pretrain.signals import ignore_stop_signals; "
+             "ignore_stop_signals(0); print([signal.getsignal(s) == signal.SIG_IGN for s in "
+             "(signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGXCPU)])")
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=REPO,
+                         check=True)
+    assert out.stdout.strip() == "[True, True, True, True, True]"
+
+
+def test_a_signal_while_the_run_is_built_is_named(tmp_path, monkeypatch, capsys):
+    """Hashing and loading take minutes on real data: a SIGTERM there ended with 143 and no word."""
+    cfg = tiny_config(tmp_path, epochs=1)
+    real_open = Trainer._open_data
+
+    def open_and_signal(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        real_open(self)
+
+    monkeypatch.setattr(Trainer, "_open_data", open_and_signal)
+    assert main(config_args(cfg)) == 128 + signal.SIGTERM
+    err = capsys.readouterr().err
+    assert "SIGTERM: stopped before training began; nothing was trained or saved" in err, err
+
+
+def test_a_malformed_manifest_or_data_record_is_named(finished, tmp_path, capsys):
+    """Valid JSON of the wrong shape: an AttributeError or TypeError traceback before."""
+    cfg = copy_of(finished, tmp_path)
+    run = Path(cfg.output_dir)
+    newest = ckpt.checkpoint_path(run, 8)
+    (newest / "manifest.json").write_text('{"files": ["model.safetensors"]}')
+    with pytest.raises(ckpt.CheckpointError, match="is not a manifest of this package"):
+        ckpt.verify_checkpoint(newest)
+    (newest / "manifest.json").write_text('{"files": {"../../../data.json": {"bytes": 1, "sha256": "x"}}}')
+    with pytest.raises(ckpt.CheckpointError, match="is not a manifest of this package"):
+        ckpt.verify_checkpoint(newest)  # a name that escapes the folder checks nothing in it
+    ckpt.write_manifest(newest)
+    record = json.loads((run / "data.json").read_text())
+    (run / "data.json").write_text(json.dumps(record | {"train": 5}))
+    assert main([*config_args(cfg), "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert "data.json: not a data record of this package" in err and "Traceback" not in err, err
+
+
 # --- the table in docs/faults.md stays true ---------------------------------------------------
 
 

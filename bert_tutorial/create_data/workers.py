@@ -48,7 +48,14 @@ class WorkerLostError(ChildProcessError):
 
 
 def _init_worker(tokenizer: WordPieceTokenizer, vocab: VocabInfo) -> None:
-    """Keep the tokenizer for this worker's tasks."""
+    """Keep the tokenizer for this worker's tasks; leave stop signals to the main process.
+
+    Ctrl-C and a closed terminal reach every process of the group: the main process cleans
+    up and ends the pool (with SIGTERM, which a worker therefore keeps).
+    """
+    for name in ("SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGXCPU"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
     global _TOKENIZER, _VOCAB
     _TOKENIZER, _VOCAB = tokenizer, vocab
 

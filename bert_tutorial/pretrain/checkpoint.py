@@ -146,6 +146,12 @@ def verify_checkpoint(checkpoint: str | Path) -> None:
                               "older version that wrote none)") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{folder}: {MANIFEST} is unreadable ({exc})") from None
+    if not (isinstance(files, dict) and all(
+            isinstance(entry, dict) and isinstance(entry.get("bytes"), int)
+            and isinstance(entry.get("sha256"), str) and "/" not in name and name not in ("", ".", "..")
+            for name, entry in files.items())):  # a name with "/" would check a file elsewhere
+        raise CheckpointError(f"{folder}: {MANIFEST} is not a manifest of this package (each file "
+                              "needs its bytes and sha256)")
     missing = [name for name in REQUIRED_FILES if name not in files]
     if missing:
         raise CheckpointError(f"{folder}: {MANIFEST} does not list {missing}")

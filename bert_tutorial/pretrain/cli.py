@@ -148,9 +148,11 @@ def main(argv: Sequence[str] | None = None, do_train: bool = True) -> int:
 
 
 def _train(cfg: TrainConfig, do_train: bool) -> None:
+    from .signals import stop_before_training
     from .trainer import Trainer
 
-    trainer = Trainer(cfg)
+    with stop_before_training():  # loading data and models can take minutes
+        trainer = Trainer(cfg)
     if trainer.dist.is_main:
         print(f"device {trainer.device}, precision {trainer.precision}, world size "
               f"{trainer.dist.world_size}{' (DDP)' if trainer.dist.enabled else ''}, {len(trainer.train_data)} train sequences, "

@@ -239,6 +239,18 @@ def inputs_differences(was: dict[str, Any], now: dict[str, Any], mine: dict[str,
     return out
 
 
+def _is_data_record(record: dict[str, Any]) -> bool:
+    """Whether ``record`` has the shape :func:`data_record` writes (what the comparison reads)."""
+    for split, value in record.items():
+        if split == "inputs" or value is None:
+            continue
+        if not (isinstance(value, dict) and isinstance(value.get("shards"), list)
+                and all(isinstance(s, list) and len(s) == 3 and isinstance(s[0], str)
+                        for s in value["shards"])):
+            return False
+    return True
+
+
 def data_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Human-readable differences between two :func:`data_record` results."""
     out = []
@@ -508,6 +520,14 @@ class RunDir:
             raise RunDirError(f"{self.folder}: holds a run made with another {', '.join(other)}; "
                               "choose another --output-dir (that run stays as it is), or resume "
                               "it with its own files")
+        if not _is_data_record(recorded):
+            if not cfg.allow_data_change:
+                raise RunDirError(f"{record}: not a data record of this package (each split needs "
+                                  "its shards as [name, bytes, rows]); restore it (a copy is in "
+                                  "every checkpoint), or pass --allow-data-change to resume with "
+                                  "the current data")
+            warn_caller(f"{record}: not a data record; resuming with the current data unchecked")
+            return
         changes = data_differences(recorded, data)
         if not changes:
             return
