@@ -165,7 +165,12 @@ class WorkerPool:
         for process in self._processes:
             code = process.exitcode
             if code is not None:
-                how = (f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}")
+                how = f"exit status {code}"
+                if code < 0:
+                    try:
+                        how = f"killed by {signal.Signals(-code).name}"
+                    except ValueError:  # a real-time signal has no name
+                        how = f"killed by signal {-code}"
                 raise WorkerLostError(
                     f"a worker process (pid {process.pid}) died ({how}) and its work is lost; "
                     "out of memory? (the kernel's OOM killer sends SIGKILL): try fewer --workers "
