@@ -56,6 +56,9 @@ def _init_worker(tokenizer: WordPieceTokenizer, vocab: VocabInfo) -> None:
     for name in ("SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGXCPU"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_IGN)
+    # A forked worker inherits the main process's handler, which turns SIGTERM into an
+    # exception: the pool's terminate() then printed a worker traceback. Default: end quietly.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     global _TOKENIZER, _VOCAB
     _TOKENIZER, _VOCAB = tokenizer, vocab
 
