@@ -25,6 +25,8 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Attention = Literal["sdpa", "eager"]
 #: What ``--device`` takes (torch device names), checked before torch is imported.
 DEVICE_PATTERN = re.compile(r"auto|cpu|(cuda|mps|xpu)(:\d+)?")
+#: Smallest normal float32: a smaller Adam epsilon is 0 (or subnormal) in the optimizer's state.
+FLOAT32_TINY = 1.1754943508222875e-38
 #: Largest seed every consumer accepts (torch seeds are 64-bit, numpy's any size).
 MAX_SEED = 2**63 - 1
 
@@ -242,6 +244,11 @@ def _float_problems(cfg: TrainConfig) -> list[str]:
             allowed = ("in " + ("[" if low_in else "(") + f"{low:g}, {high:g}" + ("]" if high_in else ")")
                        if high < math.inf else (">= " if low_in else "> ") + f"{low:g}")
             problems.append(f"{_flag(name)} must be {allowed}{_or_none(name)}, got {value!r}")
+    eps = cfg.adam_eps
+    if _is_real(eps) and 0 < eps < FLOAT32_TINY:  # ranges above passed it: 0 in fp32
+        problems.append(f"{_flag('adam_eps')} must be >= {FLOAT32_TINY:.3g} (smaller is 0 or "
+                        f"subnormal in fp32, the optimizer's precision: 0/0 = NaN weights), "
+                        f"got {eps!r}")
     betas = tuple(cfg.adam_betas)
     if len(betas) != 2 or not all(_is_real(b) and 0.0 <= b < 1.0 for b in betas):
         problems.append(f"{_flag('adam_betas')} must be two numbers in [0, 1), got {cfg.adam_betas!r}")

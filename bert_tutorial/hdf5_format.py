@@ -24,6 +24,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .safe_io import write_bytes_atomic
+
 #: Field name -> (numpy dtype written, number of dimensions).
 FIELDS: dict[str, tuple[type, int]] = {
     "input_ids": (np.int32, 2),
@@ -57,26 +59,32 @@ class ShardInfo:
 def write_shard(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     """Write one shard, gzip-compressed, with exactly the dtypes of the format table.
 
-    The file is written under a temporary name and renamed, so a crash never
-    leaves a half-written shard that looks complete; an error or Ctrl-C while
-    writing removes the temporary file.
+    The HDF5 file is built in memory and then written under a temporary name
+    (``<shard>.tmp``), flushed and renamed, so a crash never leaves a half-written shard
+    that looks complete; an error or Ctrl-C while writing removes the temporary file.
+    HDF5 itself never writes to the disk: when its own writes failed (a full disk, a file
+    size limit) it printed a dozen "Exception ignored" tracebacks and then crashed the
+    process (a segfault, which hung a ``--workers`` pool). Python's writes fail cleanly,
+    and a full disk is :class:`~bert_tutorial.safe_io.DiskFullError` naming the shard.
+    The bytes are the same as HDF5's own file writes (the format does not depend on
+    the driver); the price is one compressed shard in memory (a few MB to tens of MB,
+    next to the uncompressed arrays that are in memory anyway).
     """
     path = Path(path)
     missing = set(FIELDS) - set(arrays)
     if missing:
         raise ShardError(f"{path}: cannot write shard, missing field(s) {sorted(missing)}")
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with h5py.File(tmp, "w") as f:
-            for name, (dtype, _) in FIELDS.items():
-                # track_times=False (h5py's default, stated so it cannot change under us): no
-                # timestamps in the file, so the same data gives byte-identical shards.
-                f.create_dataset(name, data=np.asarray(arrays[name], dtype=dtype),
-                                 compression="gzip", track_times=False)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    # "core" without a backing store: the file lives in memory only; the name is a label.
+    with h5py.File(path.name, "w", driver="core", backing_store=False) as f:
+        for name, (dtype, _) in FIELDS.items():
+            # track_times=False (h5py's default, stated so it cannot change under us): no
+            # timestamps in the file, so the same data give byte-identical shards.
+            f.create_dataset(name, data=np.asarray(arrays[name], dtype=dtype),
+                             compression="gzip", track_times=False)
+        f.flush()
+        image = f.id.get_file_image()
+    write_bytes_atomic(path, image, tmp=path.with_name(path.name + ".tmp"),
+                       intact="no incomplete shard is left")
     return path
 
 
@@ -239,6 +247,11 @@ def validate_masking(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
         )
     pos = arrays["masked_lm_positions"].astype(np.int64)
     used = pos != 0
+    if not used.any():  # one row without a target happens; a whole shard without one is a mistake
+        raise ShardError(
+            f"{path}: field 'masked_lm_positions' is 0 in every row: no token is masked, so the "
+            "MLM loss would be 0 in training and NaN in evaluation (shard made without masking?)"
+        )
     at_padding = used & (np.take_along_axis(mask, pos, axis=1) == 0)
     if at_padding.any():
         row, slot = (int(i[0]) for i in np.nonzero(at_padding))

@@ -37,12 +37,19 @@ class DiskFullError(OSError):
     knows that freeing space and running the same command again loses nothing.
     """
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, target: str | Path | None = None) -> None:
         super().__init__(errno.ENOSPC, message)
         self.message = message
+        #: The file whose write found no room (None when not known).
+        self.target = None if target is None else Path(target)
 
     def __str__(self) -> str:
         return self.message
+
+    def __reduce__(self) -> tuple[type[DiskFullError], tuple[str, Path | None]]:
+        # OSError pickles as (errno, strerror), which this __init__ does not take: without
+        # this, the error of a worker process (create_data --workers) could not come back.
+        return type(self), (self.message, self.target)
 
 
 def _free_bytes(folder: Path) -> int | None:
@@ -101,7 +108,7 @@ def disk_full_error(exc: BaseException, target: Path, intact: str, then: str = "
     intact (``intact``), what to do, and what running the same command again does (``then``)."""
     what, remedy = _no_room(exc)
     return DiskFullError(f"{what} while writing {target}; {intact}: {remedy} "
-                         f"and run the same command again{then}")
+                         f"and run the same command again{then}", target)
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -136,11 +143,23 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
     A full disk raises :class:`DiskFullError` and leaves the old file as it was.
     """
+    write_bytes_atomic(path, text.encode())
+
+
+def write_bytes_atomic(path: str | Path, data: bytes, tmp: str | Path | None = None,
+                       intact: str = "its previous version is intact") -> None:
+    """Replace ``path`` by ``data`` all at once (see :func:`write_text_atomic`).
+
+    ``tmp`` is the temporary file's name (default: hidden beside ``path``, with this
+    process's id), for callers whose clean-up looks for temporary files by name.
+    A full disk or a file size limit raises :class:`DiskFullError` saying ``intact``;
+    the temporary file is removed whatever goes wrong.
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = Path(tmp) if tmp is not None else path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with tmp.open("w") as f:
-            f.write(text)
+        with tmp.open("wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -148,6 +167,6 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         full = is_disk_full(exc, path.parent)
         tmp.unlink(missing_ok=True)
         if full:
-            raise disk_full_error(exc, path, "its previous version is intact") from exc
+            raise disk_full_error(exc, path, intact) from exc
         raise
     fsync_dir(path.parent)

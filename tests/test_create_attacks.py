@@ -16,11 +16,15 @@
 | --overwrite, then the run fails (bad bytes, no text, Ctrl-C...) | the old shards are put back byte for byte |
 | --overwrite with fewer shards than before | only the new shards remain |
 | --workers 2, a write cut off mid-shard | no *.hdf5.tmp is left |
+| a file size limit / full disk, 1 or 2 workers, --overwrite (issue 27) | one named line, exit 2; old shards back |
+| a worker killed (SIGKILL) | named, not waited for forever |
+| old shards a killed --overwrite left hidden | named by the next create_data and by the trainer |
 """
 
 from __future__ import annotations
 
 import random
+import re
 import subprocess
 import sys
 import time
@@ -383,3 +387,150 @@ def test_a_worker_cut_off_mid_write_leaves_no_temporary_file(tmp_path, monkeypat
         err = cli_error(capsys, ["--input", str(good), *mode, *base, "--output-dir", str(out)])
         assert "disk full" in err
         assert not list(out.glob("*.tmp")), sorted(p.name for p in out.iterdir())
+
+
+# --- issue 27, case 1: a full disk or a file size limit while writing shards ------------------
+
+
+def _limited(size: int):
+    """A ``preexec_fn`` that sets ``ulimit -f`` (bytes here): writes beyond it fail with EFBIG."""
+    import resource
+
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+
+def _create(args: list[str], limit: int | None = None) -> subprocess.CompletedProcess:
+    """``python -m bert_tutorial.create_data ARGS`` in a process of its own (a hang fails it)."""
+    return subprocess.run([sys.executable, "-m", "bert_tutorial.create_data", *args],
+                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent,
+                          preexec_fn=_limited(limit) if limit else None)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_fault_12_a_file_size_limit_while_writing_shards_is_a_named_error(tmp_path, workers):
+    """Was: h5py's "Exception ignored" tracebacks, then a segfault; with --workers 2 a hang."""
+    out = tmp_path / "out"
+    args = ["--input", str(BOOK), "--gutenberg", "--documents", "0:3", "--vocab-file", str(VOCAB),
+            "--output-dir", str(out), "--dupe-factor", "1", "--shard-size", "15", "--quiet",
+            "--workers", workers]
+    result = _create(args, limit=20_000)  # each shard is about 23 KB
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert (f"error: the file size limit was reached while writing {out}/pretrain_shard_0000"
+            in result.stderr), result.stderr
+    assert "no shard was written: raise the limit (ulimit -f)" in result.stderr, result.stderr
+    assert list(out.iterdir()) == []  # no temporary file left
+
+
+def test_fault_12_a_full_disk_in_an_overwrite_puts_the_old_shards_back(tmp_path):
+    args, out, before = _three_shards(tmp_path)
+    result = _create([*args, "--seed", "99", "--overwrite"], limit=20_000)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"the old shards are back in {out} as they were" in result.stderr, result.stderr
+    assert _folder(out) == before  # byte for byte, and no hidden folder left
+
+
+def test_fault_12_a_worker_killed_mid_run_is_named_not_waited_for(tmp_path, monkeypatch, capsys):
+    """A worker the OOM killer ends (SIGKILL): the pool replaces it, its task is lost."""
+    import os
+    import signal
+
+    from bert_tutorial import hdf5_format
+
+    monkeypatch.setattr(hdf5_format, "write_shard",  # runs in the forked workers
+                        lambda path, arrays: os.kill(os.getpid(), signal.SIGKILL))
+    out = tmp_path / "out"
+    err = cli_error(capsys, ["--input", str(BOOK), "--gutenberg", "--documents", "0:3", "--vocab-file",
+                             str(VOCAB), "--output-dir", str(out), "--shard-size", "15", "--workers", "2"])
+    assert "a worker process (pid " in err and "died (killed by SIGKILL)" in err, err
+    assert list(out.iterdir()) == []
+
+
+def test_fault_12_shards_a_killed_overwrite_left_aside_are_named_not_buried(tmp_path, capsys):
+    """A run killed outright cannot put the old shards back: the next runs say where they are."""
+    args, out, before = _three_shards(tmp_path)
+    aside = out / ".p-replaced-abc123"
+    aside.mkdir()
+    for name in before:
+        (out / name).rename(aside / name)  # as a SIGKILLed --overwrite run leaves the folder
+    err = cli_error(capsys, [*args, "--overwrite"])
+    assert f"{aside}: holds 3 old 'p' shard(s)" in err and "move them back" in err, err
+    assert sorted(p.name for p in aside.iterdir()) == sorted(before)
+    from bert_tutorial.core.data import find_shards
+    from bert_tutorial.hdf5_format import ShardError
+
+    with pytest.raises(ShardError, match=r"holds no shard files .*\.p-replaced-abc123 holds shards "
+                                         "that an interrupted create_data --overwrite set aside"):
+        find_shards(out)
+
+
+def test_fault_12_a_full_disk_for_real_is_a_named_error(tmp_path):
+    """A 40 KB tmpfs in a private mount namespace (skipped where ``unshare -rm`` is not allowed)."""
+    from test_fault_values import private_mount
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    args = ["--input", str(BOOK), "--gutenberg", "--documents", "0:3", "--vocab-file", str(VOCAB),
+            "--output-dir", str(mnt / "out"), "--dupe-factor", "1", "--shard-size", "15", "--quiet"]
+    for workers in ("1", "2"):
+        cmd = " ".join([sys.executable, "-m", "bert_tutorial.create_data", *args, "--workers", workers])
+        result = private_mount(f"""
+            mount -t tmpfs -o size=40k tmpfs {mnt}
+            {cmd}; echo "rc=$?"; ls -a {mnt}/out""", Path(__file__).parent.parent)
+        assert "rc=2" in result.stdout, (result.stdout, result.stderr)
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+        assert re.search(r"error: no space left while writing .*/out/pretrain_shard_0000\d\.hdf5; the 1 "
+                         r"shard\(s\) already in .*/out are complete, the run is not: free some space and "
+                         r"run the same command again with --overwrite$", result.stderr), result.stderr
+        assert ".tmp" not in result.stdout
+
+
+# --- found by attacking issue 27's changes as a user (2026-12-06) -----------------------------
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_a_stop_signal_in_an_overwrite_puts_the_old_shards_back(tmp_path, monkeypatch, capsys, signame):
+    """scancel (SIGTERM) or a closed terminal (SIGHUP) ended the process at once: the old shards
+    stayed hidden in .p-replaced-*, the folder looked empty."""
+    import os
+    import signal
+
+    import h5py
+
+    args, out, before = _three_shards(tmp_path)
+    real, calls = h5py.Group.create_dataset, []
+
+    def signalled(self, *a, **kw):
+        calls.append(a[0])
+        if len(calls) == 8:  # in the second new shard, the first one in place
+            os.kill(os.getpid(), getattr(signal, signame))
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", signalled)
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--seed", "99", "--overwrite"])
+    assert stop.value.code == 128 + getattr(signal, signame)
+    err = capsys.readouterr().err
+    assert f"stopped by {signame}; the shards already in {out} are complete (the old ones, put back" in err
+    assert _folder(out) == before
+
+
+def test_an_input_given_twice_is_refused(tmp_path, capsys):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("One line of text.\nAnother line of text.\n\nA second document.\nEnd.\n")
+    (tmp_path / "link.txt").symlink_to(corpus)
+    for inputs in ([corpus, corpus], [tmp_path]):  # listed twice; a folder holding a link to it
+        err = cli_error(capsys, ["--input", *map(str, inputs), "--vocab-file", str(VOCAB),
+                                 "--output-dir", str(tmp_path / "o")])
+        assert "the same file as" in err and "its documents would be in the shards twice" in err, err
+
+
+@pytest.mark.parametrize("prefix", ["../escaped", "sub/dir", ".hidden", ""])
+def test_a_prefix_that_is_not_a_plain_name_is_refused(tmp_path, capsys, prefix):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("One line of text.\nAnother line of text.\n\nA second document.\nEnd.\n")
+    out = tmp_path / "deep" / "o"
+    err = cli_error(capsys, ["--input", str(corpus), "--vocab-file", str(VOCAB), "--output-dir", str(out),
+                             "--prefix", prefix])
+    assert f"--prefix {prefix!r}: must be a plain file name" in err, err
+    assert not list(tmp_path.rglob("*.hdf5"))

@@ -206,19 +206,24 @@ def test_a_stop_between_log_steps_waits_for_the_next_one_on_every_rank(data, ref
     assert_same_weights(weights(tmp_path / "run"), weights(reference))
 
 
-def test_a_stop_that_arrives_during_the_agreement_is_not_lost(data, tmp_path):
-    """SIGTERM on rank 1 alone while it waits in step 1's stop agreement (its all-reduce): the
-    handler runs before the reduced flag (False) comes back. That result must not erase the
-    request: the ranks agree on it at the next log step (2), save and stop there."""
+@pytest.mark.parametrize(("agreement", "stopped_at"), [(2, 2), (1, 1)])
+def test_a_stop_that_arrives_during_the_agreement_is_not_lost(data, tmp_path, agreement, stopped_at):
+    """SIGTERM on rank 1 alone while it waits in a stop agreement (its all-reduce): the handler
+    runs before the reduced flag (False) comes back. That result must not erase the request:
+    the ranks agree on it at the next agreement and stop there. Agreement 1 follows the step-0
+    evaluation (issue 27: a stop agreed there ends the run before its first step); a request
+    that arrives while it waits is agreed at step 1's and the run stops after step 1. One that
+    arrives during step 1's agreement is agreed at the next log step (2)."""
     cfg = run_config(data, tmp_path / "run", batch_size=GLOBAL_BATCH // 2, plots=False)
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"config": cfg.to_dict(), "sigterm_rank1_at_step": 0,
-                                "sigterm_rank1_in_agreement": 1, "report": str(tmp_path / "report.json")}))
+                                "sigterm_rank1_in_agreement": agreement,
+                                "report": str(tmp_path / "report.json")}))
     torchrun(["--standalone", "--nproc_per_node=2", str(TESTS / "test_distributed.py"), str(spec)],
              timeout=120)
     ranks = json.loads((tmp_path / "report.json").read_text())["ranks"]
     assert [(r["stopped_early"], r["stopped_at"], r["resumed_at"], r["final_step"]) for r in ranks] \
-        == [(True, 2, 2, STEPS)] * 2
+        == [(True, stopped_at, stopped_at, STEPS)] * 2
 
 
 # --- 2 processes == 1 process ------------------------------------------------------------------

@@ -215,6 +215,36 @@ def test_fault_07_a_file_size_limit_while_saving_a_checkpoint_is_named(tmp_path)
     assert not list((Path(cfg.output_dir) / "checkpoints").glob(".*"))  # no temporary folder left
 
 
+def test_fault_18_a_full_disk_while_drawing_the_curves_is_named_and_the_old_figure_kept(tmp_path, monkeypatch):
+    """Was: an OSError traceback from the image writer and a truncated loss_curves.png."""
+    cfg = tiny_config(tmp_path, plots=True, max_steps=2)
+    limit = "import resource; resource.setrlimit(resource.RLIMIT_FSIZE, (120_000, 120_000)); "
+    run = f"{limit}from bert_tutorial.pretrain.cli import main; raise SystemExit(main({config_args(cfg)!r}))"
+    out = subprocess.run([sys.executable, "-c", run], capture_output=True, text=True, timeout=300,
+                         cwd=REPO)
+    figure = Path(cfg.output_dir) / "loss_curves.png"  # about 170 KB: the step-0 figure fails
+    assert out.returncode == 1, out.stderr
+    assert (f"error: the file size limit was reached while writing {figure}; its previous version "
+            "is intact: raise the limit (ulimit -f)") in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    assert sorted(p.name for p in Path(cfg.output_dir).iterdir()) == [
+        ".lock", "data.json", "metrics.jsonl", "train_config.json"]  # no PNG, whole or cut
+
+    from bert_tutorial.pretrain import curves
+
+    figure.write_bytes(b"the previous figure")
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safe_io.os, "fsync", full)
+    with pytest.raises(DiskFullError, match=r"no space left while writing .*loss_curves.png; its "
+                                            r"previous version is intact"):
+        curves.save_training_plots(cfg.output_dir)
+    monkeypatch.undo()
+    assert figure.read_bytes() == b"the previous figure" and not list(figure.parent.glob(".*.tmp-*"))
+
+
 class _BrokenShard(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return 4

@@ -47,6 +47,7 @@ def find_shards(path_or_paths: PathLike | Sequence[PathLike]) -> list[Path]:
             if not found:
                 raise ShardError(
                     f"{path}: folder holds no shard files ({', '.join(SHARD_SUFFIXES)})"
+                    + _set_aside_hint(path)
                 )
             shards.extend(found)
         elif path.is_file():
@@ -57,6 +58,20 @@ def find_shards(path_or_paths: PathLike | Sequence[PathLike]) -> list[Path]:
         raise ShardError(f"{list(path_or_paths)}: no shard files given")
     _refuse_duplicates(shards)
     return shards
+
+
+def _set_aside_hint(folder: Path) -> str:
+    """Where the shards of a folder went, if an interrupted ``create_data --overwrite`` hid them.
+
+    It moves the old shards into ``.<prefix>-replaced-*`` while it writes the new ones; a
+    run killed outright leaves them there, and the folder then looks empty.
+    """
+    hidden = [aside for aside in sorted(folder.glob(".*-replaced-*")) if aside.is_dir()
+              and any(p.suffix in SHARD_SUFFIXES for p in aside.iterdir())]
+    if not hidden:
+        return ""
+    return (f"; {hidden[0]} holds shards that an interrupted create_data --overwrite set aside: "
+            "move them back into the folder")
 
 
 def _refuse_duplicates(shards: Sequence[Path]) -> None:
@@ -179,7 +194,18 @@ class PretrainingDataset(Dataset[dict[str, torch.Tensor]]):
         """Arrays of shard ``shard``, replacing whatever shard was cached before."""
         if self.cached_shard != shard:
             self._cached_arrays = None  # free the old shard before reading the new one
-            self._cached_arrays = read_shard(self.shards[shard], self.vocab_size)
+            info = self.shards[shard]
+            arrays = read_shard(info, self.vocab_size)
+            found = (len(arrays["input_ids"]), arrays["input_ids"].shape[1],
+                     arrays["masked_lm_positions"].shape[1])
+            expected = (info.num_samples, info.max_seq_length, info.max_predictions)
+            if found != expected:  # the sampler's indices were counted from the old file
+                raise ShardError(
+                    f"{info.path}: holds {found[0]} rows of length {found[1]} ({found[2]} "
+                    f"predictions) now, {expected[0]} of length {expected[1]} ({expected[2]}) when "
+                    "the data set was opened: the file was replaced while it was in use; restore "
+                    "it, or start again (resuming checks the data against data.json)")
+            self._cached_arrays = arrays
             self.cached_shard = shard
         assert self._cached_arrays is not None
         return self._cached_arrays

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -59,10 +60,13 @@ def load_pretrained(name_or_path: str, attn_implementation: str = "sdpa") -> Ber
     ``data_samples/base-model`` is fp16), and transformers 5 keeps the stored dtype.
     Training keeps fp32 master weights; autocast handles bf16/fp16 compute.
     """
+    _refuse_lfs_pointers(Path(name_or_path))
     hf_logging.disable_progress_bar()  # no "Loading weights" bar per load in notebooks and logs
     try:
         model = BertForPreTraining.from_pretrained(name_or_path, attn_implementation=attn_implementation)
-    except (OSError, ValueError) as exc:  # a mistyped folder becomes a hub lookup: say both
+    # A mistyped folder becomes a hub lookup (OSError): say both. A truncated weights file
+    # raises safetensors' own SafetensorError (an Exception), torch's a RuntimeError.
+    except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(
             f"{name_or_path}: cannot load a model from it ({reason}); --model-name-or-path takes "
@@ -71,6 +75,24 @@ def load_pretrained(name_or_path: str, attn_implementation: str = "sdpa") -> Ber
     finally:
         hf_logging.enable_progress_bar()
     return model.float() if model.dtype != torch.float32 else model
+
+
+#: How a Git LFS pointer file starts: a clone without ``git lfs`` holds these, not the weights.
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+
+
+def _refuse_lfs_pointers(folder: Path) -> None:
+    """Name a weights file that is a Git LFS pointer (a hundred bytes of text, not weights)."""
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.iterdir()):
+        if path.suffix in (".safetensors", ".bin") and path.is_file():
+            with path.open("rb") as f:
+                if f.read(len(LFS_POINTER)) == LFS_POINTER:
+                    raise ConfigError(
+                        f"{path}: a Git LFS pointer ({path.stat().st_size} bytes), not the weights: "
+                        "the repository was cloned without Git LFS; run `git lfs pull` there (or "
+                        "download the file)")
 
 
 def check_vocab(model: BertForPreTraining, vocab_size: int, source: str) -> None:

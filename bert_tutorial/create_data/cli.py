@@ -38,11 +38,13 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import os
 import re
+import signal
 import sys
 import warnings
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,14 @@ def _check_options(options: CreationOptions, corpus: CorpusOptions) -> None:
             "default when --max-predictions-per-seq is not given)",
             CreationWarning,
         )
+
+
+def _check_prefix(prefix: str) -> None:
+    """A prefix is a plain file name: "../x" or "a/b" wrote shards outside --output-dir (or
+    failed mid-run), and a hidden one (".x") hides its shards from listings."""
+    if not prefix or prefix.startswith(".") or "/" in prefix or (os.sep in prefix) or "\0" in prefix:
+        raise ValueError(f"--prefix {prefix!r}: must be a plain file name (no '/', not starting "
+                         "with '.'): the shards are <output-dir>/<prefix>_shard_00000.hdf5")
 
 
 def _per_file_names(files: Sequence[Path]) -> list[str]:
@@ -135,6 +145,7 @@ def create_pretraining_data(
     options = options or CreationOptions()
     corpus = corpus or CorpusOptions()
     _check_options(options, corpus)
+    _check_prefix(prefix)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     output_dir = Path(output_dir)
@@ -340,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--workers must be >= 0, got {args.workers}")
     workers = args.workers or _cores()
     creation, corpus = _options_from_args(args)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _signals_interrupt():
         warnings.simplefilter("always", CreationWarning)
         warnings.showwarning = _show_warning
         try:
@@ -357,14 +368,51 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         except (OSError, ValueError, re.error) as exc:
             parser.exit(2, f"{parser.prog}: error: {exc}\n")
-        except KeyboardInterrupt:  # shards are renamed into place only when complete
+        except KeyboardInterrupt as exc:  # shards are renamed into place only when complete
             replaced = " (the old ones, put back, where --overwrite had set some aside)"
-            parser.exit(130, f"{parser.prog}: interrupted; the shards already in "
+            signum = getattr(exc, "signum", signal.SIGINT)
+            how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+            parser.exit(128 + signum, f"{parser.prog}: {how}; the shards already in "
                         f"{args.output_dir} are complete{replaced if args.overwrite else ''}, "
                         "the run is not: run it again with --overwrite\n")
     if not args.quiet:
         _report(summary)
     return 0
+
+
+class Stopped(KeyboardInterrupt):
+    """A signal that asks the process to end (SIGTERM, SIGHUP, ...), raised like Ctrl-C so that
+    the same clean-up runs: temporary shards removed, old shards put back (``--overwrite``)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+#: Signals a cluster or a terminal sends to end a job (see ``pretrain/signals.py``); unhandled,
+#: each ended the process at once, leaving an --overwrite run's old shards hidden.
+_END_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2",
+                                                         "SIGXCPU") if hasattr(signal, name))
+
+
+@contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """Within the block, the signals of :data:`_END_SIGNALS` raise :class:`Stopped` (SIGHUP and
+    the others only where not ignored on purpose, as under ``nohup``)."""
+
+    def handle(signum: int, frame: Any) -> None:
+        raise Stopped(signum)
+
+    previous = {}
+    with suppress(ValueError):  # not the main thread (create_pretraining_data in a thread)
+        for sig in _END_SIGNALS:
+            if sig == signal.SIGTERM or signal.getsignal(sig) != signal.SIG_IGN:
+                previous[sig] = signal.signal(sig, handle)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _cores() -> int:

@@ -225,6 +225,14 @@ def find_input_files(inputs: Sequence[str | Path]) -> list[Path]:
             raise FileNotFoundError(f"{item}: input file or folder not found")
     if not files:
         raise ValueError("no input files given")
+    seen: dict[tuple[int, int], Path] = {}
+    for path in files:  # a file listed twice (or reached through a link) would be read twice
+        stat = path.stat()
+        key = (stat.st_dev, stat.st_ino)
+        if key in seen:
+            raise ValueError(f"{path}: the same file as {seen[key]} (listed twice, or a link); its "
+                             "documents would be in the shards twice: give each input once")
+        seen[key] = path
     return files
 
 

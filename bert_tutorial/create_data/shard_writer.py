@@ -25,6 +25,7 @@ from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..safe_io import DiskFullError, disk_full_error
 from .instances import INT32, Instance
 
 if TYPE_CHECKING:  # numpy and h5py are imported by the process that writes
@@ -131,6 +132,7 @@ def prepared_output(
     except OSError as exc:
         raise ValueError(f"--output-dir {output_dir}: cannot create it ({exc.strerror})") from exc
     shards = _shard_pattern(prefix, names)
+    _refuse_left_aside(output_dir, prefix, shards)
     old = sorted(p for p in output_dir.iterdir() if shards.match(p.name))
     if old and not overwrite:
         raise ValueError(
@@ -140,13 +142,47 @@ def prepared_output(
     aside = _set_aside(output_dir, prefix, old) if old else None
     try:
         yield
-    except BaseException:
+    except BaseException as exc:
         remove_temporary_shards(output_dir, prefix, names)
         if aside is not None:
             _put_back(aside, output_dir, shards)
+        if isinstance(exc, DiskFullError):  # say what the folder holds now, and what to run
+            raise _no_room(exc, output_dir, shards, aside is not None, overwrite) from exc
         raise
     if aside is not None:
         shutil.rmtree(aside)
+
+
+def _refuse_left_aside(output_dir: Path, prefix: str, shards: re.Pattern[str]) -> None:
+    """Refuse to start while an earlier ``--overwrite`` run's set-aside shards are still hidden.
+
+    A run killed outright (SIGKILL, a crash) cannot put the old shards back; they stay in
+    ``.<prefix>-replaced-*``. Writing new shards beside them would bury them for good (a
+    successful run removes only its own folder), so the user decides first.
+    """
+    for aside in sorted(output_dir.glob(f".{prefix}-replaced-*")):
+        held = sorted(p.name for p in aside.iterdir() if shards.match(p.name)) if aside.is_dir() else []
+        if held:
+            raise ValueError(
+                f"{aside}: holds {len(held)} old '{prefix}' shard(s) (e.g. {held[0]}) that an "
+                f"--overwrite run set aside and could not put back (it was killed); move them "
+                f"back into {output_dir} (after deleting the '{prefix}' shards that run left "
+                "there) or delete that folder, then run again"
+            )
+
+
+def _no_room(exc: DiskFullError, output_dir: Path, shards: re.Pattern[str], put_back: bool,
+             overwrite: bool) -> DiskFullError:
+    """The disk-full error of a failed run, once the folder is cleaned up: what it holds now."""
+    left = [p for p in output_dir.iterdir() if shards.match(p.name)]
+    if put_back:
+        intact, then = f"the old shards are back in {output_dir} as they were", ""
+    elif left:
+        intact = f"the {len(left)} shard(s) already in {output_dir} are complete, the run is not"
+        then = "" if overwrite else " with --overwrite"
+    else:
+        intact, then = "no shard was written", ""
+    return disk_full_error(exc.__cause__ or exc, exc.target or output_dir, intact, then)
 
 
 def _padded(rows: Sequence[Sequence[int]], width: int) -> np.ndarray:

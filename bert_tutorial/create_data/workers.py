@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -35,12 +36,29 @@ from .wordpiece import WordPieceTokenizer
 if TYPE_CHECKING:
     import numpy as np
 
+#: Seconds between checks that every worker is still alive while waiting for one.
+WATCH_S = 1.0
+
 _TOKENIZER: WordPieceTokenizer | None = None
 _VOCAB: VocabInfo | None = None
 
 
+class WorkerLostError(ChildProcessError):
+    """A worker process died (killed by a signal, or crashed): its task will never finish."""
+
+
 def _init_worker(tokenizer: WordPieceTokenizer, vocab: VocabInfo) -> None:
-    """Keep the tokenizer for this worker's tasks."""
+    """Keep the tokenizer for this worker's tasks; leave stop signals to the main process.
+
+    Ctrl-C and a closed terminal reach every process of the group: the main process cleans
+    up and ends the pool (with SIGTERM, which a worker therefore keeps).
+    """
+    for name in ("SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGXCPU"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    # A forked worker inherits the main process's handler, which turns SIGTERM into an
+    # exception: the pool's terminate() then printed a worker traceback. Default: end quietly.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     global _TOKENIZER, _VOCAB
     _TOKENIZER, _VOCAB = tokenizer, vocab
 
@@ -81,6 +99,11 @@ class WorkerPool:
             else:
                 os.environ["TOKENIZERS_PARALLELISM"] = previous
         self.pending_writes: deque[AsyncResult[Path]] = deque()
+        # The pool's own processes. A worker that dies (the OOM killer's SIGKILL, a crash in
+        # a C library) is replaced by the pool, but its task is lost and waiting for it
+        # would hang forever: every wait below also watches these (see _check_workers).
+        # ``_pool`` is private; without it (another implementation) nothing is watched.
+        self._processes = list(getattr(self.pool, "_pool", []))
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -106,22 +129,52 @@ class WorkerPool:
             while pending and in_flight >= ahead_documents and len(pending) >= 2 * self.workers:
                 result, size = pending.popleft()
                 in_flight -= size
-                yield result.get()
+                yield self._get(result)
         while pending:
-            yield pending.popleft()[0].get()
+            yield self._get(pending.popleft()[0])
 
     def write(self, path: Path, arrays: dict[str, np.ndarray]) -> None:
         """A shard writer's write function: hand the shard to a worker, first waiting while N
         others are still pending."""
         while len(self.pending_writes) >= self.workers:
-            self.pending_writes.popleft().get()  # also raises a worker's error here
+            self._get(self.pending_writes.popleft())  # also raises a worker's error here
         self.pending_writes.append(self.pool.apply_async(write_arrays, (path, arrays)))
 
     def wait_writes(self) -> None:
         """Wait for every shard handed to :meth:`write` (raising the first error)."""
         while self.pending_writes:
-            self.pending_writes.popleft().get()
+            self._get(self.pending_writes.popleft())
 
     def per_file(self, files: Iterable[Path], job: Job) -> Iterator[Summary]:
         """:func:`create_file_shards` of every file, N at a time, summaries in input order."""
-        return self.pool.imap(partial(_per_file, job=job), files)
+        results = self.pool.imap(partial(_per_file, job=job), files)
+        while True:
+            try:
+                yield results.next(timeout=WATCH_S)
+            except multiprocessing.TimeoutError:
+                self._check_workers()
+            except StopIteration:
+                return
+
+    def _get(self, result: AsyncResult[Any]) -> Any:
+        """``result.get()``, raising :class:`WorkerLostError` instead of waiting for a dead worker."""
+        while not result.ready():
+            result.wait(WATCH_S)
+            self._check_workers()
+        return result.get()
+
+    def _check_workers(self) -> None:
+        """Raise if a worker process has ended: workers end only with the pool."""
+        for process in self._processes:
+            code = process.exitcode
+            if code is not None:
+                how = f"exit status {code}"
+                if code < 0:
+                    try:
+                        how = f"killed by {signal.Signals(-code).name}"
+                    except ValueError:  # a real-time signal has no name
+                        how = f"killed by signal {-code}"
+                raise WorkerLostError(
+                    f"a worker process (pid {process.pid}) died ({how}) and its work is lost; "
+                    "out of memory? (the kernel's OOM killer sends SIGKILL): try fewer --workers "
+                    "or a smaller --shard-size / --docs-per-block")

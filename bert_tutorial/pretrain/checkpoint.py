@@ -103,19 +103,37 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_manifest(folder: str | Path) -> None:
+def write_manifest(folder: str | Path, bad_steps: int = 0) -> None:
     """List every file of ``folder`` with its size and SHA-256 in ``manifest.json``.
 
     Written last: a folder whose manifest matches its files is complete and unaltered.
     Hashing re-reads what was just written (from the page cache): about a second per GB.
+    ``bad_steps`` is the run's count of consecutive non-finite steps when it was saved: a
+    checkpoint inside such a streak is kept, but never as the only one (``prune_checkpoints``).
     """
     folder = Path(folder)
     files = {
         p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
         for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST
     }
-    manifest = json.dumps({"format": 1, "files": files}, indent=1, sort_keys=True)
+    manifest = json.dumps({"format": 1, "files": files, "bad_steps": bad_steps}, indent=1,
+                          sort_keys=True)
     (folder / MANIFEST).write_text(manifest + "\n")
+
+
+def is_healthy(checkpoint: str | Path) -> bool:
+    """Whether a checkpoint was saved outside a streak of non-finite steps (its weights are
+    finite in any case: the Trainer does not save others). An unreadable manifest: no."""
+    try:
+        bad = json.loads((Path(checkpoint) / MANIFEST).read_text()).get("bad_steps", 0)
+    except (OSError, ValueError, AttributeError):
+        return False
+    return bad == 0
+
+
+def newest_healthy_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest checkpoint saved before any non-finite step of its streak (see :func:`is_healthy`)."""
+    return next((p for p in reversed(list_checkpoints(output_dir)) if is_healthy(p)), None)
 
 
 def verify_checkpoint(checkpoint: str | Path) -> None:
@@ -128,6 +146,12 @@ def verify_checkpoint(checkpoint: str | Path) -> None:
                               "older version that wrote none)") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{folder}: {MANIFEST} is unreadable ({exc})") from None
+    if not (isinstance(files, dict) and all(
+            isinstance(entry, dict) and isinstance(entry.get("bytes"), int)
+            and isinstance(entry.get("sha256"), str) and "/" not in name and name not in ("", ".", "..")
+            for name, entry in files.items())):  # a name with "/" would check a file elsewhere
+        raise CheckpointError(f"{folder}: {MANIFEST} is not a manifest of this package (each file "
+                              "needs its bytes and sha256)")
     missing = [name for name in REQUIRED_FILES if name not in files]
     if missing:
         raise CheckpointError(f"{folder}: {MANIFEST} does not list {missing}")
@@ -182,6 +206,7 @@ def save_checkpoint(
     step: int,
     keep_last: int = 2,
     extra_files: Mapping[str, str] | None = None,
+    bad_steps: int = 0,
 ) -> Path:
     """Write model + training state (+ ``extra_files``: name -> text) for ``step`` atomically.
 
@@ -194,14 +219,23 @@ def save_checkpoint(
         return final  # this step is saved already (e.g. epoch end coincides with save_every)
     tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as exc:  # checkpoints/ gone mid-run: a link to a disk that was unmounted
+        if is_disk_full(exc, final.parent.parent):
+            raise disk_full_error(exc, final, "the previous checkpoints are intact",
+                                  " to resume from the newest one") from exc
+        raise CheckpointError(f"{final.parent}: cannot create the checkpoint's folder there "
+                              f"({exc.strerror or exc}): is it on a disk that is not mounted? "
+                              "Make it reachable and run the same command again to resume "
+                              "from the newest checkpoint") from exc
     try:
         with _quiet_transformers():
             model.save_pretrained(tmp)
         torch.save(state, tmp / STATE_FILE)
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
-        write_manifest(tmp)
+        write_manifest(tmp, bad_steps)
         _fsync_tree(tmp)
     except BaseException as exc:
         full = is_disk_full(exc, tmp)  # before the cleanup frees the space again
@@ -219,13 +253,22 @@ def save_checkpoint(
 
 
 def prune_checkpoints(output_dir: str | Path, keep_last: int) -> None:
-    """Keep the newest ``keep_last`` checkpoints and drop leftovers of interrupted saves."""
+    """Keep the newest ``keep_last`` checkpoints and drop leftovers of interrupted saves.
+
+    The newest healthy checkpoint (:func:`is_healthy`) is kept too: when a run diverges,
+    the newest ones all lie inside the non-finite streak, and pruning the last one from
+    before it would leave the folder without a usable checkpoint.
+    """
     root = Path(output_dir) / CHECKPOINTS
     for stale in root.glob(".tmp-checkpoint-*"):
         shutil.rmtree(stale, ignore_errors=True)
     if keep_last > 0:
-        for old in list_checkpoints(output_dir)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+        found = list_checkpoints(output_dir)
+        keep = set(found[-keep_last:])
+        healthy = next((p for p in reversed(found) if is_healthy(p)), None)
+        for old in found:
+            if old not in keep and old != healthy:
+                shutil.rmtree(old, ignore_errors=True)
 
 
 def check_global_batch(checkpoint: Path, state: dict[str, Any], batch_size: int,

@@ -148,9 +148,11 @@ def main(argv: Sequence[str] | None = None, do_train: bool = True) -> int:
 
 
 def _train(cfg: TrainConfig, do_train: bool) -> None:
+    from .signals import stop_before_training
     from .trainer import Trainer
 
-    trainer = Trainer(cfg)
+    with stop_before_training():  # loading data and models can take minutes
+        trainer = Trainer(cfg)
     if trainer.dist.is_main:
         print(f"device {trainer.device}, precision {trainer.precision}, world size "
               f"{trainer.dist.world_size}{' (DDP)' if trainer.dist.enabled else ''}, {len(trainer.train_data)} train sequences, "
@@ -159,7 +161,10 @@ def _train(cfg: TrainConfig, do_train: bool) -> None:
         return
     result = trainer.fit()
     if trainer.dist.is_main:
-        if result.stopped_early:
+        if result.stopped_early and result.steps == 0:
+            print("Stopped on request before the first step (nothing to save); run the same "
+                  "command to start it again.")
+        elif result.stopped_early:
             print(f"Stopped on request at step {result.steps}; run the same command to resume.")
         elif result.final_eval is not None:
             print("Final eval:", json.dumps({k: round(v, 4) if isinstance(v, float) else v

@@ -14,6 +14,7 @@ in a training process, and a notebook shows one by leaving it as a cell's value.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -25,6 +26,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
+from ..safe_io import write_bytes_atomic
 from .metrics import METRICS_FILE, read_metrics
 
 Records = Sequence[Mapping[str, Any]]
@@ -262,7 +264,15 @@ def save_training_plots(output_dir: str | Path) -> None:
 
 
 def save_figure(fig: Figure, path: str | Path | None) -> Figure:
-    """Write ``fig`` as a PNG when a path is given; return it either way (for notebooks)."""
+    """Write ``fig`` as a PNG when a path is given; return it either way (for notebooks).
+
+    Drawn in memory and written atomically (:func:`~bert_tutorial.safe_io.write_bytes_atomic`):
+    the image writer wrote straight into the file, so a full disk left a truncated PNG and
+    an ``OSError`` traceback; now the previous figure stays whole and the error is named.
+    """
     if path is not None:
-        fig.savefig(path, dpi=110)
+        path = Path(path)
+        image = io.BytesIO()
+        fig.savefig(image, format=path.suffix.lstrip(".").lower() or "png", dpi=110)
+        write_bytes_atomic(path, image.getvalue())
     return fig

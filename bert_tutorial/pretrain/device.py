@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
-from ..config import Precision
+from ..config import ConfigError, Precision
 
 PRECISIONS = typing.get_args(Precision)
 
@@ -28,9 +28,26 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device '{name}' requested but CUDA is not available")
+    count = _device_count(device.type)
+    if count == 0:  # otherwise a traceback from deep inside torch at the first .to(device)
+        raise ConfigError(f"--device (device) {name}: no {device.type} device is available here; "
+                          "use --device auto (a GPU if there is one, else the CPU) or cpu")
+    if count is not None and device.index is not None and device.index >= count:
+        raise ConfigError(f"--device (device) {name}: this machine has {count} {device.type} "
+                          f"device(s), numbered from 0")
     return device
+
+
+def _device_count(kind: str) -> int | None:
+    """How many devices of ``kind`` this process can use (None: not counted, e.g. the CPU)."""
+    if kind == "cuda":
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if kind == "mps":
+        return 1 if torch.backends.mps.is_available() else 0
+    if kind == "xpu":
+        xpu = getattr(torch, "xpu", None)
+        return xpu.device_count() if xpu is not None and xpu.is_available() else 0
+    return None
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

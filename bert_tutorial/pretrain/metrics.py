@@ -33,11 +33,20 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     records = []
     for i, line in enumerate(lines):
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError as exc:
             if i < len(lines) - 1:
                 raise MetricsError(f"{path}: line {i + 1} is not JSON ({exc}); repair or remove "
                                    "that line") from exc
+            continue
+        # Every reader (resume, the curves) takes "kind" and "step" from each record.
+        step = record.get("step") if isinstance(record, dict) else None
+        if not (isinstance(record, dict) and isinstance(record.get("kind"), str)
+                and isinstance(step, int) and not isinstance(step, bool) and step >= 0):
+            raise MetricsError(f"{path}: line {i + 1} is not a record of this log (a JSON object "
+                               "with a \"kind\" and a \"step\" >= 0): "
+                               f"{line.strip()[:80]}; repair or remove that line")
+        records.append(record)
     return records
 
 

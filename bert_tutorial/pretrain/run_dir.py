@@ -34,7 +34,7 @@ from ..safe_io import write_text_atomic
 from ..warn import warn_caller
 from . import checkpoint as ckpt
 from .distributed import barrier, decided_by_rank0
-from .metrics import METRICS_FILE
+from .metrics import METRICS_FILE, read_metrics
 
 try:
     import fcntl
@@ -239,6 +239,18 @@ def inputs_differences(was: dict[str, Any], now: dict[str, Any], mine: dict[str,
     return out
 
 
+def _is_data_record(record: dict[str, Any]) -> bool:
+    """Whether ``record`` has the shape :func:`data_record` writes (what the comparison reads)."""
+    for split, value in record.items():
+        if split == "inputs" or value is None:
+            continue
+        if not (isinstance(value, dict) and isinstance(value.get("shards"), list)
+                and all(isinstance(s, list) and len(s) == 3 and isinstance(s[0], str)
+                        for s in value["shards"])):
+            return False
+    return True
+
+
 def data_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Human-readable differences between two :func:`data_record` results."""
     out = []
@@ -263,14 +275,39 @@ def data_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def config_differences(existing: dict[str, Any], mine: dict[str, Any]) -> list[str]:
-    """Fields that differ and would change the run's results (see RESUMABLE_CHANGES)."""
+    """Fields that differ and would change the run's results (see RESUMABLE_CHANGES).
+
+    Values are compared as the run uses them: ``--learning-rate 0.001`` is the default a
+    from-scratch run chose by itself (None), and ``--max-grad-norm inf`` is None (no clipping).
+    """
+    existing, mine = _effective(existing), _effective(mine)
     return sorted(
         k for k in set(existing) | set(mine)
         if k not in RESUMABLE_CHANGES and json.dumps(existing.get(k)) != json.dumps(mine.get(k))
     )
 
 
+def _effective(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (a config as a dict) with the defaults that None stands for filled in."""
+    values = dict(values)
+    if values.get("learning_rate") is None:  # TrainConfig.lr: its rule, for a stored dict
+        values["learning_rate"] = 1e-4 if values.get("model_name_or_path") else 1e-3
+    if values.get("max_grad_norm") is None:
+        values["max_grad_norm"] = float("inf")
+    return values
+
+
 # --- the folder ---------------------------------------------------------------------------
+
+
+def _is_run(folder: Path) -> bool:
+    """Whether ``folder`` is a run's folder: it holds a run's config or its checkpoints."""
+    return (folder / CONFIG_FILE).is_file() or bool(ckpt.list_checkpoints(folder))
+
+
+def _is_checkpoint(folder: Path) -> bool:
+    """Whether ``folder`` is one checkpoint of a run (``checkpoints/checkpoint-N``)."""
+    return (folder / ckpt.STATE_FILE).is_file() or (folder / ckpt.MANIFEST).is_file()
 
 
 class RunDir:
@@ -288,26 +325,36 @@ class RunDir:
         self.config_file = self.folder / CONFIG_FILE
         self.data_file = self.folder / DATA_FILE
 
-    def open(self, cfg: TrainConfig, data: dict[str, Any]) -> Path | None:
-        """Lock the folder and check it; return the checkpoint to resume (a collective)."""
+    def open(self, cfg: TrainConfig, data: dict[str, Any], first_save: int | None = None) -> Path | None:
+        """Lock the folder and check it; return the checkpoint to resume (a collective).
+
+        ``first_save`` is the step of the run's first scheduled checkpoint (the first
+        ``save_every_steps`` or epoch end): a log beyond it proves a checkpoint was saved.
+        """
         try:
-            return decided_by_rank0(lambda: self._open(cfg, data), self.is_main, RunDirError)
+            return decided_by_rank0(lambda: self._open(cfg, data, first_save), self.is_main,
+                                    RunDirError)
         except Exception:
             self.lock.release()  # (held by rank 0 only)
             raise
 
-    def _open(self, cfg: TrainConfig, data: dict[str, Any]) -> Path | None:
+    def _open(self, cfg: TrainConfig, data: dict[str, Any], first_save: int | None) -> Path | None:
         self._make_folder_and_lock()
+        self._check_checkpoints_folder()
         existing = self._read_config()
         if existing is None or not self._holds_a_run():
             return None  # no checkpoint and no metrics yet: only a --dry-run wrote here
+        metrics = self.folder / METRICS_FILE
+        if metrics.is_file():
+            read_metrics(metrics)  # every line a record, before resuming reads or rewrites them
         differ = config_differences(existing, cfg.to_dict())
         if differ:
             raise RunDirError(f"{self.config_file}: output folder holds a different run (fields "
                               f"{differ} differ); choose another --output-dir (that run stays "
                               "as it is), or resume it with its settings")
         if not ckpt.list_checkpoints(self.folder):
-            return None
+            self._refuse_history_without_checkpoints(existing, cfg, first_save)
+            return None  # killed before its first checkpoint: the same steps are logged again
         if not cfg.resume:
             raise RunDirError(f"{self.folder}: holds checkpoints of this run but resume=False; "
                               "pass resume=True to continue it or choose another output_dir")
@@ -319,12 +366,83 @@ class RunDir:
         if self.folder.exists() and not self.folder.is_dir():
             raise RunDirError(f"{self.folder}: output_dir is a file, not a folder; "
                               "choose another --output-dir")
+        self._refuse_nested_runs()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             self.lock.acquire()
         except OSError as exc:
             raise RunDirError(f"{self.folder}: cannot write into the output folder "
                               f"({exc.strerror}); choose a writable --output-dir") from exc
+
+    def _refuse_nested_runs(self) -> None:
+        """Refuse an output folder inside another run's folder, or around one.
+
+        ``--output-dir runs/x/checkpoints/checkpoint-N`` trained into the checkpoint and
+        rewrote its ``train_config.json`` and ``data.json``; the run it belongs to then
+        rejected it and resumed from an older one. A run around other runs would make
+        them lie inside it, which this very check would then refuse.
+        """
+        if _is_checkpoint(self.folder):
+            raise RunDirError(f"{self.folder}: a checkpoint folder, not a run folder; pass the "
+                              "run's folder as --output-dir to resume it, or choose a new one "
+                              "(--model-name-or-path starts a new run from a checkpoint)")
+        here = self.folder.resolve()
+        for parent in here.parents:
+            if _is_run(parent) or _is_checkpoint(parent):
+                raise RunDirError(f"{self.folder}: lies inside the run folder {parent}, where a "
+                                  "run would mix its files with that run's; choose an "
+                                  "--output-dir outside it")
+        if here.is_dir():
+            inner = next((p for p in sorted(here.iterdir()) if p.name != ckpt.CHECKPOINTS
+                          and p.is_dir() and (_is_run(p) or _is_checkpoint(p))), None)
+            if inner is not None:
+                raise RunDirError(f"{self.folder}: holds the run folder {inner}; a run here would "
+                                  "enclose it: choose a new --output-dir (e.g. beside it)")
+
+    def _check_checkpoints_folder(self) -> None:
+        """Refuse a ``checkpoints`` that cannot be reached: the run would look new and start over.
+
+        A symbolic link to a disk that is not mounted looks like no checkpoints at all; the
+        run restarted from step 0, cut its log and failed at its first save.
+        """
+        root = self.folder / ckpt.CHECKPOINTS
+        if root.is_symlink() and not root.exists():
+            raise RunDirError(
+                f"{root}: a symbolic link to {os.readlink(root)}, which does not exist (a disk "
+                "that is not mounted?); make it reachable and run again, or choose another "
+                "--output-dir")
+        if root.exists() and not root.is_dir():
+            raise RunDirError(f"{root}: not a folder; move it away or choose another --output-dir")
+        if root.is_dir():
+            try:
+                next(iter(root.iterdir()), None)
+            except OSError as exc:
+                raise RunDirError(f"{root}: cannot be read ({exc.strerror}); make it readable "
+                                  "or choose another --output-dir") from exc
+
+    def _refuse_history_without_checkpoints(self, existing: dict[str, Any], cfg: TrainConfig,
+                                            first_save: int | None) -> None:
+        """Refuse to start over a run whose log proves it had checkpoints that are gone now.
+
+        A run killed before its first checkpoint starts again and logs the same steps again;
+        but a log past the first scheduled save means checkpoints were written and are now
+        deleted or out of reach. Starting again would cut that log (the history), and a
+        checkpoint folder that comes back later would resume into a log with a gap.
+        """
+        metrics = self.folder / METRICS_FILE
+        if first_save is None or not metrics.is_file():
+            return
+        saves = [s for s in (existing.get("save_every_steps"), cfg.save_every_steps)
+                 if isinstance(s, int) and not isinstance(s, bool) and s > 0]
+        first = min([first_save, *saves])
+        last = max((r["step"] for r in read_metrics(metrics)), default=0)
+        if last > first:
+            raise RunDirError(
+                f"{metrics}: logs this run up to step {last}, but {self.folder / ckpt.CHECKPOINTS} "
+                f"holds no checkpoint (deleted, or on a disk that is not mounted?), though one was "
+                f"saved by step {first}; starting over would replace that history. Restore the "
+                "checkpoints, or choose another --output-dir; to start this run over, delete "
+                f"{metrics} first")
 
     def _holds_a_run(self) -> bool:
         metrics = self.folder / METRICS_FILE
@@ -402,6 +520,14 @@ class RunDir:
             raise RunDirError(f"{self.folder}: holds a run made with another {', '.join(other)}; "
                               "choose another --output-dir (that run stays as it is), or resume "
                               "it with its own files")
+        if not _is_data_record(recorded):
+            if not cfg.allow_data_change:
+                raise RunDirError(f"{record}: not a data record of this package (each split needs "
+                                  "its shards as [name, bytes, rows]); restore it (a copy is in "
+                                  "every checkpoint), or pass --allow-data-change to resume with "
+                                  "the current data")
+            warn_caller(f"{record}: not a data record; resuming with the current data unchecked")
+            return
         changes = data_differences(recorded, data)
         if not changes:
             return

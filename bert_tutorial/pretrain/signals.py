@@ -1,4 +1,4 @@
-"""Stopping on request the way clusters and notebooks ask: SIGTERM and SIGINT.
+"""Stopping on request the way clusters and notebooks ask: SIGTERM, SIGINT and their kin.
 
 SLURM's ``scancel``, ``kill -TERM -<pgid>`` and ``timeout`` send SIGTERM to every
 process of the job; Ctrl-C and Jupyter's stop button send SIGINT. The first signal
@@ -25,17 +25,53 @@ from typing import Any
 
 #: A repeat within this many seconds is the same request delivered twice, not a second one.
 GRACE_S = 1.0
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: Signals that end a process by default and that clusters and terminals send to ask a job to
+#: end: SLURM's ``--signal=USR1@60`` warns of the time limit, a closed terminal or ssh session
+#: sends SIGHUP, a CPU-time limit (``ulimit -t``, some schedulers) SIGXCPU before its SIGKILL.
+#: Each is a stop request like SIGTERM; unhandled, each ended the run without saving.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, *(
+    getattr(signal, name) for name in ("SIGHUP", "SIGUSR1", "SIGUSR2", "SIGXCPU")
+    if hasattr(signal, name)))
+#: Of those, the ones a launcher may have set to be ignored on purpose (``nohup``): kept so.
+_KEEP_IGNORED = tuple(sig for sig in STOP_SIGNALS if sig not in (signal.SIGTERM, signal.SIGINT))
 
 
 class StopNow(KeyboardInterrupt):
     """A second stop signal: training stops at once, without saving."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, message: str | None = None) -> None:
         self.signum = signum
         name = signal.Signals(signum).name
-        super().__init__(f"{name} received twice: stopped at once, without saving; "
+        super().__init__(message or f"{name} received twice: stopped at once, without saving; "
                          "the last checkpoint is intact")
+
+
+def _install(handler: Callable[[int, Any], None]) -> dict[int, Any]:
+    """Install ``handler`` for every stop signal (not where ignored on purpose); the previous ones."""
+    previous = {}
+    with contextlib.suppress(ValueError):  # not the main thread: no handler is installed
+        for sig in STOP_SIGNALS:
+            if sig in _KEEP_IGNORED and signal.getsignal(sig) == signal.SIG_IGN:
+                continue
+            previous[sig] = signal.signal(sig, handler)
+    return previous
+
+
+@contextlib.contextmanager
+def stop_before_training() -> Iterator[None]:
+    """While a run is built (before ``fit`` installs its own handlers): a stop signal ends it at
+    once with :class:`StopNow` saying so, instead of the bare exit status of a killed process."""
+
+    def handle(signum: int, frame: Any) -> None:
+        raise StopNow(signum, f"{signal.Signals(signum).name}: stopped before training began; "
+                              "nothing was trained or saved (its checkpoints are as they were)")
+
+    previous = _install(handle)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
@@ -55,10 +91,7 @@ def stop_signals(on_request: Callable[[int], None]) -> Iterator[None]:
         elif now - first["at"] > GRACE_S:
             raise StopNow(signum)
 
-    previous = {}
-    with contextlib.suppress(ValueError):  # not the main thread: no handler is installed
-        for sig in STOP_SIGNALS:
-            previous[sig] = signal.signal(sig, handle)
+    previous = _install(handle)
     try:
         yield
     finally:
@@ -78,7 +111,9 @@ def ignore_stop_signals(worker_id: int) -> None:
     Python handlers cannot see who sent a signal, so SIGTERM is blocked and received
     by a thread with ``sigwaitinfo`` (Linux; elsewhere only SIGINT is ignored).
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in STOP_SIGNALS:  # the main process decides; SIGTERM from the parent: see below
+        if sig != signal.SIGTERM:
+            signal.signal(sig, signal.SIG_IGN)
     if not hasattr(signal, "sigwaitinfo"):
         return
     parent = os.getppid()

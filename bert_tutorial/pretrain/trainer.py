@@ -109,7 +109,9 @@ class Trainer:
                 "inputs": inputs_record(cfg.vocab_file, cfg.model_name_or_path) if self.dist.is_main else {}}
         self.data_json = data_text(data)  # also kept in every checkpoint
         self.run_dir = RunDir(self.output_dir, is_main=self.dist.is_main)
-        resume_from = self.run_dir.open(cfg, data)  # locks the folder (rank 0)
+        # The first step a checkpoint is saved at: a log beyond it proves checkpoints existed.
+        first_save = min(s for s in (cfg.save_every_steps, self.steps_per_epoch, self.total_steps) if s)
+        resume_from = self.run_dir.open(cfg, data, first_save)  # locks the folder (rank 0)
         #: A resumed run's metadata and log are rewritten when it trains (``fit``), so a dry run
         #: that only builds it (e.g. ``--dry-run --allow-data-change``) leaves the folder as it was.
         self._data = data if resume_from is not None else None
@@ -131,6 +133,8 @@ class Trainer:
             PretrainingDataset(find_shards(cfg.eval_data), vocab_size=self.vocab_size)
             if cfg.eval_data else None
         )
+        if self.eval_data is not None:
+            self._warn_shared_shards()
         if not cfg.model_name_or_path:
             self._check_positions(cfg.max_position_embeddings, "or raise --max-position-embeddings")
         self.train_loader = self._loader(self.train_data, train=True)
@@ -146,6 +150,18 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * cfg.epochs
         if cfg.max_steps is not None:
             self.total_steps = min(self.total_steps, cfg.max_steps)
+
+    def _warn_shared_shards(self) -> None:
+        """Warn when eval shards are training shards (the same file, by device and inode)."""
+        assert self.eval_data is not None
+        train = {(st.st_dev, st.st_ino) for st in (p.stat() for p in self.train_data.paths)}
+        shared = [p for p in self.eval_data.paths if (p.stat().st_dev, p.stat().st_ino) in train]
+        if shared:
+            names = ", ".join(p.name for p in shared[:3]) + (" ..." if len(shared) > 3 else "")
+            warn_caller(f"{len(shared)} of the {len(self.eval_data.paths)} eval shard(s) are "
+                        f"training shards ({names}): the evaluation measures how well the model "
+                        "remembers its training text, not how it does on text it has not seen; "
+                        "give --eval-data held-out shards")
 
     def _check_positions(self, limit: int, remedy: str) -> None:
         """Refuse shards longer than the model's position table (a tensor-size error mid-step)."""
@@ -247,30 +263,51 @@ class Trainer:
                     truncate_after(self.metrics_file, self.progress.step)
                 self.run_dir.commit(self.cfg, self._data, fresh=False)
             self.model.train()  # from_pretrained() returns a model in eval mode: dropout off
-            if self.progress.step == 0 and self.eval_data is not None:
-                if self.dist.is_main:  # the plots' reference lines: what a model without knowledge scores
-                    from .curves import References  # matplotlib only when it is needed
+            # The handlers cover the step-0 evaluation too: a SIGTERM there ended the process
+            # (exit 143) without a word.
+            with stop_signals(self._request_stop):
+                if self.progress.step == 0 and self.eval_data is not None:
+                    if self.dist.is_main:  # the plots' reference lines: what a model without knowledge scores
+                        from .curves import References  # matplotlib only when it is needed
 
-                    refs = References.measure(self.train_data.paths, self.eval_data.paths, self.vocab_size)
-                    append_record(self.metrics_file, refs.to_record())
-                self._evaluate_and_log()  # the untrained model: where the curves start
-            bar = tqdm(
-                total=self.total_steps, initial=self.progress.step, desc="train",
-                disable=not self.dist.is_main, dynamic_ncols=True,
-            )
-            with stop_signals(self._request_stop), bar:
-                if self._eval_pending:  # stopped after an epoch's last step: evaluate it first
-                    final_eval = self._evaluate_and_log()
-                while self.progress.step < self.total_steps:
-                    self._train_epoch(bar)
-                    if self._agree_to_stop():
-                        break
-                    final_eval = self._evaluate_and_log()
-                    self.save()
-                    if self.progress.step < self.total_steps and self._agree_to_stop():
-                        break
+                        refs = References.measure(self.train_data.paths, self.eval_data.paths,
+                                                  self.vocab_size)
+                        append_record(self.metrics_file, refs.to_record())
+                    self._evaluate_and_log()  # the untrained model: where the curves start
+                    # Nothing to save before the first step: the same command starts over.
+                    if any_rank(self._stop_requested, self.device):
+                        self._stop_requested = True
+                        return TrainResult(None, list(self.eval_history), 0, True, self.output_dir)
+                bar = tqdm(
+                    total=self.total_steps, initial=self.progress.step, desc="train",
+                    disable=not self.dist.is_main, dynamic_ncols=True,
+                )
+                with bar:
+                    if self._eval_pending:  # stopped after an epoch's last step: evaluate it first
+                        final_eval = self._evaluate_and_log()
+                    while self.progress.step < self.total_steps:
+                        self._train_epoch(bar)
+                        if self._agree_to_stop():
+                            break
+                        final_eval = self._evaluate_and_log()
+                        self._refuse_to_end_diverged()
+                        self.save()
+                        if self.progress.step < self.total_steps and self._agree_to_stop():
+                            break
         return TrainResult(final_eval, list(self.eval_history), self.progress.step,
                            self._stop_requested, self.output_dir)
+
+    def _refuse_to_end_diverged(self) -> None:
+        """At the run's end: raise if its last steps were non-finite (a streak shorter than
+        ``max_bad_steps`` when the steps ran out), instead of finishing with NaN losses."""
+        p = self.progress
+        if p.step >= self.total_steps and p.bad_steps:
+            first = p.step - p.bad_steps + 1
+            steps = f"step {p.step}" if first == p.step else f"steps {first}-{p.step}"
+            raise NonFiniteLossError(
+                f"the run ended in a streak of {p.bad_steps} non-finite step(s) ({steps}), "
+                f"fewer than --max-bad-steps {self.cfg.max_bad_steps}: lower the learning rate "
+                f"or use bf16/fp32; {self._usable_checkpoint()}")
 
     def _request_stop(self, signum: int) -> None:
         """The first SIGTERM/SIGINT: stop after this step (the ranks agree on it, see below)."""
@@ -279,8 +316,12 @@ class Trainer:
             every = self.cfg.log_every_steps
             until = (f"finishing step {self.progress.step + 1}" if not self.dist.enabled or every == 1
                      else f"training on to the next log step (every {every}: the ranks agree there)")
-            tqdm.write(f"{signal.Signals(signum).name}: {until}, saving a checkpoint, "
-                       "then stopping (send it again to stop at once)", file=sys.stderr)
+            then = "saving a checkpoint, then stopping"
+            if self.progress.step == 0 and not self._eval_pending and self.eval_data is not None \
+                    and not self.eval_history:
+                until, then = "finishing the evaluation of the starting model", "then stopping"
+            tqdm.write(f"{signal.Signals(signum).name}: {until}, {then} (send it again to stop "
+                       "at once)", file=sys.stderr)
 
     def _agree_to_stop(self) -> bool:
         """Stop on every rank if SIGTERM reached any rank (a collective: call it on all ranks).
@@ -384,7 +425,7 @@ class Trainer:
             if p.bad_steps >= self.cfg.max_bad_steps:
                 raise NonFiniteLossError(
                     f"{p.bad_steps} consecutive non-finite gradients, last at {where}: "
-                    "lower the learning rate or use bf16/fp32"
+                    f"lower the learning rate or use bf16/fp32; {self._usable_checkpoint()}"
                 )
             warn_caller(f"non-finite gradient norm {result.grad_norm.item()} at {where}; "
                         "update skipped")
@@ -414,6 +455,15 @@ class Trainer:
                 from .curves import save_training_plots  # matplotlib only when plotting
 
                 save_training_plots(self.output_dir)
+        if not all(math.isfinite(result[k]) for k in ("mlm_loss", "nsp_loss")):  # every rank alike
+            what = (f"MLM loss {result['mlm_loss']}, NSP loss {result['nsp_loss']} (logged in "
+                    f"{self.metrics_file})")
+            if self.progress.step == 0:
+                raise NonFiniteLossError(f"evaluation of the starting model: {what}; are its weights "
+                                         "finite (NaN or inf in the model it was loaded from)?")
+            raise NonFiniteLossError(
+                f"evaluation at step {self.progress.step}: {what}: the model has diverged; lower "
+                f"the learning rate or use bf16/fp32; {self._usable_checkpoint()}")
         return record
 
     def evaluate(self) -> dict[str, float]:
@@ -424,8 +474,30 @@ class Trainer:
 
     # --- checkpoints and signals -------------------------------------------------------------
 
+    def _usable_checkpoint(self) -> str:
+        """Which checkpoint a diverged run can still be used from, for its error message."""
+        found = ckpt.newest_healthy_checkpoint(self.output_dir)
+        if found is None:
+            return "no checkpoint was saved before the non-finite steps"
+        return (f"the newest checkpoint from before the non-finite steps is {found} (e.g. "
+                "--model-name-or-path for a new run in another --output-dir)")
+
+    def _weights_finite(self) -> bool:
+        """Whether every weight is finite (one device sync; the ranks' weights are equal)."""
+        params = [p.detach() for p in self.module.parameters()]
+        return bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
+
     def save(self) -> Path | None:
-        """Checkpoint the current step (rank 0 writes; every rank waits for it)."""
+        """Checkpoint the current step (rank 0 writes; every rank waits for it).
+
+        Weights that are no longer finite are never saved: every rank raises
+        :class:`NonFiniteLossError` (the weights are the same on every rank).
+        """
+        if not self._weights_finite():
+            raise NonFiniteLossError(
+                f"step {self.progress.step}: the weights are no longer finite (NaN or inf), so no "
+                f"checkpoint was saved; lower the learning rate (or raise --adam-eps); "
+                f"{self._usable_checkpoint()}")
         path = None
         rngs = gather_objects(ckpt.rng_state(self.device))  # a collective: every rank's stream
         if self.dist.is_main:
@@ -443,6 +515,7 @@ class Trainer:
                 self.output_dir, unwrap(self.model), state, self.progress.step,
                 keep_last=self.cfg.keep_last_checkpoints,
                 extra_files={CONFIG_FILE: config, DATA_FILE: self.data_json},
+                bad_steps=self.progress.bad_steps,
             )
         barrier()
         return path
