@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"moved {runs.relative_to(ROOT)} aside to {aside.relative_to(ROOT)}")
     os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the outputs are of the CPU defaults, reproducibly
     os.environ.pop("BERT_TUTORIAL_FULL_RUN", None)
+    # Progress bars show speed, not results: off in the kernel and in the commands it starts.
+    os.environ.update(TQDM_DISABLE="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
     for path in NOTEBOOKS:
         started = time.monotonic()
         print(f"running {path.name} ...", flush=True)
