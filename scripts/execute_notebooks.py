@@ -26,6 +26,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -67,10 +68,23 @@ def inputs_hash() -> dict[str, str]:
     return hashes
 
 
+#: A progress bar's line ("train: 100%|#####| 12/12 [00:01<00:00, 6.45it/s]"), e.g. from a command
+#: whose output a cell prints: it shows the machine's speed, not a result.
+PROGRESS_LINE = re.compile(r"\d+%\|.*\|\s*\d+/\d+ \[")
+
+
+def without_progress_lines(text: str) -> str:
+    lines = [line for line in text.replace("\r\n", "\n").split("\n")
+             if not PROGRESS_LINE.search(line) and line.strip("\r ") != "" or line == ""]
+    return "\n".join(lines)
+
+
 def merge_streams(outputs: list[nbformat.NotebookNode]) -> list[nbformat.NotebookNode]:
     """Consecutive stdout chunks as one output (how many chunks a print arrives in varies)."""
     merged: list[nbformat.NotebookNode] = []
     for out in outputs:
+        if out.get("output_type") == "stream":
+            out["text"] = without_progress_lines(out["text"])
         if merged and out.get("output_type") == "stream" == merged[-1].get("output_type") \
                 and out.get("name") == merged[-1].get("name"):
             merged[-1]["text"] += out["text"]

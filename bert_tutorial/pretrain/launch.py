@@ -246,7 +246,8 @@ def launch_torchrun(
         flags = plan.device_args + flags
     cmd = torchrun_command(plan.nproc, flags, program=program)
     out = echo if echo is not None else sys.stdout
-    out.write(f"$ {shlex.join(cmd)}\n")
+    shown = ["python" if part == sys.executable else part for part in cmd]  # as one would type it
+    out.write(f"$ {shlex.join(shown)}\n")
     out.flush()
 
     start = time.perf_counter()
