@@ -55,7 +55,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["decode_sample", "load_shard", "masked_tokens_table", "plot_batch",
                      "sample_at"], "teach.decode"),
     **dict.fromkeys(["masking_statistics", "plot_masking_statistics"], "teach.masking_stats"),
-    **dict.fromkeys(["fill_mask", "fill_mask_table", "plot_before_after", "plot_fill_mask"],
+    **dict.fromkeys(["fill_mask", "plot_before_after", "plot_fill_mask"],
                     "teach.fill_mask"),
     **dict.fromkeys(["masked_words", "testament_task"], "teach.verses"),
     **dict.fromkeys(["linear_probe", "verse_features"], "teach.probe"),

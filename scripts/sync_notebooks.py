@@ -40,7 +40,7 @@ HOSTED = "google.colab" in sys.modules or Path("/kaggle/working").is_dir()
 CLONE = Path("/content/repo" if "google.colab" in sys.modules else "/kaggle/working/repo")
 if HOSTED and not (CLONE / "bert_tutorial").is_dir():
     if "YOUR-ACCOUNT" in REPO_URL:  # a copy not yet published
-        raise RuntimeError("cannot clone {{REPO_URL}}: a placeholder: set [project.urls] Repository")
+        raise RuntimeError(f"cannot clone {{REPO_URL}}: a placeholder: set [project.urls] Repository")
     if subprocess.run(["git", "clone", "--depth=1", REPO_URL, str(CLONE)]).returncode:
         raise RuntimeError(f"cannot clone {{REPO_URL}}: is the internet on?")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", str(CLONE)], check=True)

@@ -12,7 +12,6 @@ from bert_tutorial.core.model import build_model
 from bert_tutorial.teach.fill_mask import (
     FillMaskResult,
     fill_mask,
-    fill_mask_table,
     plot_before_after,
 )
 from bert_tutorial.tokenization import load_tokenizer
@@ -60,18 +59,9 @@ def test_fill_mask_rejects_sentences_without_mask(toy_tokenizer):
     assert fill_mask(tiny_bert(), toy_tokenizer, []) == []
 
 
-def test_fill_mask_table_and_filled():
+def test_filled_puts_each_top_guess_in_its_mask():
     r = FillMaskResult("a [MASK] b [MASK]", [[("x", 0.5), ("y", 0.25)], [("z", 0.75)]])
     assert r.filled() == "a <x> b <z>"
-    table = fill_mask_table({"before": [r], "after": [r]}, top_k=1)
-    assert table.splitlines() == [
-        "a [MASK] b [MASK]",
-        "  [MASK] 1 before: x 50.0%",
-        "  [MASK] 1 after : x 50.0%",
-        "  [MASK] 2 before: z 75.0%",
-        "  [MASK] 2 after : z 75.0%",
-    ]
-
 
 def test_plot_before_after_draws_dots_per_eval_set_without_joining_the_models(tmp_path):
     before = {"mlm_accuracy": 0.0, "nsp_accuracy": 0.5, "mlm_loss": 10.3}

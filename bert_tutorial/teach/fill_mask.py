@@ -2,7 +2,7 @@
 
 A falling loss curve says little to a reader; the model completing "it is a truth
 universally [MASK]" does. The pre-training MLM head is run directly (no fine-tuning, no
-pipeline object), and several models' answers are lined up as text or as a grid.
+pipeline object), and several models' answers are lined up in a grid.
 
 Plots are ``matplotlib.figure.Figure`` objects (no pyplot state), like
 :mod:`bert_tutorial.pretrain.curves`: a notebook shows one by leaving it as a cell's value.
@@ -76,28 +76,6 @@ def fill_mask(
         tokens = tokenizer.convert_ids_to_tokens(ids)
         per_sentence[row].append(list(zip(tokens, values, strict=True)))
     return [FillMaskResult(s, p) for s, p in zip(sentences, per_sentence, strict=True)]
-
-
-def fill_mask_table(results: Mapping[str, Sequence[FillMaskResult]], top_k: int = 5) -> str:
-    """Side-by-side text of :func:`fill_mask` results of several models (e.g. before/after).
-
-    ``results`` maps a model's name to its results for the same sentences.
-    """
-    names = list(results)
-    if not names:
-        return ""
-    lines = []
-    width = max(len(n) for n in names)
-    for k, item in enumerate(results[names[0]]):
-        lines.append(item.sentence)
-        for m in range(len(item.predictions)):
-            for name in names:
-                options = results[name][k].predictions[m][:top_k]
-                shown = ", ".join(f"{tok} {p:.1%}" for tok, p in options)
-                label = f"  [MASK] {m + 1} " if len(item.predictions) > 1 else "  "
-                lines.append(f"{label}{name.ljust(width)}: {shown}")
-        lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
 
 
 def _around_mask(sentence: str, width: int) -> str:
