@@ -143,7 +143,7 @@ class TrainConfig:
         """
         if self.learning_rate is not None:
             return self.learning_rate
-        return 1e-4 if self.model_name_or_path else 1e-3
+        return default_learning_rate(self.model_name_or_path)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -273,3 +273,8 @@ def _other_problems(cfg: TrainConfig) -> list[str]:
         if not isinstance(value, str | os.PathLike) or not str(value).strip():
             problems.append(f"{_flag(name)} must be a non-empty path or name, got {value!r}")
     return problems
+
+
+def default_learning_rate(model_name_or_path: str | None) -> float:
+    """The peak learning rate a run gets when none is given (see :attr:`TrainConfig.lr`)."""
+    return 1e-4 if model_name_or_path else 1e-3

@@ -41,7 +41,7 @@ TAG = "figure:"
 sys.path.insert(0, str(ROOT / "scripts"))
 from strip_notebooks import strip  # noqa: E402
 
-from bert_tutorial.safe_io import write_text_atomic  # noqa: E402  (a crash never leaves half a file)
+from bert_tutorial.safe_io import write_bytes_atomic, write_text_atomic  # noqa: E402  (a crash never leaves half a file)
 
 
 def figure_cells(nb: nbformat.NotebookNode) -> list[tuple[str, nbformat.NotebookNode]]:
@@ -138,10 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             pngs = [o["data"]["image/png"] for o in cell.outputs if "image/png" in o.get("data", {})]
             if not pngs:
                 raise SystemExit(f"{path.name}: the cell tagged {TAG}{name} drew no PNG")
-            png = FIGURES / f"{name}.png"
-            tmp = png.with_name(f".{png.name}.tmp")
-            tmp.write_bytes(base64.b64decode(pngs[-1]))
-            os.replace(tmp, png)
+            write_bytes_atomic(FIGURES / f"{name}.png", base64.b64decode(pngs[-1]))
             print(f"  wrote docs/figures/{name}.png")
         write_text_atomic(path, nbformat.writes(nb) + "\n")
         print(f"  stored its outputs ({time.monotonic() - started:.0f} s)")

@@ -44,10 +44,11 @@ import signal
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from ..end_signals import STOP_SIGNALS, handling
 from ..warn import warn_caller
 from .corpus import CorpusOptions, find_input_files, parse_document_range
 from .instances import InstanceOptions, VocabInfo
@@ -389,30 +390,16 @@ class Stopped(KeyboardInterrupt):
         self.signum = signum
 
 
-#: Signals a cluster or a terminal sends to end a job (see ``pretrain/signals.py``); unhandled,
-#: each ended the process at once, leaving an --overwrite run's old shards hidden.
-_END_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2",
-                                                         "SIGXCPU") if hasattr(signal, name))
-
-
 @contextmanager
 def _signals_interrupt() -> Iterator[None]:
-    """Within the block, the signals of :data:`_END_SIGNALS` raise :class:`Stopped` (SIGHUP and
-    the others only where not ignored on purpose, as under ``nohup``)."""
+    """Within the block, the stop signals but SIGINT (which Python already turns into
+    KeyboardInterrupt) raise :class:`Stopped`."""
 
     def handle(signum: int, frame: Any) -> None:
         raise Stopped(signum)
 
-    previous = {}
-    with suppress(ValueError):  # not the main thread (create_pretraining_data in a thread)
-        for sig in _END_SIGNALS:
-            if sig == signal.SIGTERM or signal.getsignal(sig) != signal.SIG_IGN:
-                previous[sig] = signal.signal(sig, handle)
-    try:
+    with handling(handle, [sig for sig in STOP_SIGNALS if sig != signal.SIGINT]):
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _cores() -> int:

@@ -27,6 +27,7 @@ from multiprocessing.pool import AsyncResult
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..end_signals import STOP_SIGNALS
 from .corpus import CorpusCounts
 from .instances import VocabInfo
 from .pipeline import Job, Summary, create_file_shards, tokenize_chunk
@@ -53,9 +54,9 @@ def _init_worker(tokenizer: WordPieceTokenizer, vocab: VocabInfo) -> None:
     Ctrl-C and a closed terminal reach every process of the group: the main process cleans
     up and ends the pool (with SIGTERM, which a worker therefore keeps).
     """
-    for name in ("SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGXCPU"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    for sig in STOP_SIGNALS:
+        if sig != signal.SIGTERM:
+            signal.signal(sig, signal.SIG_IGN)
     # A forked worker inherits the main process's handler, which turns SIGTERM into an
     # exception: the pool's terminate() then printed a worker traceback. Default: end quietly.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

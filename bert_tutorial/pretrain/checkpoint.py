@@ -131,9 +131,11 @@ def is_healthy(checkpoint: str | Path) -> bool:
     return bad == 0
 
 
-def newest_healthy_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest checkpoint saved before any non-finite step of its streak (see :func:`is_healthy`)."""
-    return next((p for p in reversed(list_checkpoints(output_dir)) if is_healthy(p)), None)
+def newest_healthy_checkpoint(output_dir: str | Path, found: list[Path] | None = None) -> Path | None:
+    """The newest checkpoint saved before any non-finite step of its streak (see :func:`is_healthy`),
+    among ``found`` (default: the run's checkpoints)."""
+    found = list_checkpoints(output_dir) if found is None else found
+    return next((p for p in reversed(found) if is_healthy(p)), None)
 
 
 def verify_checkpoint(checkpoint: str | Path) -> None:
@@ -265,7 +267,7 @@ def prune_checkpoints(output_dir: str | Path, keep_last: int) -> None:
     if keep_last > 0:
         found = list_checkpoints(output_dir)
         keep = set(found[-keep_last:])
-        healthy = next((p for p in reversed(found) if is_healthy(p)), None)
+        healthy = newest_healthy_checkpoint(output_dir, found)
         for old in found:
             if old not in keep and old != healthy:
                 shutil.rmtree(old, ignore_errors=True)

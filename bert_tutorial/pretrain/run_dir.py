@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..config import TrainConfig
+from ..config import TrainConfig, default_learning_rate
 from ..safe_io import write_text_atomic
 from ..warn import warn_caller
 from . import checkpoint as ckpt
@@ -290,8 +290,8 @@ def config_differences(existing: dict[str, Any], mine: dict[str, Any]) -> list[s
 def _effective(values: dict[str, Any]) -> dict[str, Any]:
     """``values`` (a config as a dict) with the defaults that None stands for filled in."""
     values = dict(values)
-    if values.get("learning_rate") is None:  # TrainConfig.lr: its rule, for a stored dict
-        values["learning_rate"] = 1e-4 if values.get("model_name_or_path") else 1e-3
+    if values.get("learning_rate") is None:  # TrainConfig.lr's rule, for a stored dict
+        values["learning_rate"] = default_learning_rate(values.get("model_name_or_path"))
     if values.get("max_grad_norm") is None:
         values["max_grad_norm"] = float("inf")
     return values
@@ -345,15 +345,15 @@ class RunDir:
         if existing is None or not self._holds_a_run():
             return None  # no checkpoint and no metrics yet: only a --dry-run wrote here
         metrics = self.folder / METRICS_FILE
-        if metrics.is_file():
-            read_metrics(metrics)  # every line a record, before resuming reads or rewrites them
+        # Every line a record (read_metrics checks), before resuming reads or rewrites them.
+        records = read_metrics(metrics) if metrics.is_file() else []
         differ = config_differences(existing, cfg.to_dict())
         if differ:
             raise RunDirError(f"{self.config_file}: output folder holds a different run (fields "
                               f"{differ} differ); choose another --output-dir (that run stays "
                               "as it is), or resume it with its settings")
         if not ckpt.list_checkpoints(self.folder):
-            self._refuse_history_without_checkpoints(existing, cfg, first_save)
+            self._refuse_history_without_checkpoints(existing, cfg, first_save, records)
             return None  # killed before its first checkpoint: the same steps are logged again
         if not cfg.resume:
             raise RunDirError(f"{self.folder}: holds checkpoints of this run but resume=False; "
@@ -421,21 +421,23 @@ class RunDir:
                                   "or choose another --output-dir") from exc
 
     def _refuse_history_without_checkpoints(self, existing: dict[str, Any], cfg: TrainConfig,
-                                            first_save: int | None) -> None:
+                                            first_save: int | None,
+                                            records: list[dict[str, Any]]) -> None:
         """Refuse to start over a run whose log proves it had checkpoints that are gone now.
 
         A run killed before its first checkpoint starts again and logs the same steps again;
         but a log past the first scheduled save means checkpoints were written and are now
         deleted or out of reach. Starting again would cut that log (the history), and a
         checkpoint folder that comes back later would resume into a log with a gap.
+        ``records`` are the folder's ``metrics.jsonl`` records (none without the file).
         """
         metrics = self.folder / METRICS_FILE
-        if first_save is None or not metrics.is_file():
+        if first_save is None or not records:
             return
         saves = [s for s in (existing.get("save_every_steps"), cfg.save_every_steps)
                  if isinstance(s, int) and not isinstance(s, bool) and s > 0]
         first = min([first_save, *saves])
-        last = max((r["step"] for r in read_metrics(metrics)), default=0)
+        last = max(r["step"] for r in records)
         if last > first:
             raise RunDirError(
                 f"{metrics}: logs this run up to step {last}, but {self.folder / ckpt.CHECKPOINTS} "

@@ -23,19 +23,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ..end_signals import STOP_SIGNALS, handling
+
 #: A repeat within this many seconds is the same request delivered twice, not a second one.
 GRACE_S = 1.0
-#: Signals that end a process by default and that clusters and terminals send to ask a job to
-#: end: SLURM's ``--signal=USR1@60`` warns of the time limit, a closed terminal or ssh session
-#: sends SIGHUP, a CPU-time limit (``ulimit -t``, some schedulers) SIGXCPU before its SIGKILL.
-#: Each is a stop request like SIGTERM; unhandled, each ended the run without saving.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, *(
-    getattr(signal, name) for name in ("SIGHUP", "SIGUSR1", "SIGUSR2", "SIGXCPU")
-    if hasattr(signal, name)))
-#: Of those, the ones a launcher may have set to be ignored on purpose (``nohup``): kept so.
-_KEEP_IGNORED = tuple(sig for sig in STOP_SIGNALS if sig not in (signal.SIGTERM, signal.SIGINT))
-
-
 class StopNow(KeyboardInterrupt):
     """A second stop signal: training stops at once, without saving."""
 
@@ -44,17 +35,6 @@ class StopNow(KeyboardInterrupt):
         name = signal.Signals(signum).name
         super().__init__(message or f"{name} received twice: stopped at once, without saving; "
                          "the last checkpoint is intact")
-
-
-def _install(handler: Callable[[int, Any], None]) -> dict[int, Any]:
-    """Install ``handler`` for every stop signal (not where ignored on purpose); the previous ones."""
-    previous = {}
-    with contextlib.suppress(ValueError):  # not the main thread: no handler is installed
-        for sig in STOP_SIGNALS:
-            if sig in _KEEP_IGNORED and signal.getsignal(sig) == signal.SIG_IGN:
-                continue
-            previous[sig] = signal.signal(sig, handler)
-    return previous
 
 
 @contextlib.contextmanager
@@ -66,12 +46,8 @@ def stop_before_training() -> Iterator[None]:
         raise StopNow(signum, f"{signal.Signals(signum).name}: stopped before training began; "
                               "nothing was trained or saved (its checkpoints are as they were)")
 
-    previous = _install(handle)
-    try:
+    with handling(handle):
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
@@ -91,12 +67,8 @@ def stop_signals(on_request: Callable[[int], None]) -> Iterator[None]:
         elif now - first["at"] > GRACE_S:
             raise StopNow(signum)
 
-    previous = _install(handle)
-    try:
+    with handling(handle):
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def ignore_stop_signals(worker_id: int) -> None:
