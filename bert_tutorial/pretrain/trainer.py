@@ -280,7 +280,9 @@ class Trainer:
                         return TrainResult(None, list(self.eval_history), 0, True, self.output_dir)
                 bar = tqdm(
                     total=self.total_steps, initial=self.progress.step, desc="train",
-                    disable=not self.dist.is_main, dynamic_ncols=True,
+                    dynamic_ncols=True,
+                    # Rank 0's bar follows tqdm's own settings (TQDM_DISABLE=1 turns it off).
+                    **({} if self.dist.is_main else {"disable": True}),
                 )
                 with bar:
                     if self._eval_pending:  # stopped after an epoch's last step: evaluate it first
