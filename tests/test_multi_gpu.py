@@ -144,6 +144,8 @@ def test_launch_torchrun_failure_raises(tmp_path):
         launch_torchrun(["--whatever"], 1, program=("-m", "bert_tutorial.no_such_module"),
                         echo=io.StringIO(), timeout=120)
     assert failure.value.returncode != 0 and "no_such_module" in failure.value.output
+    # The message itself names the cause: a notebook runner may show nothing but the exception.
+    assert "No module named bert_tutorial.no_such_module" in str(failure.value)
 
 
 def _alive(pid: int) -> bool:

@@ -205,6 +205,25 @@ def launch_env(nproc: int) -> dict[str, str]:
     return env
 
 
+class LaunchFailed(subprocess.CalledProcessError):
+    """A torchrun job that exited non-zero; its message ends with the workers' last lines.
+
+    A notebook runner or a CI log often shows only the exception, not the cell's streamed
+    output, and "returned non-zero exit status 1" alone says nothing about why.
+    """
+
+    TAIL_LINES = 25
+
+    def __str__(self) -> str:
+        lines = [line for line in (self.output or "").replace("\r", "\n").splitlines() if line.strip()]
+        # torchrun's agent then reports the failure with a traceback of its own: keep the
+        # workers' lines before it and the agent's one line that names the rank and exit code.
+        agent = next((i for i, line in enumerate(lines) if "failed (exitcode" in line), None)
+        tail = lines[:agent][-self.TAIL_LINES:] + ([lines[agent]] if agent is not None else [])
+        text = super().__str__()
+        return text + "\nThe job's last lines:\n" + "\n".join(tail) if tail else text
+
+
 @dataclass
 class LaunchResult:
     command: list[str]
@@ -234,7 +253,8 @@ def launch_torchrun(
     time, i.e. the notebook cell) as it arrives, progress bars included. The job inherits
     ``os.environ`` (set e.g. ``NCCL_DEBUG`` there) and runs in the current directory, so
     relative paths mean what they mean in the notebook. A non-zero exit raises
-    ``subprocess.CalledProcessError`` with the output.
+    :class:`LaunchFailed` (a ``subprocess.CalledProcessError``) with the output, whose
+    message ends with the job's last lines.
 
     Interrupting (the notebook's stop button) or hitting ``timeout`` sends SIGTERM to the
     job: each rank finishes its step, rank 0 saves a checkpoint, and running the same
@@ -271,7 +291,7 @@ def launch_torchrun(
     reader.join()
     result = LaunchResult(cmd, proc.returncode, "".join(chunks), time.perf_counter() - start)
     if not result.ok:
-        raise subprocess.CalledProcessError(result.returncode, cmd, output=result.output)
+        raise LaunchFailed(result.returncode, cmd, output=result.output)
     return result
 
 
