@@ -8,6 +8,8 @@ file) and check the loaded vocabulary size against the file either way.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,3 +52,37 @@ def load_tokenizer(vocab_file: str | Path, do_lower_case: bool = True) -> BertTo
         )
     check_special_tokens(vocab, vocab_file)
     return tokenizer
+
+
+@dataclass(frozen=True)
+class VocabInfo:
+    """Special ids, which pieces continue a word, and which ids may replace a masked token.
+
+    What masking needs to know of a vocabulary: shard creation and dynamic masking
+    (:mod:`bert_tutorial.core.dynamic_masking`) read it from here, so both mask alike.
+    """
+
+    cls_id: int
+    sep_id: int
+    mask_id: int
+    #: is_continuation[id] is True for "##" pieces (whole-word masking groups them with the word).
+    is_continuation: list[bool]
+    #: Ids a token may be replaced with in the 10 % "random" case. Unlike the original (which draws
+    #: from the whole vocab) we exclude [PAD]/[CLS]/[SEP]/[MASK]/[UNK] and the [unusedN] slots: a
+    #: replacement should look like real text, and [unusedN] embeddings are never trained otherwise.
+    replacement_ids: list[int]
+
+    @classmethod
+    def from_vocab(cls, vocab: dict[str, int]) -> VocabInfo:
+        """Build from a token -> id mapping (``tokenizer.get_vocab()``)."""
+        tokens = [""] * (max(vocab.values()) + 1)
+        for token, index in vocab.items():
+            tokens[index] = token
+        special = re.compile(r"^\[.+\]$")
+        return cls(
+            cls_id=vocab["[CLS]"],
+            sep_id=vocab["[SEP]"],
+            mask_id=vocab["[MASK]"],
+            is_continuation=[t.startswith("##") for t in tokens],
+            replacement_ids=[i for i, t in enumerate(tokens) if t and not special.match(t)],
+        )

@@ -27,11 +27,11 @@ from bert_tutorial.create_data.corpus import (
     strip_gutenberg,
     tokenize_documents,
 )
-from bert_tutorial.create_data.instances import InstanceOptions, VocabInfo, mask_tokens
+from bert_tutorial.create_data.instances import InstanceOptions, mask_tokens
 from bert_tutorial.create_data.wordpiece import WordPieceTokenizer
 from bert_tutorial.hdf5_format import FIELDS
 from bert_tutorial.teach.book_shards import make_sample_shards
-from bert_tutorial.tokenization import load_tokenizer
+from bert_tutorial.tokenization import VocabInfo, load_tokenizer
 
 VOCAB = DATA_SAMPLES / "vocab.txt"
 BOOK = DATA_SAMPLES / "corpus" / "pride-and-prejudice.txt"

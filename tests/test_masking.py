@@ -17,10 +17,11 @@ import pytest
 from bert_tutorial.config import DATA_SAMPLES
 from bert_tutorial.create_data.cli import CreationOptions, create_pretraining_data, main
 from bert_tutorial.create_data.corpus import gutenberg_to_documents, tokenize_documents
-from bert_tutorial.create_data.instances import InstanceOptions, VocabInfo, create_instances
+from bert_tutorial.create_data.instances import InstanceOptions, create_instances
 from bert_tutorial.create_data.masking import mask_arrays, shard_generator
 from bert_tutorial.create_data.shard_writer import instances_to_arrays
 from bert_tutorial.create_data.wordpiece import WordPieceTokenizer
+from bert_tutorial.tokenization import VocabInfo
 
 VOCAB = DATA_SAMPLES / "vocab.txt"
 BOOK = DATA_SAMPLES / "corpus" / "pride-and-prejudice.txt"

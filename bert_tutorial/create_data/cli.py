@@ -49,9 +49,10 @@ from pathlib import Path
 from typing import Any
 
 from ..end_signals import STOP_SIGNALS, handling
+from ..tokenization import VocabInfo
 from ..warn import warn_caller
 from .corpus import CorpusOptions, find_input_files, parse_document_range
-from .instances import InstanceOptions, VocabInfo
+from .instances import InstanceOptions
 from .pipeline import CreationOptions, Job, Summary, run_one_stream, run_per_file
 from .shard_writer import check_output_dir, prepared_output, shard_name
 from .wordpiece import WordPieceTokenizer

@@ -36,46 +36,17 @@ instance by instance, state by state.
 from __future__ import annotations
 
 import random
-import re
 from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
 
+from ..tokenization import VocabInfo
+
 #: The ``array`` type code of a 32-bit signed integer (``int32`` in the shards).
 INT32 = next(code for code in "ilh" if array(code).itemsize == 4)
 #: Segments up to this many tokens stay whole at any sequence length (see :func:`split_long_segments`).
 LONG_SEGMENT_TOKENS = 256
-
-
-@dataclass(frozen=True)
-class VocabInfo:
-    """Special ids, which pieces continue a word, and which ids may replace a masked token."""
-
-    cls_id: int
-    sep_id: int
-    mask_id: int
-    #: is_continuation[id] is True for "##" pieces (whole-word masking groups them with the word).
-    is_continuation: list[bool]
-    #: Ids a token may be replaced with in the 10 % "random" case. Unlike the original (which draws
-    #: from the whole vocab) we exclude [PAD]/[CLS]/[SEP]/[MASK]/[UNK] and the [unusedN] slots: a
-    #: replacement should look like real text, and [unusedN] embeddings are never trained otherwise.
-    replacement_ids: list[int]
-
-    @classmethod
-    def from_vocab(cls, vocab: dict[str, int]) -> VocabInfo:
-        """Build from a token -> id mapping (``tokenizer.get_vocab()``)."""
-        tokens = [""] * (max(vocab.values()) + 1)
-        for token, index in vocab.items():
-            tokens[index] = token
-        special = re.compile(r"^\[.+\]$")
-        return cls(
-            cls_id=vocab["[CLS]"],
-            sep_id=vocab["[SEP]"],
-            mask_id=vocab["[MASK]"],
-            is_continuation=[t.startswith("##") for t in tokens],
-            replacement_ids=[i for i, t in enumerate(tokens) if t and not special.match(t)],
-        )
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import hashlib
 
 import numpy as np
 
-from .instances import VocabInfo
+from ..tokenization import VocabInfo
 
 #: Share of the chosen targets replaced by [MASK]; as many again stay unchanged as get a random piece.
 MASK_SHARE = 0.8

@@ -33,8 +33,9 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from ..tokenization import VocabInfo
 from .corpus import CorpusCounts, CorpusOptions, read_documents, tokenize_documents
-from .instances import Instance, InstanceOptions, VocabInfo, create_instances, split_long_segments
+from .instances import Instance, InstanceOptions, create_instances, split_long_segments
 from .shard_writer import ShardWriter, WriteFunction, shard_name
 
 if TYPE_CHECKING:

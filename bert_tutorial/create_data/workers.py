@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..end_signals import STOP_SIGNALS
+from ..tokenization import VocabInfo
 from .corpus import CorpusCounts
-from .instances import VocabInfo
 from .pipeline import Job, Summary, create_file_shards, tokenize_chunk
 from .shard_writer import write_arrays
 from .wordpiece import WordPieceTokenizer
