@@ -21,6 +21,8 @@ from typing import Any, Literal
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_SAMPLES = REPO_ROOT / "data_samples"
 
+Objective = Literal["mlm+nsp", "mlm"]
+Masking = Literal["static", "dynamic"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Attention = Literal["sdpa", "eager"]
 #: What ``--device`` takes (torch device names), checked before torch is imported.
@@ -54,6 +56,21 @@ class TrainConfig:
     eval_every_steps: int = field(default=0, metadata={
         "help": "Also evaluate every N optimizer steps (0 = only before training and at epoch ends), "
                 "so that train and eval curves share a cadence."})
+
+    # --- objective and masking ----------------------------------------------------------------
+    objective: Objective = field(default="mlm+nsp", metadata={
+        "help": '"mlm+nsp": masked LM and next-sentence prediction, as BERT (and the original '
+                'tutorial); "mlm": masked LM only, as RoBERTa and most continued pre-training today '
+                "(the NSP head is frozen and not evaluated)."})
+    masking: Masking = field(default="static", metadata={
+        "help": '"static": the masks stored in the shards, the same at every epoch; "dynamic": new '
+                "masks each time a sequence is read, drawn from (seed, epoch, sequence) with "
+                "create_data's rule. Evaluation always uses the stored masks."})
+    masked_lm_prob: float = field(default=0.15, metadata={
+        "help": "With --masking dynamic: the share of each sequence's tokens to predict (the rate "
+                "the shards were made with; checked against them)."})
+    whole_word_masking: bool = field(default=False, metadata={
+        "help": "With --masking dynamic: mask every piece of a word together."})
 
     # --- model ------------------------------------------------------------------------------
     model_name_or_path: str | None = field(default=None, metadata={
@@ -229,6 +246,7 @@ def _float_problems(cfg: TrainConfig) -> list[str]:
         "learning_rate": (0.0, False, math.inf, False),
         "max_grad_norm": (0.0, False, math.inf, True),  # inf: no clipping
         "dropout": (0.0, True, 1.0, False),
+        "masked_lm_prob": (0.0, False, 1.0, False),
         "warmup_fraction": (0.0, True, 1.0, False),
         "weight_decay": (0.0, True, math.inf, False),
         "adam_eps": (0.0, False, math.inf, False),
@@ -257,7 +275,14 @@ def _float_problems(cfg: TrainConfig) -> list[str]:
 
 def _other_problems(cfg: TrainConfig) -> list[str]:
     problems = []
-    for name, allowed in (("precision", Precision), ("attn_implementation", Attention)):
+    if cfg.whole_word_masking is True and cfg.masking != "dynamic":
+        problems.append(f"{_flag('whole_word_masking')} needs --masking dynamic: static masks are "
+                        "those stored in the shards (create_data --whole-word-masking makes them)")
+    if not isinstance(cfg.whole_word_masking, bool):
+        problems.append(f"{_flag('whole_word_masking')} must be True or False, got "
+                        f"{cfg.whole_word_masking!r}")
+    for name, allowed in (("precision", Precision), ("attn_implementation", Attention),
+                          ("objective", Objective), ("masking", Masking)):
         choices = typing.get_args(allowed)
         if getattr(cfg, name) not in choices:
             problems.append(f"{_flag(name)} must be one of {', '.join(choices)}, "

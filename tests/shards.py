@@ -29,18 +29,20 @@ def make_arrays(
     max_predictions: int = 4,
     vocab_size: int = 50,
     seed: int = 0,
+    mask_fraction: float | None = None,
 ) -> dict[str, np.ndarray]:
     """Valid shard contents with the exact dtypes of the format table.
 
     Each sample is ``[CLS] A [SEP] B [SEP]`` with random length (5 to ``seq_length``),
-    padding, 0 to ``max_predictions`` masked tokens (ascending positions, padded with 0),
+    padding, 0 to ``max_predictions`` masked tokens (``mask_fraction``: as many as
+    create_data's rule gives at that rate; ascending positions, padded with 0),
     and a random next-sentence label; special ids are the toy vocabulary's (``tiny.py``).
     The package's generator makes them, the one the benchmarks use, with a length and
     masking distribution that reaches the edge cases. Deterministic for a given ``seed``.
     """
     return synthetic_arrays(
         num_samples, seq_length, max_predictions, vocab_size=vocab_size, seed=seed,
-        short_seq_prob=1.0, min_length=5, mask_fraction=None, special_ids=TOY_IDS,
+        short_seq_prob=1.0, min_length=5, mask_fraction=mask_fraction, special_ids=TOY_IDS,
     )
 
 
@@ -55,7 +57,7 @@ def make_shard(path: str | Path, *, dtype: Any = None, **overrides: Any) -> Path
     field the real writer, :func:`bert_tutorial.hdf5_format.write_shard`, is used.
     """
     path = Path(path)
-    gen_keys = ("num_samples", "seq_length", "max_predictions", "vocab_size", "seed")
+    gen_keys = ("num_samples", "seq_length", "max_predictions", "vocab_size", "seed", "mask_fraction")
     arrays: dict[str, Any] = make_arrays(
         **{k: overrides.pop(k) for k in gen_keys if k in overrides}
     )

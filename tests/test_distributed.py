@@ -254,6 +254,29 @@ def test_one_process_under_torchrun_is_ddp_of_one_and_matches_one_process(data, 
     assert_same_losses(out, reference)
 
 
+def test_masked_lm_only_with_dynamic_masking_under_ddp_matches_one_process(tmp_path_factory):
+    """--objective mlm --masking dynamic: the masks are keyed by sequence, not by rank, and the
+    frozen NSP head holds no gradient DDP would wait for."""
+    from tiny import tiny_data
+
+    from bert_tutorial.pretrain.trainer import Trainer
+
+    root = tmp_path_factory.mktemp("mlm_dynamic")
+    data = tiny_data(root / "data", TRAIN_SAMPLES, EVAL_SAMPLES, mask_fraction=0.15)
+    options = dict(objective="mlm", masking="dynamic", plots=False)
+    one = root / "one"
+    Trainer(run_config(data, one, **options)).fit()
+    two = root / "two"
+    (log,) = torchrun(["--standalone", "--nproc_per_node=2", "-m", "bert_tutorial.pretrain",
+                       *config_args(run_config(data, two, batch_size=GLOBAL_BATCH // 2, **options))])
+    assert "world size 2" in log
+    assert_same_weights(weights(two), weights(one))
+    mine, ref = train_records(two), train_records(one)
+    assert [r["step"] for r in mine] == [r["step"] for r in ref] == list(range(1, STEPS + 1))
+    for a, b in zip(mine, ref, strict=True):
+        assert "nsp_loss" not in a and a["mlm_loss"] == pytest.approx(b["mlm_loss"], rel=1e-5)
+
+
 def test_grad_accumulation_with_no_sync_matches_one_process(two_nodes, reference):
     """2 ranks x batch 4 x 2 micro-batches == 1 process x batch 16; all-reduce only on the last."""
     assert_same_weights(weights(two_nodes["run"]), weights(reference))

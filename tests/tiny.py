@@ -23,16 +23,21 @@ def write_vocab(path: Path, size: int = VOCAB_SIZE) -> Path:
     return path
 
 
-def tiny_data(root: Path, train_samples: int = 64, eval_samples: int = 32) -> dict[str, str]:
-    """Two train shards and one eval shard of toy sequences, plus their vocabulary."""
+def tiny_data(root: Path, train_samples: int = 64, eval_samples: int = 32,
+              mask_fraction: float | None = None) -> dict[str, str]:
+    """Two train shards and one eval shard of toy sequences, plus their vocabulary.
+
+    ``mask_fraction``: masked tokens per sequence as create_data's rule counts them at that
+    rate (what ``--masking dynamic`` checks); None: a random count, 0 included.
+    """
     (root / "train").mkdir(parents=True, exist_ok=True)
     (root / "eval").mkdir(parents=True, exist_ok=True)
     half = train_samples // 2
     for i in range(2):
         make_shard(root / "train" / f"train_{i}.hdf5", num_samples=half, seq_length=SEQ_LENGTH,
-                   max_predictions=4, vocab_size=VOCAB_SIZE, seed=i)
+                   max_predictions=4, vocab_size=VOCAB_SIZE, seed=i, mask_fraction=mask_fraction)
     make_shard(root / "eval" / "eval_0.hdf5", num_samples=eval_samples, seq_length=SEQ_LENGTH,
-               max_predictions=4, vocab_size=VOCAB_SIZE, seed=99)
+               max_predictions=4, vocab_size=VOCAB_SIZE, seed=99, mask_fraction=mask_fraction)
     return {
         "train_data": str(root / "train"),
         "eval_data": str(root / "eval"),
@@ -40,9 +45,9 @@ def tiny_data(root: Path, train_samples: int = 64, eval_samples: int = 32) -> di
     }
 
 
-def tiny_config(root: Path, **overrides: Any) -> TrainConfig:
+def tiny_config(root: Path, mask_fraction: float | None = None, **overrides: Any) -> TrainConfig:
     """A 1-layer, 32-wide BERT on ``tiny_data``; override anything per test."""
-    data = tiny_data(root / "data")
+    data = tiny_data(root / "data", mask_fraction=mask_fraction)
     values: dict[str, Any] = dict(
         hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
         max_position_embeddings=SEQ_LENGTH, batch_size=8, epochs=2, learning_rate=1e-3,

@@ -262,6 +262,8 @@ class ShardedSampler(Sampler[int]):
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
         #: Datasets without shard structure are treated as one shard.
         self.shard_sizes: list[int] = list(getattr(dataset, "shard_sizes", [len(dataset)]))
+        #: A dataset whose samples depend on the epoch (dynamic masking) is told each new one.
+        self._dataset_set_epoch: Callable[[int], None] | None = getattr(dataset, "set_epoch", None)
         self.offsets = [0, *itertools.accumulate(self.shard_sizes)]
         self.total = self.offsets[-1]
         self.shuffle = shuffle
@@ -275,10 +277,16 @@ class ShardedSampler(Sampler[int]):
         self.start_index = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose order to produce; a new epoch starts from its beginning."""
+        """Select the epoch whose order to produce; a new epoch starts from its beginning.
+
+        A dataset with a ``set_epoch`` of its own (:class:`~bert_tutorial.core.dynamic_masking.
+        DynamicMaskingDataset`) is moved to the same epoch, so one call keeps both in step.
+        """
         if epoch != self.epoch:
             self.start_index = 0
         self.epoch = epoch
+        if self._dataset_set_epoch is not None:
+            self._dataset_set_epoch(epoch)
 
     def set_start(self, num_samples: int) -> None:
         """Skip the first ``num_samples`` of this rank's samples in the current epoch (resume)."""
@@ -329,7 +337,7 @@ class ShardedSampler(Sampler[int]):
 
 
 def make_dataloader(
-    dataset: PretrainingDataset,
+    dataset: Dataset,
     batch_size: int,
     *,
     sampler: ShardedSampler | None = None,
@@ -358,8 +366,10 @@ def make_dataloader(
     if num_workers > 0:
         # Persistent workers keep their loaded shard across epochs instead of re-forking;
         # a small prefetch bounds memory, since each worker already holds a whole shard.
-        worker_options = {"persistent_workers": True, "prefetch_factor": 2,
-                          "worker_init_fn": worker_init_fn}
+        # A dataset that changes with the epoch (dynamic masking) needs workers started
+        # afresh at each epoch: they hold a copy of it made when they start.
+        worker_options = {"persistent_workers": not hasattr(dataset, "set_epoch"),
+                          "prefetch_factor": 2, "worker_init_fn": worker_init_fn}
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -28,21 +28,26 @@ _SUM_FIELDS = ("mlm_loss_sum", "mlm_correct", "mlm_count", "nsp_loss_sum", "nsp_
 
 
 def finalize_metrics(totals: Mapping[str, float]) -> dict[str, float]:
-    """Turn summed counts into the reported figures (pure, so it can be checked by hand)."""
+    """Turn summed counts into the reported figures (pure, so it can be checked by hand).
+
+    A model trained on masked LM only counts no NSP sequences: its figures are MLM's alone.
+    """
     masked = totals["mlm_count"]
     sequences = totals["nsp_count"]
     mlm_loss = totals["mlm_loss_sum"] / masked if masked else float("nan")
-    nsp_loss = totals["nsp_loss_sum"] / sequences if sequences else float("nan")
-    return {
-        "mlm_loss": mlm_loss,
-        "mlm_accuracy": totals["mlm_correct"] / masked if masked else float("nan"),
-        "nsp_loss": nsp_loss,
-        "nsp_accuracy": totals["nsp_correct"] / sequences if sequences else float("nan"),
-        "loss": mlm_loss + nsp_loss,
-        "perplexity": math.exp(min(mlm_loss, 50.0)) if masked else float("nan"),
-        "masked_tokens": int(masked),
-        "sequences": int(sequences),
-    }
+    figures = {"mlm_loss": mlm_loss,
+               "mlm_accuracy": totals["mlm_correct"] / masked if masked else float("nan")}
+    if sequences:
+        nsp_loss = totals["nsp_loss_sum"] / sequences
+        figures |= {"nsp_loss": nsp_loss, "nsp_accuracy": totals["nsp_correct"] / sequences,
+                    "loss": mlm_loss + nsp_loss}
+    else:
+        figures["loss"] = mlm_loss
+    figures |= {"perplexity": math.exp(min(mlm_loss, 50.0)) if masked else float("nan"),
+                "masked_tokens": int(masked)}
+    if sequences:
+        figures["sequences"] = int(sequences)
+    return figures
 
 
 @torch.no_grad()

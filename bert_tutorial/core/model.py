@@ -131,17 +131,26 @@ class PretrainingModel(nn.Module):
 
     ``sparse_mlm_head=False`` runs the stock head over all positions, as the
     original tutorial did; it exists to demonstrate (and test) that both agree.
+    ``nsp=False`` trains masked LM only: the NSP head (and the pooler that feeds it) is
+    frozen, left out of the loss, and its count is 0, which evaluation reads as "no NSP".
     ``prepare_mask`` (``(mask, dtype) -> mask``) may turn the [B, T] padding mask into
     another form BERT accepts before the encoder sees it (a speed trick on a GPU, see
     :func:`bert_tutorial.pretrain.speed.prepared_attention_mask`).
     """
 
     def __init__(self, bert: BertForPreTraining, sparse_mlm_head: bool = True,
-                 prepare_mask: Callable[[torch.Tensor, torch.dtype], torch.Tensor] | None = None) -> None:
+                 prepare_mask: Callable[[torch.Tensor, torch.dtype], torch.Tensor] | None = None,
+                 nsp: bool = True) -> None:
         super().__init__()
         self.bert = bert
         self.sparse_mlm_head = sparse_mlm_head
         self.prepare_mask = prepare_mask
+        self.nsp = nsp
+        if not nsp:
+            # Weights no loss reaches: frozen, so that the optimizer leaves them as they are
+            # and DDP does not wait for gradients that never come.
+            for param in (*bert.bert.pooler.parameters(), *bert.cls.seq_relationship.parameters()):
+                param.requires_grad_(False)
 
     def forward(
         self,
@@ -169,20 +178,21 @@ class PretrainingModel(nn.Module):
         elif labels is None:
             raise ValueError("the full MLM head needs 'labels' of shape [B, T]")
         heads = self.bert.cls
-        return pretraining_loss(heads.predictions(hidden), targets,
-                                heads.seq_relationship(encoded.pooler_output), next_sentence_label)
+        nsp_logits = heads.seq_relationship(encoded.pooler_output) if self.nsp else None
+        return pretraining_loss(heads.predictions(hidden), targets, nsp_logits, next_sentence_label)
 
 
 def pretraining_loss(
     mlm_logits: torch.Tensor,
     mlm_targets: torch.Tensor,
-    nsp_logits: torch.Tensor,
+    nsp_logits: torch.Tensor | None,
     nsp_labels: torch.Tensor,
 ) -> PretrainingOutput:
     """MLM loss averaged over labelled tokens, NSP loss over sequences, plus exact sums.
 
     Cross-entropy is taken in fp32 even under autocast. A batch without any masked
     token yields an MLM loss of 0 (sum 0 over a count clamped to 1), not NaN.
+    ``nsp_logits=None`` (masked LM only): the NSP sums and count are 0, the loss is MLM's.
     """
     flat_logits = mlm_logits.reshape(-1, mlm_logits.size(-1)).float()
     flat_targets = mlm_targets.reshape(-1)
@@ -192,6 +202,12 @@ def pretraining_loss(
     mlm_loss = mlm_loss_sum / mlm_count.clamp(min=1)
     mlm_correct = ((flat_logits.argmax(-1) == flat_targets) & labelled).sum()
 
+    if nsp_logits is None:
+        zero = mlm_loss_sum.new_zeros(())
+        none = torch.zeros((), dtype=torch.long, device=mlm_logits.device)
+        return PretrainingOutput(loss=mlm_loss, mlm_loss=mlm_loss, nsp_loss=zero,
+                                 mlm_loss_sum=mlm_loss_sum, mlm_correct=mlm_correct, mlm_count=mlm_count,
+                                 nsp_loss_sum=zero, nsp_correct=none, nsp_count=none)
     nsp_logits = nsp_logits.float()
     nsp_loss_sum = F.cross_entropy(nsp_logits, nsp_labels.reshape(-1), reduction="sum")
     # A fill on the device, not torch.tensor(n, device=...): no host-to-device copy per forward.

@@ -180,7 +180,7 @@ def _lr_panel(ax: Axes, records: Records) -> None:
 def plot_training_curves(records: Records, path: str | Path | None = None,
                          references: References | None = None) -> Figure:
     """The run's story in five panels: MLM loss and accuracy, the learning rate, NSP loss and
-    accuracy, and the first and last evaluation as text.
+    accuracy (a note instead for a masked-LM-only run), and the first and last evaluation as text.
 
     ``records`` are ``metrics.jsonl`` records (``train``, ``eval`` and the ``reference``
     record the Trainer writes, used when ``references`` is not given). Eval records alone
@@ -193,8 +193,14 @@ def plot_training_curves(records: Records, path: str | Path | None = None,
     _mlm_loss_panel(axes[0, 0], records, refs)
     _accuracy_panel(axes[0, 1], records, "mlm_accuracy", refs)
     _lr_panel(axes[0, 2], records)
-    _nsp_loss_panel(axes[1, 0], records)
-    _accuracy_panel(axes[1, 1], records, "nsp_accuracy", refs)
+    if any("nsp_loss" in r for r in records):
+        _nsp_loss_panel(axes[1, 0], records)
+        _accuracy_panel(axes[1, 1], records, "nsp_accuracy", refs)
+    else:  # --objective mlm
+        for ax in axes[1, :2]:
+            ax.axis("off")
+        axes[1, 0].text(0.5, 0.5, "masked LM only (--objective mlm):\nno next-sentence prediction",
+                        ha="center", va="center")
     axes[1, 2].axis("off")
     axes[1, 2].text(0, 0.95, _summary(records, refs), va="top", family="monospace", fontsize=9)
     return save_figure(fig, path)
@@ -207,8 +213,8 @@ def _summary(records: Records, refs: References | None) -> str:
         return "no evaluation yet"
     lines = [f"{'':14}{'MLM loss':>9}{'MLM acc':>9}{'NSP acc':>9}"]
     for name, r in (("first eval", evals[0]), ("last eval", evals[-1])):
-        lines.append(f"{name} @{r['step']:<4}{r['mlm_loss']:9.3f}{r['mlm_accuracy']:9.1%}"
-                     f"{r['nsp_accuracy']:9.1%}")
+        nsp = f"{r['nsp_accuracy']:9.1%}" if "nsp_accuracy" in r else f"{'-':>9}"
+        lines.append(f"{name} @{r['step']:<4}{r['mlm_loss']:9.3f}{r['mlm_accuracy']:9.1%}{nsp}")
     if refs and refs.unigram_mlm_loss is not None:
         lines.append(f"{'frequencies':14}{refs.unigram_mlm_loss:9.3f}{refs.most_frequent_accuracy or 0:9.1%}"
                      f"{'-':>9}")

@@ -21,8 +21,9 @@ from .distributed import all_reduce_sum
 class LossWindow:
     """Loss sums since the last log line, kept on the device so logging needs no per-step sync."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, nsp: bool = True) -> None:
         self.device = device
+        self.nsp = nsp  # False: masked LM only, the record has no NSP loss
         self.reset()
 
     def reset(self) -> None:
@@ -50,9 +51,10 @@ class LossWindow:
         """Mean per-step losses and the last LR (a collective under DDP: call on every rank)."""
         mlm, nsp = (all_reduce_sum(self.sums.clone()) / max(1, self.steps)).tolist()
         elapsed = time.perf_counter() - self.start
+        losses = {"mlm_loss": mlm, "nsp_loss": nsp, "loss": mlm + nsp} if self.nsp else \
+            {"mlm_loss": mlm, "loss": mlm}
         record = {
-            "kind": "train", "step": step, "epoch": epoch, "lr": self.lr,
-            "mlm_loss": mlm, "nsp_loss": nsp, "loss": mlm + nsp,
+            "kind": "train", "step": step, "epoch": epoch, "lr": self.lr, **losses,
             "seq_per_s": self.steps * samples_per_step / elapsed if elapsed > 0 else math.nan,
         }
         self.reset()

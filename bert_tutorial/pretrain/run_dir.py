@@ -287,9 +287,17 @@ def config_differences(existing: dict[str, Any], mine: dict[str, Any]) -> list[s
     )
 
 
+#: Each TrainConfig field's default, as a stored config spells it.
+_DEFAULTS = TrainConfig().to_dict()
+
+
 def _effective(values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` (a config as a dict) with the defaults that None stands for filled in."""
-    values = dict(values)
+    """``values`` (a config as a dict) with the defaults that None stands for filled in.
+
+    A field the stored config lacks was added to ``TrainConfig`` after the run started: the
+    run had its default (e.g. ``objective`` "mlm+nsp"), so a run of an older version resumes.
+    """
+    values = {**_DEFAULTS, **values}
     if values.get("learning_rate") is None:  # TrainConfig.lr's rule, for a stored dict
         values["learning_rate"] = default_learning_rate(values.get("model_name_or_path"))
     if values.get("max_grad_norm") is None:

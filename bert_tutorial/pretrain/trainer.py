@@ -1,4 +1,4 @@
-"""The training loop: MLM + NSP, gradient accumulation, mixed precision, resume.
+"""The training loop: MLM + NSP (or MLM only), gradient accumulation, mixed precision, resume.
 
 ``Trainer(cfg).fit()`` is the whole job. It runs unchanged in a notebook, as
 ``python -m bert_tutorial.pretrain`` and under ``torchrun`` (DDP): only rank 0
@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ..config import ConfigError, TrainConfig
 from ..core.data import PretrainingDataset, ShardedSampler, find_shards, make_dataloader
+from ..core.dynamic_masking import dynamic_masking_of
 from ..core.evaluation import evaluate
 from ..core.model import PretrainingModel, build_model, check_vocab, load_pretrained, unwrap
 from ..core.optim import build_optimizer, build_scheduler, warmup_steps
@@ -129,6 +130,8 @@ class Trainer:
         """Datasets, loaders and the step count; shards are checked against the model size."""
         cfg = self.cfg
         self.train_data = PretrainingDataset(find_shards(cfg.train_data), vocab_size=self.vocab_size)
+        if cfg.masking == "dynamic":  # new masks at every read; evaluation keeps the stored ones
+            self.train_data = dynamic_masking_of(self.train_data, cfg)
         self.eval_data = (
             PretrainingDataset(find_shards(cfg.eval_data), vocab_size=self.vocab_size)
             if cfg.eval_data else None
@@ -187,7 +190,8 @@ class Trainer:
             torch.manual_seed(cfg.seed + self.dist.rank)
         on_gpu = self.device.type == "cuda"
         self.module = PretrainingModel(bert, sparse_mlm_head=cfg.sparse_mlm_head,
-                                       prepare_mask=prepared_attention_mask if on_gpu else None)
+                                       prepare_mask=prepared_attention_mask if on_gpu else None,
+                                       nsp=cfg.objective == "mlm+nsp")
         self.module.to(self.device)
         self.model: nn.Module = self.module
         if self.dist.enabled:
@@ -357,7 +361,7 @@ class Trainer:
         self.train_loader.sampler.set_epoch(p.epoch)
         self.train_loader.sampler.set_start(p.epoch_samples // self.dist.world_size)
         batches = iter(self.train_loader)
-        window = LossWindow(self.device)
+        window = LossWindow(self.device, nsp=self.module.nsp)
         steps_left = min(self.steps_per_epoch - p.epoch_samples // self.samples_per_step,
                          self.total_steps - p.step)
         clip = math.inf if cfg.max_grad_norm is None else cfg.max_grad_norm  # inf: no clipping
@@ -438,8 +442,8 @@ class Trainer:
         record = window.flush(self.progress.step, self.progress.epoch, self.samples_per_step)
         if self.dist.is_main:
             append_record(self.metrics_file, record)
-            bar.set_postfix(mlm=f"{record['mlm_loss']:.3f}", nsp=f"{record['nsp_loss']:.3f}",
-                            lr=f"{record['lr']:.2e}")
+            nsp = {"nsp": f"{record['nsp_loss']:.3f}"} if "nsp_loss" in record else {}
+            bar.set_postfix(mlm=f"{record['mlm_loss']:.3f}", **nsp, lr=f"{record['lr']:.2e}")
 
     def _evaluate_and_log(self) -> dict[str, Any] | None:
         if self.eval_data is None:
@@ -449,17 +453,16 @@ class Trainer:
         self.eval_history.append(record)
         if self.dist.is_main:
             append_record(self.metrics_file, record)
-            tqdm.write(
-                f"eval @ step {record['step']}: mlm_loss {result['mlm_loss']:.4f} "
-                f"mlm_acc {result['mlm_accuracy']:.4f} nsp_acc {result['nsp_accuracy']:.4f}"
-            )
+            nsp = f" nsp_acc {result['nsp_accuracy']:.4f}" if "nsp_accuracy" in result else ""
+            tqdm.write(f"eval @ step {record['step']}: mlm_loss {result['mlm_loss']:.4f} "
+                       f"mlm_acc {result['mlm_accuracy']:.4f}{nsp}")
             if self.cfg.plots:
                 from .curves import save_training_plots  # matplotlib only when plotting
 
                 save_training_plots(self.output_dir)
-        if not all(math.isfinite(result[k]) for k in ("mlm_loss", "nsp_loss")):  # every rank alike
-            what = (f"MLM loss {result['mlm_loss']}, NSP loss {result['nsp_loss']} (logged in "
-                    f"{self.metrics_file})")
+        if not all(math.isfinite(result[k]) for k in ("mlm_loss", "loss")):  # every rank alike
+            nsp = f", NSP loss {result['nsp_loss']}" if "nsp_loss" in result else ""
+            what = f"MLM loss {result['mlm_loss']}{nsp} (logged in {self.metrics_file})"
             if self.progress.step == 0:
                 raise NonFiniteLossError(f"evaluation of the starting model: {what}; are its weights "
                                          "finite (NaN or inf in the model it was loaded from)?")
