@@ -192,7 +192,7 @@ def format_report(report: CorpusReport, batch_size: int, where: str) -> str:
     examples("Most frequent words that become [UNK]", unk_words, False)
     examples("Most frequent words in 3+ pieces", long_words, True)
     reading = _reading(unk_tokens / tokens if tokens else 0.0, long_share, steps, batch_size)
-    lines += textwrap.wrap(reading, width=92, subsequent_indent="  ")
+    lines += textwrap.wrap(reading, width=92, subsequent_indent="  ", break_on_hyphens=False)
     return "\n".join(lines)
 
 
