@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -226,3 +228,30 @@ def test_report_errors_name_the_problem(tmp_path, capsys):
 def test_without_report_the_output_dir_is_still_required(capsys):
     err = cli_error(capsys, ["--input", str(BOOK), "--vocab-file", str(VOCAB)])
     assert "the following arguments are required: --output-dir" in err
+
+
+@pytest.mark.slow
+def test_the_readme_your_own_corpus_commands_run_and_print_what_it_shows(tmp_path):
+    """The README's "Your own corpus" commands as a reader copies them, from the repository root:
+    the report prints the output shown, the shards are made, and the training run starts
+    (the hub model swapped for the local starting model, stopped before its first step)."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Your own corpus", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```(bash)?\n(.*?)```", section, re.DOTALL)
+    commands = [shlex.split(line) for lang, block in blocks if lang
+                for line in block.replace("\\\n", " ").splitlines() if line.startswith("python -m ")]
+    assert [c[2] for c in commands] == ["bert_tutorial.create_data"] * 4 + ["bert_tutorial.pretrain"]
+    shown = blocks[1][1]  # the report's output, after its command
+    assert not blocks[1][0] and shown.startswith("Report on data_samples/corpus/kjv-bible.txt")
+
+    (tmp_path / "data_samples").symlink_to(DATA_SAMPLES)
+    commands[-1] += ["--model-name-or-path", str(DATA_SAMPLES / "base-model"), "--device", "cpu",
+                     "--dry-run"]
+    for command in commands:
+        done = subprocess.run([sys.executable, *command[1:]], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, f"{shlex.join(command)}\n{done.stderr[-3000:]}"
+        if "--report" in command:
+            assert done.stdout == shown
+    assert "58559 train sequences, 684 optimizer steps -> runs/mine" in done.stdout
+    assert len(list((tmp_path / "my_shards" / "train").glob("bible_shard_*.hdf5"))) == 11
