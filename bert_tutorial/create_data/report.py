@@ -148,10 +148,10 @@ def format_report(report: CorpusReport, batch_size: int, where: str) -> str:
     piece_of = {i: t for t, i in report.vocab.items()}
     words, marks = report.words()
     tokens = summary.tokens
-    unk_tokens = sum(n * report.word_pieces[w].count(unk_id) for w, n in report.unk_words(unk_id))
     unk_words = report.unk_words(unk_id)
+    unk_tokens = sum(n * report.word_pieces[w].count(unk_id) for w, n in unk_words)
     long_words = report.many_piece_words()
-    long_share = sum(n for _, n in long_words) / words if words else 0.0
+    in_pieces = sum(n for _, n in long_words)
     sequences = report.sequences
     steps = sequences // batch_size
     per_sequence = (lambda total: f"{total / sequences:.1f}") if sequences else (lambda total: "-")
@@ -164,8 +164,7 @@ def format_report(report: CorpusReport, batch_size: int, where: str) -> str:
         ("WordPiece tokens", f"{tokens:,}",
          f"{tokens / (words + marks):.2f} per word or mark" if words + marks else ""),
         ("[UNK] tokens", f"{unk_tokens:,}", f"{_share(unk_tokens, tokens)} of the tokens"),
-        ("words in 3+ pieces", f"{sum(n for _, n in long_words):,}",
-         f"{_share(sum(n for _, n in long_words), words)} of the words"),
+        ("words in 3+ pieces", f"{in_pieces:,}", f"{_share(in_pieces, words)} of the words"),
         ("sequences", f"{sequences:,}", f"T = {length}, {passes} (--dupe-factor)"),
         ("shards", f"{len(summary.shards):,}", f"of up to {options.shard_size:,} sequences (--shard-size)"),
         ("tokens per sequence", per_sequence(report.sequence_tokens), f"on average, of T = {length}"),
@@ -191,7 +190,8 @@ def format_report(report: CorpusReport, batch_size: int, where: str) -> str:
 
     examples("Most frequent words that become [UNK]", unk_words, False)
     examples("Most frequent words in 3+ pieces", long_words, True)
-    reading = _reading(unk_tokens / tokens if tokens else 0.0, long_share, steps, batch_size)
+    reading = _reading(unk_tokens / tokens if tokens else 0.0, in_pieces / words if words else 0.0,
+                       steps, batch_size)
     lines += textwrap.wrap(reading, width=92, subsequent_indent="  ", break_on_hyphens=False)
     return "\n".join(lines)
 
