@@ -5,7 +5,8 @@ each: :mod:`.corpus` (text -> documents of sentences), :mod:`.wordpiece` (fast
 tokenising), :mod:`.instances` (Google's ``create_pretraining_data`` algorithm),
 :mod:`.masking` (a whole shard's masks drawn at once), :mod:`.shard_writer` (names, the
 output folder, the buffer that fills a shard), :mod:`.pipeline` and :mod:`.workers`
-(the ordered pipeline in one or N processes).
+(the ordered pipeline in one or N processes), :mod:`.report` (``--report``: what a run
+would make, nothing written).
 
 Layer rule (``tests/test_architecture.py``): imports only the contracts at the package's
 top (``config``, ``hdf5_format``, ``tokenization``, ``safe_io``, ``warn``) and its own modules, and

@@ -10,6 +10,11 @@ run block by block by :mod:`bert_tutorial.create_data.pipeline`.
 counted across all input files in sorted order, like a Python slice); it is how the
 sample data holds out the last chapters of the book for evaluation.
 
+``--report`` writes nothing: it runs the same pipeline with the same options and prints
+what the text gives (documents, words, WordPiece tokens, how well the vocabulary fits,
+the sequences and shards a run would write, optimizer steps per epoch):
+:mod:`bert_tutorial.create_data.report`.
+
 Memory
 ------
 The corpus is streamed. Documents are read and tokenised in blocks of
@@ -54,10 +59,12 @@ from ..warn import warn_caller
 from .corpus import CorpusOptions, find_input_files, parse_document_range
 from .instances import InstanceOptions
 from .pipeline import CreationOptions, Job, Summary, run_one_stream, run_per_file
+from .report import CorpusReport, count_corpus, format_report
 from .shard_writer import check_output_dir, prepared_output, shard_name
 from .wordpiece import WordPieceTokenizer
 
-__all__ = ["CreationOptions", "CreationWarning", "Summary", "create_pretraining_data", "main"]
+__all__ = ["CreationOptions", "CreationWarning", "Summary", "create_pretraining_data", "main",
+           "report_corpus"]
 
 
 class CreationWarning(UserWarning):
@@ -174,6 +181,31 @@ def create_pretraining_data(
     return summary
 
 
+def report_corpus(
+    inputs: Sequence[str | Path],
+    vocab_file: str | Path,
+    options: CreationOptions | None = None,
+    corpus: CorpusOptions | None = None,
+    *,
+    progress: bool = False,
+) -> CorpusReport:
+    """What :func:`create_pretraining_data` with these arguments would make, writing nothing
+    (``--report``): the same checks, the same run (:mod:`bert_tutorial.create_data.report`)."""
+    options = options or CreationOptions()
+    corpus = corpus or CorpusOptions()
+    _check_options(options, corpus)
+    tokenizer = WordPieceTokenizer.from_file(vocab_file, do_lower_case=corpus.do_lower_case)
+    vocab = VocabInfo.from_vocab(tokenizer.get_vocab())
+    files = find_input_files(inputs)
+    if options.per_file:
+        _per_file_names(files)
+    report = count_corpus(files, Job(Path("."), "report", options, corpus), tokenizer, vocab, progress)
+    if not report.summary.shards:
+        raise ValueError(f"no text found in {_where(files, corpus)}")
+    _warn_single_document_blocks(report.summary)
+    return report
+
+
 def _where(files: Sequence[Path], corpus: CorpusOptions) -> str:
     """The input files, and the document range if one was set, for the "no text" error."""
     where = ", ".join(map(str, files))
@@ -196,7 +228,7 @@ def _add_io_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--input", nargs="+", required=True,
                     help="text files and/or folders (every *.txt below)")
     io.add_argument("--vocab-file", required=True, help="WordPiece vocab.txt")
-    io.add_argument("--output-dir", required=True)
+    io.add_argument("--output-dir", help="where the shards go (required, unless --report)")
     io.add_argument("--prefix", default="pretrain",
                     help="shards are named <prefix>_shard_00000.hdf5 (default: %(default)s)")
     io.add_argument("--overwrite", action="store_true",
@@ -262,6 +294,20 @@ def _add_streaming_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
 
+def _add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--report``: what the text gives with these settings, nothing written."""
+    report = parser.add_argument_group("report")
+    report.add_argument("--report", action="store_true",
+                        help="write nothing: print what the input gives with these settings "
+                        "(documents, words, WordPiece tokens, the share of [UNK] and of words in "
+                        "3+ pieces, the sequences and shards a run would write, optimizer steps "
+                        "per epoch); --output-dir, --prefix, --overwrite and --workers are not "
+                        "used, --quiet only hides the progress bar")
+    report.add_argument("--report-batch-size", type=int, default=32, metavar="N",
+                        help="sequences per optimizer step (batch size x accumulation steps x "
+                        "GPUs) for the report's steps per epoch (default: %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m bert_tutorial.create_data``."""
     parser = argparse.ArgumentParser(
@@ -272,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_io_arguments(parser)
     _add_instance_arguments(parser)
     _add_streaming_arguments(parser)
+    _add_report_arguments(parser)
     return parser
 
 
@@ -351,6 +398,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--document-regex needs --split-sentences")
     if args.workers < 0:
         parser.error(f"--workers must be >= 0, got {args.workers}")
+    if args.report:
+        return _print_report(parser, args)
+    if args.output_dir is None:
+        parser.error("the following arguments are required: --output-dir (or --report, which "
+                     "writes nothing)")
     workers = args.workers or _cores()
     creation, corpus = _options_from_args(args)
     with warnings.catch_warnings(), _signals_interrupt():
@@ -379,6 +431,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "the run is not: run it again with --overwrite\n")
     if not args.quiet:
         _report(summary)
+    return 0
+
+
+def _print_report(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``--report``: run :func:`report_corpus` and print it; errors as a run's."""
+    if args.report_batch_size < 1:
+        parser.error(f"--report-batch-size must be >= 1, got {args.report_batch_size}")
+    creation, corpus = _options_from_args(args)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", CreationWarning)
+        warnings.showwarning = _show_warning
+        try:
+            report = report_corpus(args.input, args.vocab_file, creation, corpus,
+                                   progress=not args.quiet)
+        except (OSError, ValueError, re.error) as exc:
+            parser.exit(2, f"{parser.prog}: error: {exc}\n")
+        except KeyboardInterrupt:
+            parser.exit(128 + signal.SIGINT, f"{parser.prog}: interrupted; nothing was written\n")
+    where = f"{' '.join(map(str, args.input))}, vocabulary {args.vocab_file}"
+    print(format_report(report, args.report_batch_size, where))
     return 0
 
 

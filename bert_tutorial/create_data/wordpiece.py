@@ -85,6 +85,49 @@ class WordPieceTokenizer:
         return [self._encode_ascii(s) if ok else next(encoded).ids
                 for s, ok in zip(sentences, plain, strict=True)]
 
+    def words(self, sentences: list[str]) -> list[tuple[str, list[int]]]:
+        """Every word of ``sentences`` and its piece ids, in order: all the pieces together are
+        the ids :meth:`__call__` gives (for ``create_data --report``, :mod:`.report`).
+
+        A word is what BERT's pre-tokenizer makes: a run of letters and digits, or one
+        punctuation mark. It is lower-cased if the tokenizer is; one from a sentence that
+        goes through ``tokenizers`` (non-ASCII, or holding "[") is the text it was made
+        from, so it keeps its accents.
+        """
+        plain = [s.isascii() and "[" not in s for s in sentences]
+        others = [s for s, ok in zip(sentences, plain, strict=True) if not ok]
+        # encode_batch, not _encode_batch (encode_batch_fast): the words need the offsets
+        encoded = iter(self.tokenizer.encode_batch(others, add_special_tokens=False) if others else [])
+        words: list[tuple[str, list[int]]] = []
+        cache = self._cache
+        for sentence, ok in zip(sentences, plain, strict=True):
+            if not ok:
+                words += self._encoded_words(sentence, next(encoded))
+                continue
+            text = sentence.translate(_ASCII_CLEAN)
+            for word in _ASCII_WORDS.findall(text.lower() if self.do_lower_case else text):
+                pieces = cache.get(word)
+                if pieces is None:
+                    if len(cache) >= CACHE_WORDS:
+                        cache.clear()
+                    pieces = cache[word] = self._word_pieces(word)
+                words.append((word, pieces))
+        return words
+
+    def _encoded_words(self, sentence: str, encoding: Any) -> list[tuple[str, list[int]]]:
+        """The words of a sentence ``tokenizers`` encoded: its pieces grouped by word."""
+        spans: list[tuple[int, int, list[int]]] = []  # (start, end) in the sentence, piece ids
+        previous = None
+        for index, word, (start, end) in zip(encoding.ids, encoding.word_ids, encoding.offsets,
+                                             strict=True):
+            if word is not None and word == previous:  # a "##" piece of the word before
+                spans[-1] = (spans[-1][0], end, [*spans[-1][2], index])
+            else:
+                spans.append((start, end, [index]))
+            previous = word
+        lower = str.lower if self.do_lower_case else str
+        return [(lower(sentence[start:end]), pieces) for start, end, pieces in spans]
+
     def _encode_ascii(self, sentence: str) -> list[int]:
         """The ids of an ASCII sentence without "[" (see the module docstring)."""
         text = sentence.translate(_ASCII_CLEAN)
