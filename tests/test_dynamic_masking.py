@@ -9,7 +9,12 @@ import torch
 from tiny import tiny_config
 
 from bert_tutorial.config import DATA_SAMPLES, ConfigError, TrainConfig
-from bert_tutorial.core.data import IGNORE_INDEX, PretrainingDataset, ShardedSampler, make_dataloader
+from bert_tutorial.core.data import (
+    IGNORE_INDEX,
+    PretrainingDataset,
+    ShardedSampler,
+    make_dataloader,
+)
 from bert_tutorial.core.dynamic_masking import (
     DynamicMasking,
     DynamicMaskingDataset,
