@@ -37,12 +37,14 @@ _EXPORTS: dict[str, str] = {
     **_MODULES,
     "TrainConfig": "config",
     **dict.fromkeys(["inspect_shard"], "hdf5_format"),
-    **dict.fromkeys(["load_tokenizer", "read_vocab"], "tokenization"),
+    **dict.fromkeys(["VocabInfo", "load_tokenizer", "read_vocab"], "tokenization"),
     **dict.fromkeys(["IGNORE_INDEX", "PretrainingDataset", "ShardedSampler", "find_shards",
                      "make_dataloader"], "core.data"),
     **dict.fromkeys(["PretrainingModel", "build_model", "load_pretrained", "unwrap"], "core.model"),
     **dict.fromkeys(["build_optimizer", "build_scheduler", "lr_schedule", "parameter_groups",
                      "warmup_steps"], "core.optim"),
+    **dict.fromkeys(["DynamicMasking", "DynamicMaskingDataset", "read_generator", "unmasked_tokens"],
+                    "core.dynamic_masking"),
     "train_step": "core.step",
     **dict.fromkeys(["evaluate", "frequency_baseline"], "core.evaluation"),
     "Trainer": "pretrain.trainer",
@@ -61,6 +63,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["linear_probe", "verse_features"], "teach.probe"),
     "make_sample_shards": "teach.book_shards",
     **dict.fromkeys(["mix_shards", "plot_domain_curves"], "teach.domains"),
+    "plot_epoch_runs": "teach.epoch_runs",
     "enter_repository": "teach.notebook_setup",
 }
 

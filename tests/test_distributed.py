@@ -175,6 +175,7 @@ def dropout_runs(data, tmp_path_factory) -> dict[str, dict[str, Any]]:
     return runs
 
 
+@pytest.mark.slow  # signals and resume under torchrun: two jobs, about 20 s
 def test_ranks_draw_different_dropout_masks_and_resume_stays_exact(dropout_runs):
     straight, resumed = dropout_runs["straight"], dropout_runs["resumed"]
     draws = [r["first_draw"] for r in straight["ranks"]]
@@ -189,6 +190,7 @@ def test_ranks_draw_different_dropout_masks_and_resume_stays_exact(dropout_runs)
     assert losses[0] == losses[1] and len(losses[0]) == STEPS
 
 
+@pytest.mark.slow  # a signal to one rank of a torchrun job
 def test_a_stop_between_log_steps_waits_for_the_next_one_on_every_rank(data, reference, tmp_path):
     """Under DDP the ranks agree on a stop where they log (log_every_steps=3 here). SIGTERM on
     rank 1 alone in step 1 must not send rank 1 into a checkpoint's collectives while rank 0
@@ -206,6 +208,7 @@ def test_a_stop_between_log_steps_waits_for_the_next_one_on_every_rank(data, ref
     assert_same_weights(weights(tmp_path / "run"), weights(reference))
 
 
+@pytest.mark.slow  # a signal during the ranks' agreement, two torchrun jobs
 @pytest.mark.parametrize(("agreement", "stopped_at"), [(2, 2), (1, 1)])
 def test_a_stop_that_arrives_during_the_agreement_is_not_lost(data, tmp_path, agreement, stopped_at):
     """SIGTERM on rank 1 alone while it waits in a stop agreement (its all-reduce): the handler

@@ -55,6 +55,18 @@ def test_mix_shards_shuffles_every_sequence_of_the_sources_together(tmp_path):
     assert [p.stat().st_mtime_ns for p in find_shards(out)] == stamp
 
 
+def test_mix_shards_takes_a_sample_and_remakes_the_folder_for_other_arguments(tmp_path):
+    source = DATA_SAMPLES / "bible-eval"  # 473 sequences
+    everything = {row.tobytes() for row in PretrainingDataset(source).load_shard(0)["input_ids"]}
+    out = mix_shards([source], tmp_path / "small", sequences=100)
+    sample = PretrainingDataset(out)
+    rows = {row.tobytes() for row in sample.load_shard(0)["input_ids"]}
+    assert len(sample) == 100 and len(rows) == 100 and rows <= everything
+    assert len(PretrainingDataset(mix_shards([source], tmp_path / "small", sequences=50))) == 50
+    with pytest.raises(ValueError, match="sequences=474: the sources hold 473"):
+        mix_shards([source], tmp_path / "small", sequences=474)
+
+
 def test_mix_shards_refuses_sources_of_different_lengths(tmp_path):
     from bert_tutorial.teach.book_shards import make_sample_shards
 

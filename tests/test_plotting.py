@@ -65,3 +65,17 @@ def test_plot_runs_overlays_runs(key):
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
     assert "DDP, 2 processes (train)" in labels and "1 process (eval)" in labels
     assert fig.axes[0].get_ylabel() == {"mlm_loss": "MLM loss (nats)", "nsp_loss": "NSP loss (nats)"}[key]
+
+
+def test_epoch_runs_mark_each_runs_best_epoch_and_share_one_scale():
+    from bert_tutorial.teach.epoch_runs import plot_epoch_runs
+
+    runs = {"static": {"held_out": [7.0, 6.5, 6.2, 6.3], "train": [6.8, 5.9, 5.1]},
+            "dynamic": {"held_out": [7.0, 6.6, 6.1, 5.9], "train": [6.9, 6.3, 6.0]}}
+    fig = plot_epoch_runs(runs)
+    held_out, train = fig.axes
+    labels = [t.get_text() for t in held_out.get_legend().get_texts()]
+    assert labels == ["static: best 6.20 (epoch 2), last 6.30", "dynamic: best 5.90 (epoch 3), last 5.90"]
+    assert held_out.get_ylim() == train.get_ylim() and held_out.get_ylim()[0] < 5.1 < 7.0 < held_out.get_ylim()[1]
+    stars = [line for line in held_out.get_lines() if line.get_marker() == "*"]
+    assert [(list(s.get_xdata()), list(s.get_ydata())) for s in stars] == [([2], [6.2]), ([3], [5.9])]

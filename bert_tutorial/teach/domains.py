@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 
 from ..core.data import PathLike, find_shards
 from ..hdf5_format import FIELDS, inspect_shard, read_shard, write_shard
+from ..safe_io import write_text_atomic
 
 _COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple")
 _DONE = "COMPLETE"
@@ -58,16 +59,40 @@ def plot_domain_curves(curves: Mapping[str, Mapping[int, float]], baselines: Map
 
 
 def mix_shards(sources: Sequence[PathLike], output_dir: PathLike, *, seed: int = 12345,
-               shard_size: int = 2500, prefix: str = "mixed") -> str:
+               shard_size: int = 2500, prefix: str = "mixed", sequences: int | None = None) -> str:
     """Every sequence of the ``sources`` folders (or shard files), shuffled together with
-    ``seed`` and written as shards of at most ``shard_size`` sequences to ``output_dir``.
+    ``seed`` and written as shards of at most ``shard_size`` sequences to ``output_dir``;
+    ``sequences``: only that many of them (a random sample, e.g. a small corpus to train on
+    for many epochs).
 
-    All sources must have the same T and P. A folder finished earlier (it holds a
-    ``COMPLETE`` marker) is reused. Returns ``output_dir`` as a string (a ``train_data``).
+    All sources must have the same T and P. A folder finished earlier with the same
+    arguments (its ``COMPLETE`` marker says so) is reused. Returns ``output_dir`` as a
+    string (a ``train_data``).
     """
     output_dir = Path(output_dir)
-    if (output_dir / _DONE).is_file():
+    parts = [read_shard(inspect_shard(path)) for source in sources for path in find_shards(source)]
+    shapes = {(p["input_ids"].shape[1], p["masked_lm_positions"].shape[1]) for p in parts}
+    if len(shapes) != 1:
+        raise ValueError(f"the sources have different (T, P): {sorted(shapes)}")
+    total = sum(len(p["input_ids"]) for p in parts)
+    if sequences is not None and not 1 <= sequences <= total:
+        raise ValueError(f"sequences={sequences}: the sources hold {total} (1 to {total} can be taken)")
+    order = np.random.default_rng(seed).permutation(total)[:sequences]
+    done = (f"{len(order)} sequences from {', '.join(map(str, sources))} (seed {seed}, "
+            f"shards of {shard_size})\n")
+    marker = output_dir / _DONE
+    if marker.is_file() and marker.read_text() == done:
         return str(output_dir)
+    arrays = {name: np.concatenate([p[name] for p in parts]) for name in FIELDS}
+    output_dir.mkdir(parents=True, exist_ok=True)
+    marker.unlink(missing_ok=True)
+    for old in output_dir.glob(f"{prefix}_shard_*.hdf5"):
+        old.unlink()  # an unfinished earlier attempt, or one with other arguments
+    for number, start in enumerate(range(0, len(order), shard_size)):
+        rows = order[start:start + shard_size]
+        write_shard(output_dir / f"{prefix}_shard_{number:05d}.hdf5", {k: v[rows] for k, v in arrays.items()})
+    write_text_atomic(marker, done)
+    return str(output_dir)
     parts = [read_shard(inspect_shard(path)) for source in sources for path in find_shards(source)]
     shapes = {(p["input_ids"].shape[1], p["masked_lm_positions"].shape[1]) for p in parts}
     if len(shapes) != 1:
