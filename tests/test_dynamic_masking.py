@@ -202,11 +202,12 @@ def train_records(run) -> list[tuple[int, float]]:
     return [(r["step"], r["mlm_loss"]) for r in read_metrics(run) if r["kind"] == "train"]
 
 
-def test_a_dynamic_run_sees_new_masks_each_epoch_and_resumes_exactly(tmp_path, monkeypatch):
+@pytest.mark.parametrize("objective", ["mlm+nsp", "mlm"])
+def test_a_dynamic_run_sees_new_masks_each_epoch_and_resumes_exactly(tmp_path, monkeypatch, objective):
     from bert_tutorial.pretrain import trainer as training
 
     overrides = dict(mask_fraction=0.15, masking="dynamic", epochs=3, save_every_steps=2, batch_size=8,
-                     dropout=0.0)
+                     dropout=0.0, objective=objective)
     reference = Trainer(tiny_config(tmp_path / "a", **overrides))
     seen = []
     original = training.train_step
