@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import PercentFormatter
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from ..safe_io import write_bytes_atomic
 from .metrics import METRICS_FILE, read_metrics
@@ -98,6 +98,7 @@ def _train_and_eval(ax: Axes, records: Records, key: str, smoothing: int) -> Non
 def _finish(ax: Axes, title: str, ylabel: str) -> None:
     ax.set_title(title)
     ax.set_xlabel("optimizer step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole: no 2.5 ticks
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -180,7 +181,7 @@ def _lr_panel(ax: Axes, records: Records) -> None:
 def plot_training_curves(records: Records, path: str | Path | None = None,
                          references: References | None = None) -> Figure:
     """The run's story in five panels: MLM loss and accuracy, the learning rate, NSP loss and
-    accuracy (a note instead for a masked-LM-only run), and the first and last evaluation as text.
+    accuracy (three for a masked-LM-only run), and the first and last evaluation as text.
 
     ``records`` are ``metrics.jsonl`` records (``train``, ``eval`` and the ``reference``
     record the Trainer writes, used when ``references`` is not given). Eval records alone
@@ -188,21 +189,24 @@ def plot_training_curves(records: Records, path: str | Path | None = None,
     values and their reference lines, so that a change of a few points is visible.
     """
     refs = references or References.from_records(records)
-    fig = Figure(figsize=(15, 7.5), layout="constrained")
-    axes = fig.subplots(2, 3)
-    _mlm_loss_panel(axes[0, 0], records, refs)
-    _accuracy_panel(axes[0, 1], records, "mlm_accuracy", refs)
-    _lr_panel(axes[0, 2], records)
-    if any("nsp_loss" in r for r in records):
+    if not any("nsp_loss" in r for r in records):  # --objective mlm: four panels, no NSP
+        fig = Figure(figsize=(11, 7.5), layout="constrained")
+        axes = fig.subplots(2, 2)
+        _mlm_loss_panel(axes[0, 0], records, refs)
+        _accuracy_panel(axes[0, 1], records, "mlm_accuracy", refs)
+        _lr_panel(axes[1, 0], records)
+        summary = axes[1, 1]
+    else:
+        fig = Figure(figsize=(15, 7.5), layout="constrained")
+        axes = fig.subplots(2, 3)
+        _mlm_loss_panel(axes[0, 0], records, refs)
+        _accuracy_panel(axes[0, 1], records, "mlm_accuracy", refs)
+        _lr_panel(axes[0, 2], records)
         _nsp_loss_panel(axes[1, 0], records)
         _accuracy_panel(axes[1, 1], records, "nsp_accuracy", refs)
-    else:  # --objective mlm
-        for ax in axes[1, :2]:
-            ax.axis("off")
-        axes[1, 0].text(0.5, 0.5, "masked LM only (--objective mlm):\nno next-sentence prediction",
-                        ha="center", va="center")
-    axes[1, 2].axis("off")
-    axes[1, 2].text(0, 0.95, _summary(records, refs), va="top", family="monospace", fontsize=9)
+        summary = axes[1, 2]
+    summary.axis("off")
+    summary.text(0, 0.95, _summary(records, refs), va="top", family="monospace", fontsize=9)
     return save_figure(fig, path)
 
 
@@ -211,13 +215,14 @@ def _summary(records: Records, refs: References | None) -> str:
     evals = [r for r in records if r.get("kind") == "eval"]
     if not evals:
         return "no evaluation yet"
-    lines = [f"{'':14}{'MLM loss':>9}{'MLM acc':>9}{'NSP acc':>9}"]
+    with_nsp = any("nsp_accuracy" in r for r in evals)  # not for --objective mlm
+    lines = [f"{'':14}{'MLM loss':>9}{'MLM acc':>9}" + (f"{'NSP acc':>9}" if with_nsp else "")]
     for name, r in (("first eval", evals[0]), ("last eval", evals[-1])):
-        nsp = f"{r['nsp_accuracy']:9.1%}" if "nsp_accuracy" in r else f"{'-':>9}"
+        nsp = (f"{r['nsp_accuracy']:9.1%}" if "nsp_accuracy" in r else f"{'-':>9}") if with_nsp else ""
         lines.append(f"{name} @{r['step']:<4}{r['mlm_loss']:9.3f}{r['mlm_accuracy']:9.1%}{nsp}")
     if refs and refs.unigram_mlm_loss is not None:
         lines.append(f"{'frequencies':14}{refs.unigram_mlm_loss:9.3f}{refs.most_frequent_accuracy or 0:9.1%}"
-                     f"{'-':>9}")
+                     + (f"{'-':>9}" if with_nsp else ""))
         lines.append("(frequencies: each masked token guessed\n from its corpus frequency alone)")
     return "\n".join(lines)
 
