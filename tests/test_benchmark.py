@@ -78,6 +78,24 @@ def test_flops_of_a_toy_config_by_hand():
     assert common.ModelDims.for_size("base", 512).predictions == 80
 
 
+def test_real_token_flops_of_two_sequences_by_hand():
+    """Real work counts each sequence over its own length and real slots; padded work charges
+    both T=8 positions and P=2 slots, as ``flops_per_sequence`` does."""
+    dims = common.ModelDims(vocab_size=10, hidden_size=4, num_layers=1, intermediate_size=8,
+                            seq_len=8, predictions=2)
+    mask = torch.tensor([[1] * 8, [1] * 5 + [0] * 3])  # lengths 8 and 5
+    ids = torch.tensor([[7, 9], [6, -100]])  # 2 real slots, then 1
+    work = common.batch_work(dims, mask, ids)
+    # N = 128: encoder 6*128*(8+5); attention 12*1*4*(8^2+5^2); head 6*(2+1)*4*14; pooler 2*6*4*6.
+    assert work.real_flops == 6 * 128 * 13 + 12 * 4 * 89 + 6 * 3 * 4 * 14 + 2 * 144 == 15_552
+    assert work.padded_flops == 2 * 10_032 == 2 * common.flops_per_sequence(dims)["total"]
+    assert (work.sequences, work.positions, work.real_tokens, work.slots, work.real_slots) == (2, 16, 13, 4, 3)
+    assert work.padding_share == 3 / 16
+    work.merge(common.batch_work(dims, mask[:1], ids[:1]))  # the full row again: no padding
+    assert work.real_flops == 15_552 + 10_032 and work.padding_share == 3 / 24
+    assert np.isnan(common.BatchWork().padding_share)
+
+
 @pytest.mark.parametrize(("name", "tflops", "dtype"), [
     ("NVIDIA H100 80GB HBM3", 989.0, "bf16"), ("NVIDIA H100 PCIe", 756.0, "bf16"),
     ("NVIDIA H100 NVL", 835.0, "bf16"), ("NVIDIA H200", 989.0, "bf16"),
