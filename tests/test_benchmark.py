@@ -190,7 +190,13 @@ def test_scripts_use_only_public_package_names_and_bench_step_writes_no_files():
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bert_tutorial"):
                 assert not [a.name for a in node.names if a.name.startswith("_")], script.name
         assert "bert_tutorial" not in imported_names(script)  # only ``from bert_tutorial.x import y``
-    assert not {"Trainer", "tempfile", "write_shard"} & imported_names(BENCHMARKS / "bench_step.py")
+    step = BENCHMARKS / "bench_step.py"
+    assert "write_shard" not in imported_names(step)
+    # Only --trainer-steps writes files: the Trainer's run, in a temporary folder it removes.
+    for node in ast.walk(ast.parse(step.read_text())):
+        if isinstance(node, ast.FunctionDef) and node.name != "trainer_throughput":
+            used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+            assert not {"Trainer", "tempfile"} & used, node.name
 
 
 # --- the synthetic data -----------------------------------------------------------------------
@@ -296,6 +302,113 @@ def test_quick_step_benchmark_runs_end_to_end(tmp_path, capsys, one_thread, monk
     assert [r["variant"] for r in report["model"]] == wanted
     assert all(r["seq_per_s"] > 0 and r["mfu"] is None and len(r["step_ms"]) == 2 for r in report["model"])
     assert report["environment"]["torch"] == torch.__version__
+    # The default is unchanged: one synthetic batch, its padding (4 rows of T=32) counted.
+    batch = bench_step.synthetic_batch(4, 32, 1024, seed=0)
+    padding = 1 - batch["attention_mask"].float().mean().item()
+    for r in report["model"]:
+        assert r["data"] == "synthetic" and r["profile"] is None and "trainer" not in report
+        assert r["padding_share"] == pytest.approx(padding) and r["real_tflops"] <= r["tflops"]
+
+
+def shard_rows(folder: Path) -> dict[str, np.ndarray]:
+    """``input_mask`` and ``masked_lm_positions`` of a folder's shards, read with h5py."""
+    import h5py
+
+    rows: dict[str, list[np.ndarray]] = {"input_mask": [], "masked_lm_positions": []}
+    for path in sorted(folder.glob("*.hdf5")):
+        with h5py.File(path, "r") as f:
+            for name, parts in rows.items():
+                parts.append(f[name][:])
+    return {name: np.concatenate(parts) for name, parts in rows.items()}
+
+
+def test_quick_step_benchmark_on_real_shards_with_the_trainer_beside_it(tmp_path, capsys, one_thread):
+    """``--data``: a new batch per step through the Trainer's loader; the padding share is the
+    timed batches' real padding, and real-token MFU counts their real lengths and slots."""
+    data = Path(__file__).resolve().parent.parent / "data_samples" / "train"
+    out = tmp_path / "step.json"
+    assert bench_step.main(["--quick", "--device", "cpu", "--threads", "1", "--variants", "project",
+                            "--data", str(data), "--batch-size", "8", "--peak-tflops", "1",
+                            "--trainer-steps", "6", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "a new batch per step" in text and "Trainer / benchmark" in text
+    report = json.loads(out.read_text())
+    (row,) = report["model"]
+    assert (row["data"], row["seq_len"], row["batch_size"]) == (str(data), 128, 8)
+
+    # Independently: the rows the sampler hands out, their masks read with h5py.
+    rows = shard_rows(data)
+    lengths = rows["input_mask"].sum(1).astype(np.float64)
+    slots = (rows["masked_lm_positions"] != 0).sum(1)  # a real slot never points at [CLS]
+    assert report["data"]["padding_share"] == pytest.approx(1 - lengths.sum() / rows["input_mask"].size)
+    assert 0.05 < report["data"]["padding_share"] < 0.15  # data_samples/train: about 9 %
+    order = list(bench_step.ShardedSampler(PretrainingDataset(data), shuffle=True, seed=0))
+    timed = order[8:8 + 2 * 8]  # --quick: one warm-up batch of 8, then two timed ones
+    assert row["padding_share"] == pytest.approx(1 - lengths[timed].sum() / (16 * 128))
+    assert row["padding_share"] > 0
+    # Real over padded work, from the same hand formula as test_real_token_flops_...
+    d, n_w, v = 128, 2 * (4 * 128 * 128 + 2 * 128 * 512), 30522
+    t = lengths[timed]
+    real = (6 * n_w * t + 12 * 2 * d * t**2 + 6 * slots[timed] * d * (d + v) + 6 * d * (d + 2)).sum()
+    padded = 16 * (6 * n_w * 128 + 12 * 2 * d * 128**2 + 6 * 20 * d * (d + v) + 6 * d * (d + 2))
+    assert row["real_tflops"] / row["tflops"] == pytest.approx(real / padded)
+    assert row["real_token_mfu"] / row["mfu"] == pytest.approx(real / padded)
+
+    trainer = report["trainer"]
+    assert (trainer["variant"], trainer["steps"], trainer["batch_size"]) == ("project", 6, 8)
+    assert [w["step"] for w in trainer["windows"]] == [1, 2, 3, 4, 5, 6]  # logs every step of 6
+    assert trainer["seq_per_s_steady"] > 0 and trainer["bench_seq_per_s"] == row["seq_per_s"]
+    assert trainer["trainer_over_bench"] == pytest.approx(trainer["seq_per_s_steady"] / row["seq_per_s"])
+
+
+def test_data_fixes_the_sequence_length_and_the_trainer_needs_data():
+    data = PretrainingDataset(Path(__file__).resolve().parent.parent / "data_samples" / "train")
+    args = bench_step.build_parser().parse_args(["--data", "x", "--seq-lens", "512"])
+    with pytest.raises(SystemExit, match="have T=128"):
+        bench_step.resolve_args(args, CPU, data)
+    args = bench_step.resolve_args(bench_step.build_parser().parse_args(["--data", "x", "--quick"]), CPU, data)
+    assert (args.seq_lens, args.vocab_size, args.model_size) == ([128], 30522, "tiny")
+    with pytest.raises(SystemExit, match="needs --data"):
+        bench_step.main(["--quick", "--device", "cpu", "--trainer-steps", "3"])
+
+
+# --- profile ----------------------------------------------------------------------------------
+
+
+def test_profile_of_the_project_step_on_a_cpu_names_its_matmuls():
+    batch = bench_step.synthetic_batch(2, 16, 64, seed=0)
+    variant = bench_step.parse_variant("project")
+    cfg = bench_step.step_config(variant, "tiny", 16, 2, CPU, dropout=0.0, seed=0)
+    runner = bench_step.project_runner(variant, cfg, 64, batch, CPU)
+    ops = bench_step.profile_runner(runner, CPU, steps=2, top=12)
+    assert 0 < len(ops) <= 12
+    names = [op["name"] for op in ops]
+    assert {"aten::mm", "aten::addmm"} & set(names), names
+    times = [op["self_ms_per_step"] for op in ops]
+    assert times == sorted(times, reverse=True) and times[-1] > 0
+    assert 0 < sum(op["share"] for op in ops) <= 1 + 1e-9
+    text = bench_step.format_profile(ops)
+    assert "self ms/step" in text and names[0] in text
+
+
+def test_profile_on_a_gpu_counts_kernels_not_the_ops_that_launch_them():
+    """An aten op's self CUDA time is its kernels' time: only device events are counted."""
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    def event(key, device_type, us, count=1):
+        return SimpleNamespace(key=key, device_type=device_type, self_device_time_total=us,
+                               self_cpu_time_total=5.0, count=count)
+
+    events = [event("aten::mm", DeviceType.CPU, 300.0), event("sm90_xmma_gemm_bf16", DeviceType.CUDA, 300.0, 4),
+              event("triton_poi_fused_add", DeviceType.CUDA, 100.0, 2), event("Memcpy HtoD", DeviceType.CUDA, 0.0)]
+    ops = bench_step.top_ops(events, steps=2, on_gpu=True, top=5)
+    assert ops == [
+        {"name": "sm90_xmma_gemm_bf16", "self_ms_per_step": 0.15, "share": 0.75, "calls_per_step": 2},
+        {"name": "triton_poi_fused_add", "self_ms_per_step": 0.05, "share": 0.25, "calls_per_step": 1},
+    ]
+    assert [op["name"] for op in bench_step.top_ops(events, 1, on_gpu=False, top=2)] == ["aten::mm", "sm90_xmma_gemm_bf16"]
 
 
 def test_quick_data_benchmark_runs_end_to_end(tmp_path, capsys):
