@@ -495,7 +495,8 @@ def top_ops(events: Sequence[Any], steps: int, on_gpu: bool, top: int) -> list[d
     timed: list[tuple[Any, float]] = []
     for event in events:
         if on_gpu:
-            if event.device_type != DeviceType.CUDA:
+            # Kernels and copies only; a GPU-side user annotation spans kernels counted already.
+            if event.device_type != DeviceType.CUDA or getattr(event, "is_user_annotation", False):
                 continue
             # torch >= 2.4 calls it device time; older releases cuda time
             us = getattr(event, "self_device_time_total", None)

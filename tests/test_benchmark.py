@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import importlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -397,12 +398,13 @@ def test_profile_on_a_gpu_counts_kernels_not_the_ops_that_launch_them():
 
     from torch.autograd import DeviceType
 
-    def event(key, device_type, us, count=1):
+    def event(key, device_type, us, count=1, annotation=False):
         return SimpleNamespace(key=key, device_type=device_type, self_device_time_total=us,
-                               self_cpu_time_total=5.0, count=count)
+                               self_cpu_time_total=5.0, count=count, is_user_annotation=annotation)
 
     events = [event("aten::mm", DeviceType.CPU, 300.0), event("sm90_xmma_gemm_bf16", DeviceType.CUDA, 300.0, 4),
-              event("triton_poi_fused_add", DeviceType.CUDA, 100.0, 2), event("Memcpy HtoD", DeviceType.CUDA, 0.0)]
+              event("triton_poi_fused_add", DeviceType.CUDA, 100.0, 2), event("Memcpy HtoD", DeviceType.CUDA, 0.0),
+              event("Optimizer.step#AdamW.step", DeviceType.CUDA, 90.0, annotation=True)]
     ops = bench_step.top_ops(events, steps=2, on_gpu=True, top=5)
     assert ops == [
         {"name": "sm90_xmma_gemm_bf16", "self_ms_per_step": 0.15, "share": 0.75, "calls_per_step": 2},
@@ -450,3 +452,50 @@ def test_a_row_that_runs_out_of_gpu_memory_is_skipped_and_recorded(tmp_path, cap
     report = json.loads(out.read_text())
     assert [r["variant"] for r in report["model"]] == ["project"]
     assert report["skipped"] == [{"variant": "original", "seq_len": 32, "batch_size": 4, "why": "out of memory"}]
+
+
+# --- the GPU script ---------------------------------------------------------------------------
+
+GPU_CHECK = BENCHMARKS.parent / "scripts" / "gpu_check.sh"
+
+
+def test_the_gpu_script_parses_and_fits_a_lease():
+    """Every step under its own timeout, all of them within the 15-minute lease; at most five
+    variants at T=128 and two at T=512, each one a variant bench_step knows."""
+    assert subprocess.run(["bash", "-n", str(GPU_CHECK)], check=False).returncode == 0
+    text = GPU_CHECK.read_text()
+    import re
+
+    steps = re.findall(r"^run_step (\S+) (\d+) ", text, flags=re.MULTILINE)
+    assert [name for name, _ in steps] == ["cuda-tests", "shards-512", "t128-batch128",
+                                           "t128-batch256", "t512-batch32"]
+    assert sum(int(seconds) for _, seconds in steps) <= 12 * 60  # the worst case, not the expected ~7 min
+    assert 'timeout --kill-after=15 "$seconds" "$@"' in text  # run_step's one way to run a step
+    variants = dict(zip([n for n, _ in steps[2:]], re.findall(r'no_compile ([\w+,]+)\)', text), strict=True))
+    specs = {name: value.split(",") for name, value in variants.items()}
+    assert sum(len(v) for name, v in specs.items() if name.startswith("t128")) <= 5
+    assert len(specs["t512-batch32"]) <= 2
+    for spec in (s for v in specs.values() for s in v):
+        bench_step.parse_variant(spec)
+    assert "--trainer-steps" in text and "--profile" in text and "data_samples/train" in text
+
+
+@pytest.mark.slow
+def test_the_gpu_script_runs_every_command_on_a_cpu(tmp_path):
+    """``--cpu-quick``: the same steps in --quick form (no compilation); about a minute."""
+    env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_RECORDS": str(tmp_path)}
+    done = subprocess.run(["bash", str(GPU_CHECK), "--cpu-quick"], capture_output=True, text=True,
+                          timeout=600, env=env, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (record_path,) = tmp_path.glob("gpu-check_*_cpu-quick.json")
+    assert record_path.with_suffix(".txt").is_file()
+    record = json.loads(record_path.read_text())
+    assert [(s["name"], s["rc"]) for s in record["steps"]] == [
+        ("cuda-tests", 0), ("shards-512", 0), ("t128-batch128", 0), ("t128-batch256", 0), ("t512-batch32", 0)]
+    assert record["tests"]["failures"] == record["tests"]["errors"] == 0 and record["failed_steps"] == []
+    benchmarks = record["benchmarks"]
+    assert [r["variant"] for r in benchmarks["t128-batch128"]["model"]] == ["original", "project", "project"]
+    for report in benchmarks.values():
+        assert all(r["padding_share"] > 0 and "real_token_mfu" in r for r in report["model"])
+    assert {r["seq_len"] for r in benchmarks["t512-batch32"]["model"]} == {512}
+    assert record["best_t128"]["profile"] and record["trainer"]["steps"] == 6
