@@ -584,7 +584,7 @@ def trainer_throughput(variant: Variant, args: argparse.Namespace, seq_len: int,
     if vocab != args.vocab_size:
         raise SystemExit(f"--vocab-file {args.vocab_file} has {vocab} tokens, --vocab-size is {args.vocab_size}")
     cfg = step_config(variant, args.model_size, seq_len, batch_size, device, args.dropout, args.seed)
-    per_epoch = len(data) // batch_size
+    per_epoch = max(1, len(data) // batch_size)  # under one batch: the Trainer says so itself
     every = max(1, min(10, steps // 4))  # at least a few windows besides the first
     with tempfile.TemporaryDirectory(prefix="bench-trainer-") as tmp:
         cfg = dataclasses.replace(
