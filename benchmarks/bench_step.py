@@ -14,14 +14,30 @@ Both start from the same weights (same seed) and get the same synthetic batch
 row is timed by :func:`bert_tutorial.teach.timing.time_steps` after warm-up, and reports
 sequences/s, ms/step (median, mean), peak memory, TFLOP/s and MFU (FLOPs convention in
 ``common.py``). ``--json`` records every figure and the environment.
+
+Honest figures (issue 29):
+
+* every row reports **padded** TFLOP/s and MFU (each sequence charged T positions, T^2
+  attention, P slots) beside **real-token** ones (each sequence's own length and real
+  slots) and the padding share of the timed batches;
+* ``--data PATH`` draws a new batch per step from real shards through the Trainer's loader
+  (``PretrainingDataset`` + ``ShardedSampler`` + ``make_dataloader``), so loading and the
+  data's real padding are in the figures; the default reuses one synthetic batch;
+* ``--profile`` adds a ``torch.profiler`` table of a few steps of each project row (top
+  kernels by self CUDA time on a GPU, ops by self CPU time elsewhere);
+* ``--trainer-steps N`` runs the package's ``Trainer`` for N steps on ``--data`` with the
+  same config and records the throughput it logs beside the benchmark's.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import math
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,13 +49,14 @@ from common import (
     BERT_VOCAB_SIZE,
     MIB,
     MODEL_SIZES,
+    BatchWork,
     ModelDims,
     PeakMemory,
+    batch_work,
     cpu_has_bf16,
     environment,
     finish,
     flops_lines,
-    flops_per_sequence,
     fmt,
     peak_tflops,
     print_environment,
@@ -50,8 +67,14 @@ from common import (
 from synthetic import synthetic_arrays
 from transformers import BertForPreTraining
 
-from bert_tutorial.config import TrainConfig
-from bert_tutorial.core.data import sample_to_tensors
+from bert_tutorial.config import DATA_SAMPLES, TrainConfig
+from bert_tutorial.core.data import (
+    PretrainingDataset,
+    ShardedSampler,
+    find_shards,
+    make_dataloader,
+    sample_to_tensors,
+)
 from bert_tutorial.core.model import PretrainingModel, build_model
 from bert_tutorial.core.optim import build_optimizer, build_scheduler
 from bert_tutorial.core.step import train_step
@@ -62,12 +85,15 @@ from bert_tutorial.pretrain.device import (
     resolve_device,
     resolve_precision,
 )
+from bert_tutorial.pretrain.metrics import METRICS_FILE
 from bert_tutorial.pretrain.speed import fused_skip_or_step, prepared_attention_mask
+from bert_tutorial.pretrain.trainer import Trainer
 from bert_tutorial.teach import original
 from bert_tutorial.teach.original import (
     to_original_batch,
 )
-from bert_tutorial.teach.timing import time_steps
+from bert_tutorial.teach.timing import synchronize, time_steps
+from bert_tutorial.tokenization import read_vocab
 
 #: Length of both LR schedules: far longer than any run, so the LR barely moves while timed.
 SCHEDULE_STEPS = 10**6
@@ -129,6 +155,71 @@ def padded_vocab(vocab_size: int, multiple: int) -> int:
     return -(-vocab_size // multiple) * multiple
 
 
+# --- where each step's batch comes from -------------------------------------------------------
+
+
+class BatchSource:
+    """The batch of each step, and the padded and real work of the batches drawn so far.
+
+    The default, :class:`FixedSource`, hands out one synthetic batch again and again (no
+    loader in the timed step); :class:`LoaderSource` draws a new batch per step from real
+    shards through the Trainer's loader, so real padding and loading are in the figures.
+    """
+
+    def __init__(self, dims: ModelDims) -> None:
+        self.dims = dims
+        self.work = BatchWork()
+
+    def next(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def reset_work(self) -> None:
+        """Forget the batches counted so far (the warm-up's)."""
+        self.work = BatchWork()
+
+
+class FixedSource(BatchSource):
+    """One batch for every step, pinned once on CUDA when ``pin`` (as ``make_dataloader`` pins)."""
+
+    def __init__(self, batch: dict[str, torch.Tensor], dims: ModelDims, pin: bool = False) -> None:
+        super().__init__(dims)
+        self.batch = {k: v.pin_memory() for k, v in batch.items()} if pin else batch
+        # Counted once: recounting the same tensors would only add host work to the step.
+        self._one = batch_work(dims, batch["attention_mask"], batch["masked_lm_ids"])
+
+    def next(self) -> dict[str, torch.Tensor]:
+        self.work.merge(self._one)
+        return self.batch
+
+
+class LoaderSource(BatchSource):
+    """A new batch per step, from ``PretrainingDataset`` + ``make_dataloader`` with a
+    ``ShardedSampler``, built as ``Trainer._loader`` builds the training loader (one rank,
+    shuffled, pinned on CUDA, full batches); epochs follow each other as in training."""
+
+    def __init__(self, data: PretrainingDataset, batch_size: int, device: torch.device,
+                 dims: ModelDims, seed: int, num_workers: int = 0) -> None:
+        super().__init__(dims)
+        if len(data) < batch_size:
+            raise ValueError(f"{len(data)} sequences are fewer than one batch of {batch_size}")
+        sampler = ShardedSampler(data, shuffle=True, seed=seed)
+        self.loader = make_dataloader(data, batch_size, sampler=sampler, num_workers=num_workers,
+                                      pin_memory=device.type == "cuda", drop_last=True)
+        self.epoch = 0
+        self.batches = iter(self.loader)
+
+    def next(self) -> dict[str, torch.Tensor]:
+        try:
+            batch = next(self.batches)
+        except StopIteration:  # the Trainer's next epoch: a new order of the same data
+            self.epoch += 1
+            self.loader.sampler.set_epoch(self.epoch)
+            self.batches = iter(self.loader)
+            batch = next(self.batches)
+        self.work.add(self.dims, batch["attention_mask"], batch["masked_lm_ids"])
+        return batch
+
+
 # --- the two steps ----------------------------------------------------------------------------
 
 
@@ -140,6 +231,8 @@ class Runner:
     bert: BertForPreTraining
     #: What actually runs, read back from the objects built (not from the request).
     described: dict[str, str]
+    #: Where its batches come from; its ``work`` counts what the steps consumed.
+    source: BatchSource
 
 
 def step_config(variant: Variant, size: str, seq_len: int, batch_size: int, device: torch.device,
@@ -160,26 +253,43 @@ def seeded_model(cfg: TrainConfig, vocab_size: int) -> BertForPreTraining:
     return build_model(cfg, vocab_size)
 
 
-def original_runner(cfg: TrainConfig, vocab_size: int, batch: dict[str, torch.Tensor],
-                    device: torch.device, max_grad_norm: float | None) -> Runner:
+def fixed_source(batch: dict[str, torch.Tensor], cfg: TrainConfig, vocab_size: int,
+                 pin: bool) -> FixedSource:
+    """``batch`` for every step, its work counted for the model of ``cfg``."""
+    t = batch["input_ids"].shape[1]
+    dims = ModelDims(vocab_size=vocab_size, hidden_size=cfg.hidden_size,
+                     num_layers=cfg.num_hidden_layers, intermediate_size=cfg.intermediate_size,
+                     seq_len=t, predictions=batch["masked_lm_ids"].shape[1])
+    return FixedSource(batch, dims, pin=pin)
+
+
+def original_runner(cfg: TrainConfig, vocab_size: int, batch: dict[str, torch.Tensor] | None,
+                    device: torch.device, max_grad_norm: float | None,
+                    source: BatchSource | None = None) -> Runner:
     """The original step on the project's weights, its optimizer and schedule, eager attention.
 
-    The batch is converted once to the original dataset's tensors (all-ones mask, slots
-    padded to T): converting is data loading, not part of the step.
+    A fixed batch is converted once to the original dataset's tensors (all-ones mask, slots
+    padded to T): converting is data loading, not part of the step. Batches from a loader
+    (``source``) are converted in each step, as the original's dataset would produce them.
     """
+    if source is None:
+        assert batch is not None
+        source = fixed_source(batch, cfg, vocab_size, pin=False)
     bert = seeded_model(dataclasses.replace(cfg, attn_implementation="eager"), vocab_size)
     bert.to(device).train()
     optimizer = original.optimizer(bert, lr=cfg.lr)
     scheduler = original.scheduler(optimizer, SCHEDULE_STEPS)
-    inputs = to_original_batch(batch)
+    converted = to_original_batch(source.batch) if isinstance(source, FixedSource) else None
 
     def step() -> torch.Tensor:
+        batch = source.next()  # drawn (and counted) by every step, converted once if fixed
+        inputs = converted if converted is not None else to_original_batch(batch)
         return original.train_step(bert, inputs, optimizer, scheduler, device,
                                    max_grad_norm=max_grad_norm)
 
     described = {"precision": "fp32", "attn": bert.config._attn_implementation, "head": "full",
                  "adamw": "for-loop", "compile": "no"}
-    return Runner(step, bert, described)
+    return Runner(step, bert, described, source)
 
 
 def adamw_kind(optimizer: torch.optim.Optimizer, device: torch.device) -> str:
@@ -192,12 +302,17 @@ def adamw_kind(optimizer: torch.optim.Optimizer, device: torch.device) -> str:
 
 
 def project_runner(variant: Variant, cfg: TrainConfig, vocab_size: int,
-                   batch: dict[str, torch.Tensor], device: torch.device) -> Runner:
+                   batch: dict[str, torch.Tensor] | None, device: torch.device,
+                   source: BatchSource | None = None) -> Runner:
     """The project step, built by the package's builders as the Trainer builds it.
 
     The batch stays on the host (pinned on CUDA, as ``make_dataloader`` pins it), so each
-    step includes the copy to the device, as in training.
+    step includes the copy to the device, as in training. ``source`` (default: ``batch``
+    for every step) gives each step its batch.
     """
+    if source is None:
+        assert batch is not None
+        source = fixed_source(batch, cfg, vocab_size, pin=device.type == "cuda")
     if cfg.compile:
         torch._dynamo.reset()  # else a second compiled variant is traced with dynamic shapes
     bert = seeded_model(cfg, padded_vocab(vocab_size, variant.vocab_multiple))
@@ -210,10 +325,9 @@ def project_runner(variant: Variant, cfg: TrainConfig, vocab_size: int,
     scheduler = build_scheduler(optimizer, SCHEDULE_STEPS, warmup=0)
     precision = resolve_precision(cfg.precision, device)
     autocast, scaler = autocast_context(device, precision), make_grad_scaler(device, precision)
-    host_batch = {k: v.pin_memory() for k, v in batch.items()} if device.type == "cuda" else batch
 
     def step() -> torch.Tensor:
-        result = train_step(model, [host_batch], optimizer, scheduler, device=device,
+        result = train_step(model, [source.next()], optimizer, scheduler, device=device,
                             autocast=autocast, scaler=scaler, max_grad_norm=cfg.max_grad_norm,
                             optimizer_step=fused_skip_or_step)
         return result.losses.sum()
@@ -223,7 +337,7 @@ def project_runner(variant: Variant, cfg: TrainConfig, vocab_size: int,
         head += f"/V={bert.config.vocab_size}"
     described = {"precision": precision, "attn": bert.config._attn_implementation, "head": head,
                  "adamw": adamw_kind(optimizer, device), "compile": "yes" if cfg.compile else "no"}
-    return Runner(step, bert, described)
+    return Runner(step, bert, described, source)
 
 
 def synthetic_batch(batch_size: int, seq_len: int, vocab_size: int, seed: int) -> dict[str, torch.Tensor]:
@@ -252,12 +366,22 @@ class ModelResult:
     ms_median: float
     ms_mean: float
     peak_mem_mib: float | None
+    #: Padded count: every sequence charged T positions, T^2 attention and the P slots.
     tflops: float
     mfu: float | None
     warmup_s: float
     first_loss: float
     final_loss: float
     step_ms: list[float] = dataclasses.field(default_factory=list)
+    #: "synthetic" (one batch reused) or the shards' path (a new batch per step).
+    data: str = "synthetic"
+    #: The same count over each sequence's real length and real prediction slots.
+    real_tflops: float = math.nan
+    real_token_mfu: float | None = None
+    #: The share of the timed batches' positions that are padding.
+    padding_share: float = math.nan
+    #: Top ops by self time of a few steps (``--profile``), heaviest first.
+    profile: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -271,7 +395,10 @@ class Timing:
 
 
 def time_runner(runner: Runner, device: torch.device, warmup: int, steps: int) -> Timing:
-    """Warm-up, then the timed steps, both through the project's one timing loop."""
+    """Warm-up, then the timed steps, both through the project's one timing loop.
+
+    The source's work count restarts after the warm-up, so it covers the timed batches only.
+    """
     losses: list[torch.Tensor] = []
 
     def step() -> None:
@@ -280,29 +407,48 @@ def time_runner(runner: Runner, device: torch.device, warmup: int, steps: int) -
     start = time.perf_counter()
     time_steps(step, device, warmup, 0)
     warmup_s = time.perf_counter() - start
+    runner.source.reset_work()
     start = time.perf_counter()
     per_step = time_steps(step, device, 0, steps)  # synchronises before and after
     return Timing(warmup_s, per_step, time.perf_counter() - start, losses)
 
 
+def make_source(variant: Variant, args: argparse.Namespace, cfg: TrainConfig, seq_len: int,
+                batch_size: int, device: torch.device,
+                data: PretrainingDataset | None) -> BatchSource:
+    """The synthetic batch reused (pinned for the project step on CUDA), or a fresh loader
+    over ``data``: every variant gets the same batches in the same order (same seed)."""
+    if data is None:
+        batch = synthetic_batch(batch_size, seq_len, args.vocab_size, args.seed)
+        return fixed_source(batch, cfg, args.vocab_size, pin=device.type == "cuda" and not variant.original)
+    dims = ModelDims.for_size(args.model_size, seq_len, args.vocab_size, data.max_predictions)
+    return LoaderSource(data, batch_size, device, dims, args.seed, args.num_workers)
+
+
 def run_variant(variant: Variant, args: argparse.Namespace, seq_len: int, batch_size: int,
-                device: torch.device, peak: float | None) -> ModelResult:
+                device: torch.device, peak: float | None,
+                data: PretrainingDataset | None = None) -> ModelResult:
     """Build one step, warm it up, time it and measure its memory; free everything after."""
-    batch = synthetic_batch(batch_size, seq_len, args.vocab_size, args.seed)
     cfg = step_config(variant, args.model_size, seq_len, batch_size, device, args.dropout, args.seed)
     warmup = args.warmup if args.warmup is not None else (30 if variant.compile else 10)
+    profile = None
     with PeakMemory(device) as memory:
+        source = make_source(variant, args, cfg, seq_len, batch_size, device, data)
         runner: Runner | None = (
-            original_runner(cfg, args.vocab_size, batch, device, args.original_max_grad_norm)
-            if variant.original else project_runner(variant, cfg, args.vocab_size, batch, device))
+            original_runner(cfg, args.vocab_size, None, device, args.original_max_grad_norm, source)
+            if variant.original else project_runner(variant, cfg, args.vocab_size, None, device, source))
         described = runner.described
         timing = time_runner(runner, device, warmup, args.steps)
+        work = dataclasses.replace(source.work)  # a copy: the profiled steps count on
         peak_bytes = memory.peak_bytes()
-        runner = None  # free the model and optimizer before the next row
+        if args.profile and not variant.original:  # after the peak: the profiler holds memory too
+            profile = profile_runner(runner, device, args.profile_steps, args.profile_top)
+        runner = source = None  # free the model, optimizer and loader before the next row
     release_memory()
     seq_per_s = batch_size * args.steps / timing.total_s
-    dims = ModelDims.for_size(args.model_size, seq_len, args.vocab_size)
-    tflops = flops_per_sequence(dims)["total"] * seq_per_s / 1e12
+    # Counted from the batches the timed steps consumed (the same batch each step, synthetic).
+    tflops = work.padded_flops / timing.total_s / 1e12
+    real_tflops = work.real_flops / timing.total_s / 1e12
     tf32 = "-"
     if device.type == "cuda" and described["precision"] == "fp32":
         tf32 = "on" if tf32_matmul()["on"] else "off"
@@ -314,11 +460,75 @@ def run_variant(variant: Variant, args: argparse.Namespace, seq_len: int, batch_
         mfu=None if peak is None else tflops / peak, warmup_s=timing.warmup_s,
         first_loss=float(timing.losses[0]), final_loss=float(timing.losses[-1]),
         step_ms=[1000 * s for s in timing.per_step],
+        data="synthetic" if data is None else str(args.data), real_tflops=real_tflops,
+        real_token_mfu=None if peak is None else real_tflops / peak,
+        padding_share=work.padding_share, profile=profile,
     )
 
 
+# --- profile ----------------------------------------------------------------------------------
+
+
+def profile_runner(runner: Runner, device: torch.device, steps: int, top: int) -> list[dict[str, Any]]:
+    """The heaviest ops of ``steps`` steps by self time: CUDA kernels' device time on a GPU
+    (what the GPU is busy with), aten ops' CPU time elsewhere."""
+    from torch.profiler import ProfilerActivity, profile
+
+    on_gpu = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+    synchronize(device)
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            runner.step()
+        synchronize(device)  # inside: the kernels of the last step are recorded too
+    return top_ops(prof.key_averages(), steps, on_gpu, top)
+
+
+def top_ops(events: Sequence[Any], steps: int, on_gpu: bool, top: int) -> list[dict[str, Any]]:
+    """``top`` profiler averages by self time, per step, with their share of the total.
+
+    On a GPU only device events (kernels, copies) count: an aten op's self device time is
+    its kernels' time, so counting ops and kernels both would count every kernel twice.
+    """
+    from torch.autograd import DeviceType
+
+    timed: list[tuple[Any, float]] = []
+    for event in events:
+        if on_gpu:
+            # Kernels and copies only; a GPU-side user annotation spans kernels counted already.
+            if event.device_type != DeviceType.CUDA or getattr(event, "is_user_annotation", False):
+                continue
+            # torch >= 2.4 calls it device time; older releases cuda time
+            us = getattr(event, "self_device_time_total", None)
+            us = getattr(event, "self_cuda_time_total", 0.0) if us is None else us
+        else:
+            us = event.self_cpu_time_total
+        if us > 0:
+            timed.append((event, float(us)))
+    total = sum(us for _, us in timed)
+    timed.sort(key=lambda pair: pair[1], reverse=True)
+    return [{"name": event.key[:160], "self_ms_per_step": us / 1000 / steps,
+             "share": us / total, "calls_per_step": event.count / steps}
+            for event, us in timed[:top]]
+
+
+def format_profile(ops: Sequence[dict[str, Any]]) -> str:
+    """A profile as a table; long kernel names are cut in the middle (the JSON keeps 160 characters)."""
+    rows = [("op / kernel", "self ms/step", "share", "calls/step")]
+    for op in ops:
+        name = op["name"] if len(op["name"]) <= 70 else op["name"][:40] + "..." + op["name"][-27:]
+        rows.append((name, f"{op['self_ms_per_step']:.3f}", f"{100 * op['share']:.1f}%",
+                     f"{op['calls_per_step']:g}"))
+    return table(rows)
+
+
 COLUMNS = ("variant", "T", "batch", "precision", "attn", "head", "adamw", "compile", "seq/s",
-           "ms/step median", "ms/step mean", "peak mem MiB", "TFLOP/s", "MFU", "speedup")
+           "ms/step median", "ms/step mean", "peak mem MiB", "TFLOP/s", "real TFLOP/s", "MFU",
+           "real-token MFU", "padding", "speedup")
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.2f}%"
 
 
 def format_results(results: Sequence[ModelResult]) -> str:
@@ -332,10 +542,78 @@ def format_results(results: Sequence[ModelResult]) -> str:
             r.variant, str(r.seq_len), str(r.batch_size), precision, r.attn, r.head, r.adamw,
             r.compile, fmt(r.seq_per_s, ",.1f" if r.seq_per_s >= 100 else ".3g"),
             fmt(r.ms_median, ",.1f"), fmt(r.ms_mean, ",.1f"), fmt(r.peak_mem_mib, ",.0f"),
-            fmt(r.tflops, ".3f"), "n/a" if r.mfu is None else f"{100 * r.mfu:.2f}%",
+            fmt(r.tflops, ".3f"), fmt(r.real_tflops, ".3f"), percent(r.mfu),
+            percent(r.real_token_mfu), percent(r.padding_share),
             f"{r.seq_per_s / base:.2f}x" if base else "-",
         ))
     return table(rows)
+
+
+# --- the data and the Trainer -----------------------------------------------------------------
+
+
+def data_summary(data: PretrainingDataset, max_shards: int = 8) -> dict[str, Any]:
+    """What the shards are, and their padding share over every sequence of the first
+    ``max_shards`` shards (all of a sample; reading a whole corpus would take minutes)."""
+    real = positions = 0
+    read = min(max_shards, len(data.shards))
+    for shard in range(read):
+        mask = data.load_shard(shard)["input_mask"]
+        real += int(mask.sum())
+        positions += mask.size
+    return {"path": str(data.paths[0].parent if len(data.paths) > 1 else data.paths[0]),
+            "shards": len(data.shards), "sequences": len(data), "seq_len": data.max_seq_length,
+            "predictions": data.max_predictions, "padding_share": 1.0 - real / positions,
+            "padding_share_over_shards": read}
+
+
+def trainer_throughput(variant: Variant, args: argparse.Namespace, seq_len: int, batch_size: int,
+                       device: torch.device, data: PretrainingDataset) -> dict[str, Any]:
+    """Run the package's ``Trainer`` for ``--trainer-steps`` on ``--data`` with the variant's
+    config, and read back the throughput it logs (``seq_per_s`` of metrics.jsonl).
+
+    The Trainer's first log window includes its start (first shard read, compilation), so the
+    steady figure is over the later windows: their sequences over their time. Checkpoints
+    (saved at each epoch's end) and evaluation (none here) fall outside the windows.
+    """
+    if variant.original or variant.vocab_multiple != 1:
+        raise SystemExit(f"--trainer-variant {variant.name}: the Trainer runs the project step "
+                         "on the real vocabulary")
+    steps = args.trainer_steps
+    vocab = len(read_vocab(args.vocab_file))
+    if vocab != args.vocab_size:
+        raise SystemExit(f"--vocab-file {args.vocab_file} has {vocab} tokens, --vocab-size is {args.vocab_size}")
+    cfg = step_config(variant, args.model_size, seq_len, batch_size, device, args.dropout, args.seed)
+    per_epoch = max(1, len(data) // batch_size)  # under one batch: the Trainer says so itself
+    every = max(1, min(10, steps // 4))  # at least a few windows besides the first
+    with tempfile.TemporaryDirectory(prefix="bench-trainer-") as tmp:
+        cfg = dataclasses.replace(
+            cfg, train_data=str(args.data), eval_data=None, vocab_file=str(args.vocab_file),
+            output_dir=str(Path(tmp) / "run"), max_steps=steps, epochs=-(-steps // per_epoch),
+            log_every_steps=every, plots=False, num_workers=args.num_workers, keep_last_checkpoints=1)
+        start = time.perf_counter()
+        Trainer(cfg).fit()
+        wall_s = time.perf_counter() - start
+        lines = (Path(cfg.output_dir) / METRICS_FILE).read_text().splitlines()
+    logged = [r for r in map(json.loads, lines) if r.get("kind") == "train"]
+    windows, previous = [], 0
+    for record in logged:
+        n = record["step"] - previous
+        windows.append({"step": record["step"], "steps": n, "seq_per_s": record["seq_per_s"]})
+        previous = record["step"]
+    later = windows[1:]
+    sequences = sum(w["steps"] for w in later) * batch_size
+    seconds = sum(w["steps"] * batch_size / w["seq_per_s"] for w in later)
+    return {"variant": variant.name, "steps": steps, "batch_size": batch_size, "seq_len": seq_len,
+            "num_workers": args.num_workers, "log_every_steps": every, "wall_s": wall_s,
+            "windows": windows, "seq_per_s_steady": sequences / seconds if seconds else None}
+
+
+def trainer_variant(args: argparse.Namespace, variants: Sequence[Variant]) -> Variant:
+    """``--trainer-variant``, else the first project variant timed, else ``project``."""
+    if args.trainer_variant:
+        return parse_variant(args.trainer_variant, args.compile)
+    return next((v for v in variants if not v.original), parse_variant("project", args.compile))
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -348,7 +626,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cuda, cuda:N or cpu")
     parser.add_argument("--model-size", choices=sorted(MODEL_SIZES), default="base")
     parser.add_argument("--vocab-size", type=int, default=BERT_VOCAB_SIZE)
-    parser.add_argument("--seq-lens", type=int, nargs="+", default=[128, 512])
+    parser.add_argument("--seq-lens", type=int, nargs="+", default=None,
+                        help="default 128 512 (with --data: the shards' T, the only one allowed)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="project batch (default: 128 at T=128, 32 at T=512 on CUDA; 4 and 1 on CPU)")
     parser.add_argument("--original-batch-size", type=int, default=None,
@@ -373,17 +652,45 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help="seconds-long smoke run: tiny model, V=1024, T=32, batch 4, 2 steps")
     parser.add_argument("--seed", type=int, default=0)
+    real = parser.add_argument_group("real data, profile, Trainer")
+    real.add_argument("--data", type=Path, default=None,
+                      help="shards (a folder, file or glob, e.g. data_samples/train): each step draws a "
+                           "new batch through the Trainer's loader instead of reusing one synthetic batch")
+    real.add_argument("--num-workers", type=int, default=0,
+                      help="loader workers with --data (default 0, the Trainer's default)")
+    real.add_argument("--profile", action="store_true",
+                      help="torch.profiler summary of a few steps of every project row (top ops by "
+                           "self time: CUDA kernels on a GPU, CPU ops elsewhere)")
+    real.add_argument("--profile-steps", type=int, default=5)
+    real.add_argument("--profile-top", type=int, default=15)
+    real.add_argument("--trainer-steps", type=int, default=0,
+                      help="also run the package's Trainer for N steps on --data with the same "
+                           "config, and record its logged seq/s beside the benchmark's")
+    real.add_argument("--trainer-variant", default=None,
+                      help="the variant the Trainer runs (default: the first project variant)")
+    real.add_argument("--vocab-file", type=Path, default=DATA_SAMPLES / "vocab.txt",
+                      help="the Trainer's vocabulary (its size must be --vocab-size)")
     return parser
 
 
-def resolve_args(args: argparse.Namespace, device: torch.device) -> argparse.Namespace:
-    """Fill the device-dependent defaults (and ``--quick``'s)."""
+def resolve_args(args: argparse.Namespace, device: torch.device,
+                 data: PretrainingDataset | None = None) -> argparse.Namespace:
+    """Fill the device-dependent defaults (and ``--quick``'s); with ``data``, its T."""
     cuda = device.type == "cuda"
+    if data is not None:
+        if args.seq_lens not in (None, [data.max_seq_length]):
+            raise SystemExit(f"--seq-lens {args.seq_lens}: the shards of --data {args.data} have "
+                             f"T={data.max_seq_length}; leave --seq-lens out")
+        args.seq_lens = [data.max_seq_length]
     if args.quick:
-        args.model_size, args.vocab_size, args.seq_lens = "tiny", min(args.vocab_size, 1024), [32]
+        args.model_size = "tiny"
+        if data is None:  # real shards keep their T and vocabulary (their ids must fit it)
+            args.vocab_size, args.seq_lens = min(args.vocab_size, 1024), [32]
         args.batch_size = args.batch_size or 4
         args.warmup = 1 if args.warmup is None else args.warmup
         args.steps = args.steps or 2
+    if args.seq_lens is None:
+        args.seq_lens = [128, 512]
     if args.warmup is None and not cuda:
         args.warmup = 1
     if args.steps is None:
@@ -409,7 +716,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    args = resolve_args(args, device)
+    if args.trainer_steps and args.data is None:
+        raise SystemExit("--trainer-steps needs --data: the Trainer reads shards")
+    data = PretrainingDataset(find_shards(args.data), vocab_size=args.vocab_size) if args.data else None
+    args = resolve_args(args, device, data)
     variants = [parse_variant(s, args.compile) for s in args.variants.split(",") if s.strip()]
     peak, peak_source = peak_tflops(device, args.peak_tflops)
     env = environment(device)
@@ -418,6 +728,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_environment(env)
     if device.type != "cuda":
         print("  NOTE: no CUDA device: these are CPU figures, not GPU ones.")
+    if data is not None:
+        report["data"] = data_summary(data)
+        d = report["data"]
+        print(f"\n== Data: {d['path']}: {d['sequences']:,} sequences in {d['shards']} shard(s), "
+              f"T={d['seq_len']}, P={d['predictions']}, {100 * d['padding_share']:.2f} % padding "
+              f"(over {d['padding_share_over_shards']} shard(s)); a new batch per step through "
+              f"the Trainer's loader, {args.num_workers} worker(s) ==")
+    else:
+        print("\n== Data: one synthetic batch, reused by every step (--data PATH for real shards) ==")
 
     print(f"\n== Training step: BERT-{args.model_size}, V={args.vocab_size}, on {device} ==")
     print("FLOPs counted per training sequence (forward + backward = 3 x forward; useful work only):")
@@ -438,7 +757,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch = original_batch if variant.original else project_batch
             print(f"  timing {variant.name} T={t} batch={batch} ...", flush=True)
             try:
-                results.append(run_variant(variant, args, t, batch, device, peak))
+                results.append(run_variant(variant, args, t, batch, device, peak, data))
                 continue
             except torch.cuda.OutOfMemoryError:  # e.g. the original at T=512 on a 16 GB card
                 pass
@@ -453,7 +772,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     mem = ("torch.cuda.max_memory_allocated" if device.type == "cuda"
            else "peak RSS increase over the RSS before the model was built (VmHWM)")
     print(f"peak mem = {mem}; speedup = seq/s over the original at the same T.")
+    print("TFLOP/s and MFU count every position, T^2 attention and P slots (padding as work); "
+          "real TFLOP/s and real-token MFU count each sequence's real length and slots; "
+          "padding = share of the timed batches' positions.")
     report["model"] = [dataclasses.asdict(r) for r in results]
+    for t in args.seq_lens:  # the fastest profiled row at each T; every profile is in the JSON
+        profiled = [r for r in results if r.seq_len == t and r.profile]
+        if profiled:
+            best = max(profiled, key=lambda r: r.seq_per_s)
+            clock = "self CUDA time (kernels)" if device.type == "cuda" else "self CPU time (ops)"
+            print(f"\n== Profile of {best.variant} T={t} (the fastest profiled row): top "
+                  f"{len(best.profile or [])} by {clock}, over {args.profile_steps} steps ==")
+            print(format_profile(best.profile or []))
+    if args.trainer_steps:
+        assert data is not None
+        variant = trainer_variant(args, variants)
+        t = args.seq_lens[0]
+        batch = batch_sizes(args, t, device)[0]
+        print(f"\n== Trainer: {variant.name}, {args.trainer_steps} steps on {args.data}, "
+              f"batch {batch} ==", flush=True)
+        trainer = trainer_throughput(variant, args, t, batch, device, data)
+        bench = next((r.seq_per_s for r in results if r.variant == variant.name and r.seq_len == t), None)
+        trainer["bench_seq_per_s"] = bench
+        steady = trainer["seq_per_s_steady"]
+        trainer["trainer_over_bench"] = steady / bench if bench and steady else None
+        report["trainer"] = trainer
+        windows = ", ".join(f"{w['seq_per_s']:.4g}" for w in trainer["windows"])
+        ratio = trainer["trainer_over_bench"]
+        print(f"Trainer seq/s per log window: {windows}; steady (after the first window): "
+              f"{fmt(steady, ',.1f')}; benchmark {fmt(bench, ',.1f')}"
+              + (f"; Trainer / benchmark = {ratio:.2f}" if ratio else ""))
     finish(report, args.json)
     return 0
 

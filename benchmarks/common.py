@@ -16,6 +16,13 @@ not work spent:
 * pooler + NSP classifier on [CLS] ``6 * d * (d + 2)`` (negligible).
 
 MFU = counted FLOPs x sequences/s / the GPU's dense bf16 tensor peak, for fp32 rows too.
+
+That count charges every sequence T positions, T^2 attention pairs and P prediction slots:
+padding counts as work. :func:`batch_work` also counts each sequence over its real length
+``t_i`` (attention-mask sum) and its real slots ``p_i`` (``masked_lm_ids != -100``), with the
+same formula: ``6 N t_i + 12 L d t_i^2 + 6 p_i d (d + V) + 6 d (d + 2)``, summed over the
+batch. Real-token MFU is that sum per second over the peak: the work a step that skipped
+padding would have to do, so padded MFU / real-token MFU shows what padding costs.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -111,15 +118,77 @@ def encoder_matmul_params(dims: ModelDims) -> int:
 
 def flops_per_sequence(dims: ModelDims) -> dict[str, float]:
     """Training FLOPs (forward + backward) of one sequence, by term; see the module docstring."""
-    t, d, p, v = dims.seq_len, dims.hidden_size, dims.predictions, dims.vocab_size
+    return _flops_terms(dims, float(dims.seq_len), float(dims.seq_len) ** 2,
+                        float(dims.predictions), 1.0)
+
+
+def _flops_terms(dims: ModelDims, tokens: float, squares: float, slots: float,
+                 sequences: float) -> dict[str, float]:
+    """The four terms from sums over sequences: of lengths, of squared lengths, of prediction
+    slots, and the count (every term is linear in one of them, so a batch sums exactly)."""
+    d, v = dims.hidden_size, dims.vocab_size
     terms = {
-        "encoder": 6.0 * t * encoder_matmul_params(dims),
-        "attention": 12.0 * dims.num_layers * d * t * t,
-        "mlm_head": 6.0 * p * d * (d + v),
-        "pooler_nsp": 6.0 * d * (d + 2),
+        "encoder": 6.0 * tokens * encoder_matmul_params(dims),
+        "attention": 12.0 * dims.num_layers * d * squares,
+        "mlm_head": 6.0 * slots * d * (d + v),
+        "pooler_nsp": 6.0 * sequences * d * (d + 2),
     }
     terms["total"] = sum(terms.values())
     return terms
+
+
+IGNORE_INDEX = -100  # what ``PretrainingDataset`` writes into unused ``masked_lm_ids`` slots
+
+
+@dataclass
+class BatchWork:
+    """Padded and real work of the batches a benchmark step consumed, summed as they come.
+
+    ``padded_flops`` charges every sequence T positions and the batch's P slots (the
+    :func:`flops_per_sequence` count); ``real_flops`` the same formula over each sequence's
+    own length and real slots. Counted on the host from the CPU batch, before the copy.
+    """
+
+    sequences: int = 0
+    positions: int = 0  # sequences x T
+    real_tokens: int = 0
+    slots: int = 0  # sequences x P
+    real_slots: int = 0
+    padded_flops: float = 0.0
+    real_flops: float = 0.0
+
+    def add(self, dims: ModelDims, attention_mask: torch.Tensor, masked_lm_ids: torch.Tensor) -> None:
+        """Count one batch (``[B, T]`` mask, ``[B, P]`` ids as the loader gives them)."""
+        lengths = attention_mask.sum(dim=1).to(torch.float64)
+        slots = (masked_lm_ids != IGNORE_INDEX).sum(dim=1).to(torch.float64)
+        n, t = attention_mask.shape
+        p = masked_lm_ids.shape[1]
+        padded = replace(dims, seq_len=t, predictions=p)
+        self.sequences += n
+        self.positions += n * t
+        self.real_tokens += int(lengths.sum())
+        self.slots += n * p
+        self.real_slots += int(slots.sum())
+        self.padded_flops += n * flops_per_sequence(padded)["total"]
+        self.real_flops += _flops_terms(dims, float(lengths.sum()), float((lengths**2).sum()),
+                                        float(slots.sum()), float(n))["total"]
+
+    def merge(self, other: BatchWork) -> None:
+        """Add another count to this one."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    @property
+    def padding_share(self) -> float:
+        """The fraction of the positions that are padding."""
+        return 1.0 - self.real_tokens / self.positions if self.positions else math.nan
+
+
+def batch_work(dims: ModelDims, attention_mask: torch.Tensor, masked_lm_ids: torch.Tensor) -> BatchWork:
+    """The :class:`BatchWork` of one batch."""
+    work = BatchWork()
+    work.add(dims, attention_mask, masked_lm_ids)
+    return work
 
 
 def flops_lines(size: str, vocab_size: int, seq_lens: Sequence[int]) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import importlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +77,24 @@ def test_flops_of_a_toy_config_by_hand():
         "total": 10032.0,
     }
     assert common.ModelDims.for_size("base", 512).predictions == 80
+
+
+def test_real_token_flops_of_two_sequences_by_hand():
+    """Real work counts each sequence over its own length and real slots; padded work charges
+    both T=8 positions and P=2 slots, as ``flops_per_sequence`` does."""
+    dims = common.ModelDims(vocab_size=10, hidden_size=4, num_layers=1, intermediate_size=8,
+                            seq_len=8, predictions=2)
+    mask = torch.tensor([[1] * 8, [1] * 5 + [0] * 3])  # lengths 8 and 5
+    ids = torch.tensor([[7, 9], [6, -100]])  # 2 real slots, then 1
+    work = common.batch_work(dims, mask, ids)
+    # N = 128: encoder 6*128*(8+5); attention 12*1*4*(8^2+5^2); head 6*(2+1)*4*14; pooler 2*6*4*6.
+    assert work.real_flops == 6 * 128 * 13 + 12 * 4 * 89 + 6 * 3 * 4 * 14 + 2 * 144 == 15_552
+    assert work.padded_flops == 2 * 10_032 == 2 * common.flops_per_sequence(dims)["total"]
+    assert (work.sequences, work.positions, work.real_tokens, work.slots, work.real_slots) == (2, 16, 13, 4, 3)
+    assert work.padding_share == 3 / 16
+    work.merge(common.batch_work(dims, mask[:1], ids[:1]))  # the full row again: no padding
+    assert work.real_flops == 15_552 + 10_032 and work.padding_share == 3 / 24
+    assert np.isnan(common.BatchWork().padding_share)
 
 
 @pytest.mark.parametrize(("name", "tflops", "dtype"), [
@@ -172,7 +191,13 @@ def test_scripts_use_only_public_package_names_and_bench_step_writes_no_files():
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bert_tutorial"):
                 assert not [a.name for a in node.names if a.name.startswith("_")], script.name
         assert "bert_tutorial" not in imported_names(script)  # only ``from bert_tutorial.x import y``
-    assert not {"Trainer", "tempfile", "write_shard"} & imported_names(BENCHMARKS / "bench_step.py")
+    step = BENCHMARKS / "bench_step.py"
+    assert "write_shard" not in imported_names(step)
+    # Only --trainer-steps writes files: the Trainer's run, in a temporary folder it removes.
+    for node in ast.walk(ast.parse(step.read_text())):
+        if isinstance(node, ast.FunctionDef) and node.name != "trainer_throughput":
+            used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+            assert not {"Trainer", "tempfile"} & used, node.name
 
 
 # --- the synthetic data -----------------------------------------------------------------------
@@ -278,6 +303,114 @@ def test_quick_step_benchmark_runs_end_to_end(tmp_path, capsys, one_thread, monk
     assert [r["variant"] for r in report["model"]] == wanted
     assert all(r["seq_per_s"] > 0 and r["mfu"] is None and len(r["step_ms"]) == 2 for r in report["model"])
     assert report["environment"]["torch"] == torch.__version__
+    # The default is unchanged: one synthetic batch, its padding (4 rows of T=32) counted.
+    batch = bench_step.synthetic_batch(4, 32, 1024, seed=0)
+    padding = 1 - batch["attention_mask"].float().mean().item()
+    for r in report["model"]:
+        assert r["data"] == "synthetic" and r["profile"] is None and "trainer" not in report
+        assert r["padding_share"] == pytest.approx(padding) and r["real_tflops"] <= r["tflops"]
+
+
+def shard_rows(folder: Path) -> dict[str, np.ndarray]:
+    """``input_mask`` and ``masked_lm_positions`` of a folder's shards, read with h5py."""
+    import h5py
+
+    rows: dict[str, list[np.ndarray]] = {"input_mask": [], "masked_lm_positions": []}
+    for path in sorted(folder.glob("*.hdf5")):
+        with h5py.File(path, "r") as f:
+            for name, parts in rows.items():
+                parts.append(f[name][:])
+    return {name: np.concatenate(parts) for name, parts in rows.items()}
+
+
+def test_quick_step_benchmark_on_real_shards_with_the_trainer_beside_it(tmp_path, capsys, one_thread):
+    """``--data``: a new batch per step through the Trainer's loader; the padding share is the
+    timed batches' real padding, and real-token MFU counts their real lengths and slots."""
+    data = Path(__file__).resolve().parent.parent / "data_samples" / "train"
+    out = tmp_path / "step.json"
+    assert bench_step.main(["--quick", "--device", "cpu", "--threads", "1", "--variants", "project",
+                            "--data", str(data), "--batch-size", "8", "--peak-tflops", "1",
+                            "--trainer-steps", "6", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "a new batch per step" in text and "Trainer / benchmark" in text
+    report = json.loads(out.read_text())
+    (row,) = report["model"]
+    assert (row["data"], row["seq_len"], row["batch_size"]) == (str(data), 128, 8)
+
+    # Independently: the rows the sampler hands out, their masks read with h5py.
+    rows = shard_rows(data)
+    lengths = rows["input_mask"].sum(1).astype(np.float64)
+    slots = (rows["masked_lm_positions"] != 0).sum(1)  # a real slot never points at [CLS]
+    assert report["data"]["padding_share"] == pytest.approx(1 - lengths.sum() / rows["input_mask"].size)
+    assert 0.05 < report["data"]["padding_share"] < 0.15  # data_samples/train: about 9 %
+    order = list(bench_step.ShardedSampler(PretrainingDataset(data), shuffle=True, seed=0))
+    timed = order[8:8 + 2 * 8]  # --quick: one warm-up batch of 8, then two timed ones
+    assert row["padding_share"] == pytest.approx(1 - lengths[timed].sum() / (16 * 128))
+    assert row["padding_share"] > 0
+    # Real over padded work, from the same hand formula as test_real_token_flops_...
+    d, n_w, v = 128, 2 * (4 * 128 * 128 + 2 * 128 * 512), 30522
+    t = lengths[timed]
+    real = (6 * n_w * t + 12 * 2 * d * t**2 + 6 * slots[timed] * d * (d + v) + 6 * d * (d + 2)).sum()
+    padded = 16 * (6 * n_w * 128 + 12 * 2 * d * 128**2 + 6 * 20 * d * (d + v) + 6 * d * (d + 2))
+    assert row["real_tflops"] / row["tflops"] == pytest.approx(real / padded)
+    assert row["real_token_mfu"] / row["mfu"] == pytest.approx(real / padded)
+
+    trainer = report["trainer"]
+    assert (trainer["variant"], trainer["steps"], trainer["batch_size"]) == ("project", 6, 8)
+    assert [w["step"] for w in trainer["windows"]] == [1, 2, 3, 4, 5, 6]  # logs every step of 6
+    assert trainer["seq_per_s_steady"] > 0 and trainer["bench_seq_per_s"] == row["seq_per_s"]
+    assert trainer["trainer_over_bench"] == pytest.approx(trainer["seq_per_s_steady"] / row["seq_per_s"])
+
+
+def test_data_fixes_the_sequence_length_and_the_trainer_needs_data():
+    data = PretrainingDataset(Path(__file__).resolve().parent.parent / "data_samples" / "train")
+    args = bench_step.build_parser().parse_args(["--data", "x", "--seq-lens", "512"])
+    with pytest.raises(SystemExit, match="have T=128"):
+        bench_step.resolve_args(args, CPU, data)
+    args = bench_step.resolve_args(bench_step.build_parser().parse_args(["--data", "x", "--quick"]), CPU, data)
+    assert (args.seq_lens, args.vocab_size, args.model_size) == ([128], 30522, "tiny")
+    with pytest.raises(SystemExit, match="needs --data"):
+        bench_step.main(["--quick", "--device", "cpu", "--trainer-steps", "3"])
+
+
+# --- profile ----------------------------------------------------------------------------------
+
+
+def test_profile_of_the_project_step_on_a_cpu_names_its_matmuls():
+    batch = bench_step.synthetic_batch(2, 16, 64, seed=0)
+    variant = bench_step.parse_variant("project")
+    cfg = bench_step.step_config(variant, "tiny", 16, 2, CPU, dropout=0.0, seed=0)
+    runner = bench_step.project_runner(variant, cfg, 64, batch, CPU)
+    ops = bench_step.profile_runner(runner, CPU, steps=2, top=12)
+    assert 0 < len(ops) <= 12
+    names = [op["name"] for op in ops]
+    assert {"aten::mm", "aten::addmm"} & set(names), names
+    times = [op["self_ms_per_step"] for op in ops]
+    assert times == sorted(times, reverse=True) and times[-1] > 0
+    assert 0 < sum(op["share"] for op in ops) <= 1 + 1e-9
+    text = bench_step.format_profile(ops)
+    assert "self ms/step" in text and names[0] in text
+
+
+def test_profile_on_a_gpu_counts_kernels_not_the_ops_that_launch_them():
+    """An aten op's self CUDA time is its kernels' time: only device events are counted."""
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    def event(key, device_type, us, count=1, annotation=False):
+        return SimpleNamespace(key=key, device_type=device_type, self_device_time_total=us,
+                               self_cpu_time_total=5.0, count=count, is_user_annotation=annotation)
+
+    events = [event("aten::mm", DeviceType.CPU, 300.0), event("sm90_xmma_gemm_bf16", DeviceType.CUDA, 300.0, 4),
+              event("triton_poi_fused_add", DeviceType.CUDA, 100.0, 2), event("Memcpy HtoD", DeviceType.CUDA, 0.0),
+              event("Optimizer.step#AdamW.step", DeviceType.CUDA, 90.0, annotation=True)]
+    ops = bench_step.top_ops(events, steps=2, on_gpu=True, top=5)
+    assert ops == [
+        {"name": "sm90_xmma_gemm_bf16", "self_ms_per_step": 0.15, "share": 0.75, "calls_per_step": 2},
+        {"name": "triton_poi_fused_add", "self_ms_per_step": 0.05, "share": 0.25, "calls_per_step": 1},
+    ]
+    assert [op["name"] for op in bench_step.top_ops(events, 1, on_gpu=False, top=2)] == ["aten::mm", "sm90_xmma_gemm_bf16"]
 
 
 def test_quick_data_benchmark_runs_end_to_end(tmp_path, capsys):
@@ -319,3 +452,50 @@ def test_a_row_that_runs_out_of_gpu_memory_is_skipped_and_recorded(tmp_path, cap
     report = json.loads(out.read_text())
     assert [r["variant"] for r in report["model"]] == ["project"]
     assert report["skipped"] == [{"variant": "original", "seq_len": 32, "batch_size": 4, "why": "out of memory"}]
+
+
+# --- the GPU script ---------------------------------------------------------------------------
+
+GPU_CHECK = BENCHMARKS.parent / "scripts" / "gpu_check.sh"
+
+
+def test_the_gpu_script_parses_and_fits_a_lease():
+    """Every step under its own timeout, all of them within the 15-minute lease; at most five
+    variants at T=128 and two at T=512, each one a variant bench_step knows."""
+    assert subprocess.run(["bash", "-n", str(GPU_CHECK)], check=False).returncode == 0
+    text = GPU_CHECK.read_text()
+    import re
+
+    steps = re.findall(r"^run_step (\S+) (\d+) ", text, flags=re.MULTILINE)
+    assert [name for name, _ in steps] == ["cuda-tests", "shards-512", "t128-batch128",
+                                           "t128-batch256", "t512-batch32"]
+    assert sum(int(seconds) for _, seconds in steps) <= 12 * 60  # the worst case, not the expected ~7 min
+    assert 'timeout --kill-after=15 "$seconds" "$@"' in text  # run_step's one way to run a step
+    variants = dict(zip([n for n, _ in steps[2:]], re.findall(r'no_compile ([\w+,]+)\)', text), strict=True))
+    specs = {name: value.split(",") for name, value in variants.items()}
+    assert sum(len(v) for name, v in specs.items() if name.startswith("t128")) <= 5
+    assert len(specs["t512-batch32"]) <= 2
+    for spec in (s for v in specs.values() for s in v):
+        bench_step.parse_variant(spec)
+    assert "--trainer-steps" in text and "--profile" in text and "data_samples/train" in text
+
+
+@pytest.mark.slow
+def test_the_gpu_script_runs_every_command_on_a_cpu(tmp_path):
+    """``--cpu-quick``: the same steps in --quick form (no compilation); about a minute."""
+    env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_RECORDS": str(tmp_path)}
+    done = subprocess.run(["bash", str(GPU_CHECK), "--cpu-quick"], capture_output=True, text=True,
+                          timeout=600, env=env, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (record_path,) = tmp_path.glob("gpu-check_*_cpu-quick.json")
+    assert record_path.with_suffix(".txt").is_file()
+    record = json.loads(record_path.read_text())
+    assert [(s["name"], s["rc"]) for s in record["steps"]] == [
+        ("cuda-tests", 0), ("shards-512", 0), ("t128-batch128", 0), ("t128-batch256", 0), ("t512-batch32", 0)]
+    assert record["tests"]["failures"] == record["tests"]["errors"] == 0 and record["failed_steps"] == []
+    benchmarks = record["benchmarks"]
+    assert [r["variant"] for r in benchmarks["t128-batch128"]["model"]] == ["original", "project", "project"]
+    for report in benchmarks.values():
+        assert all(r["padding_share"] > 0 and "real_token_mfu" in r for r in report["model"])
+    assert {r["seq_len"] for r in benchmarks["t512-batch32"]["model"]} == {512}
+    assert record["best_t128"]["profile"] and record["trainer"]["steps"] == 6
