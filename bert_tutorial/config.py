@@ -33,6 +33,10 @@ FLOAT32_TINY = 1.1754943508222875e-38
 MAX_SEED = 2**63 - 1
 
 
+#: BERT's masking rate, create_data's default.
+_MASKED_LM_PROB = 0.15
+
+
 class ConfigError(ValueError):
     """A ``TrainConfig`` value outside its allowed range; the message names the flag."""
 
@@ -66,7 +70,7 @@ class TrainConfig:
         "help": '"static": the masks stored in the shards, the same at every epoch; "dynamic": new '
                 "masks each time a sequence is read, drawn from (seed, epoch, sequence) with "
                 "create_data's rule. Evaluation always uses the stored masks."})
-    masked_lm_prob: float = field(default=0.15, metadata={
+    masked_lm_prob: float = field(default=_MASKED_LM_PROB, metadata={
         "help": "With --masking dynamic: the share of each sequence's tokens to predict (the rate "
                 "the shards were made with; checked against them)."})
     whole_word_masking: bool = field(default=False, metadata={
@@ -275,12 +279,15 @@ def _float_problems(cfg: TrainConfig) -> list[str]:
 
 def _other_problems(cfg: TrainConfig) -> list[str]:
     problems = []
-    if cfg.whole_word_masking is True and cfg.masking != "dynamic":
-        problems.append(f"{_flag('whole_word_masking')} needs --masking dynamic: static masks are "
-                        "those stored in the shards (create_data --whole-word-masking makes them)")
     if not isinstance(cfg.whole_word_masking, bool):
         problems.append(f"{_flag('whole_word_masking')} must be True or False, got "
                         f"{cfg.whole_word_masking!r}")
+    elif cfg.whole_word_masking and cfg.masking != "dynamic":
+        problems.append(f"{_flag('whole_word_masking')} needs --masking dynamic: static masks are "
+                        "those stored in the shards (create_data --whole-word-masking makes them)")
+    if cfg.masking != "dynamic" and cfg.masked_lm_prob != _MASKED_LM_PROB:
+        problems.append(f"{_flag('masked_lm_prob')} needs --masking dynamic: static masks are "
+                        "those stored in the shards (create_data --masked-lm-prob sets their rate)")
     for name, allowed in (("precision", Precision), ("attn_implementation", Attention),
                           ("objective", Objective), ("masking", Masking)):
         choices = typing.get_args(allowed)

@@ -17,6 +17,10 @@ if TYPE_CHECKING:  # imported when a tokenizer is loaded: transformers takes sec
     from transformers import BertTokenizer
 
 
+#: BERT's corruption of a chosen target: 80 % become [MASK], 10 % stay unchanged (the other
+#: 10 % a random word piece). Shard creation and dynamic masking both draw by these shares.
+MASK_SHARE = 0.8
+KEEP_SHARE = 0.1
 #: The tokens BERT's inputs and masking need; a vocabulary without one of them is an error.
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 

@@ -184,15 +184,31 @@ def test_whole_word_masking_takes_every_piece_of_a_word(static, vocab):
     assert split_words > 20  # words of several pieces were masked, whole
 
 
-def test_a_rate_the_shards_were_not_made_with_is_refused(static):
+def test_a_rate_the_shards_were_not_made_with_is_refused_naming_theirs():
+    data = PretrainingDataset(DATA_SAMPLES / "train")
     cfg = TrainConfig(masking="dynamic", masked_lm_prob=0.1)
-    with pytest.raises(ConfigError, match=r"train_shard_00000.hdf5.*--masked-lm-prob 0.1"):
+    with pytest.raises(ConfigError, match=r"train_shard_00000.hdf5.*rate of about 0.15\), "
+                                          r"--masked-lm-prob 0.1"):
+        dynamic_masking_of(data, cfg)
+    dynamic_masking_of(data, TrainConfig(masking="dynamic"))
+    assert data.cached_shard is None  # the check keeps no shard in the run's memory
+
+
+def test_a_vocabulary_without_mask_is_named(static, tmp_path):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text(VOCAB_FILE.read_text().replace("[MASK]\n", "[MASQUE]\n"))
+    cfg = TrainConfig(masking="dynamic", vocab_file=str(vocab))
+    with pytest.raises(ConfigError, match=r"vocab.txt: vocabulary lacks the special token \[MASK\]; "
+                                          "--masking dynamic needs it"):
         dynamic_masking_of(static, cfg)
 
 
-def test_whole_word_masking_needs_dynamic_masking():
-    with pytest.raises(ConfigError, match="--whole-word-masking.*needs --masking dynamic"):
-        TrainConfig(whole_word_masking=True).validate()
+@pytest.mark.parametrize("flag", [{"whole_word_masking": True}, {"masked_lm_prob": 0.2}])
+def test_the_masking_flags_need_dynamic_masking(flag):
+    name = "--" + next(iter(flag)).replace("_", "-")
+    with pytest.raises(ConfigError, match=f"{name}.*needs --masking dynamic"):
+        TrainConfig(**flag).validate()
+    TrainConfig(masking="dynamic", **flag).validate()
 
 
 # --- a run with dynamic masking --------------------------------------------------------------
@@ -202,33 +218,40 @@ def train_records(run) -> list[tuple[int, float]]:
     return [(r["step"], r["mlm_loss"]) for r in read_metrics(run) if r["kind"] == "train"]
 
 
-@pytest.mark.parametrize("objective", ["mlm+nsp", "mlm"])
-def test_a_dynamic_run_sees_new_masks_each_epoch_and_resumes_exactly(tmp_path, monkeypatch, objective):
+@pytest.mark.parametrize(("objective", "workers"), [("mlm+nsp", 0), ("mlm", 1)])
+def test_a_dynamic_run_sees_new_masks_each_epoch_and_resumes_exactly(tmp_path, monkeypatch, objective,
+                                                                    workers):
     from bert_tutorial.pretrain import trainer as training
 
     overrides = dict(mask_fraction=0.15, masking="dynamic", epochs=3, save_every_steps=2, batch_size=8,
-                     dropout=0.0, objective=objective)
+                     dropout=0.0, objective=objective, num_workers=workers)
     reference = Trainer(tiny_config(tmp_path / "a", **overrides))
     seen = []
     original = training.train_step
 
     def recording(model, micro, *args, **kwargs):
-        seen.append(micro[0]["masked_lm_positions"].clone())
+        seen.append({k: v.clone() for k, v in micro[0].items()})
         return original(model, micro, *args, **kwargs)
 
     with monkeypatch.context() as m:
         m.setattr(training, "train_step", recording)
         reference.fit()
-    steps_per_epoch = reference.steps_per_epoch
-    # Another epoch, other masks: the first batch of each epoch holds other rows *and* masks,
-    # so compare one row across epochs instead.
     data = reference.train_data
-    assert isinstance(data, DynamicMaskingDataset) and data.epoch == 2
-    data.set_epoch(0)
-    zero = targets(data[3])
-    data.set_epoch(1)
-    assert not torch.equal(targets(data[3]), zero)
-    assert len(seen) == 3 * steps_per_epoch
+    assert isinstance(data, DynamicMaskingDataset) and len(seen) == 3 * reference.steps_per_epoch
+    # The batches the loop trained on are each epoch's reads, masked for that epoch: find a
+    # row of epoch 0 again in epochs 1 and 2, by its unmasked tokens, with other masks.
+    per_epoch = [seen[e * reference.steps_per_epoch:(e + 1) * reference.steps_per_epoch] for e in range(3)]
+
+    def reads(batches):
+        for batch in batches:
+            tokens = unmasked_tokens(batch["input_ids"], batch["masked_lm_positions"], batch["masked_lm_ids"])
+            yield from zip(map(bytes, tokens.numpy()), batch["masked_lm_positions"], strict=True)
+
+    first = dict(reads(per_epoch[0]))
+    for later in per_epoch[1:]:
+        again = [(first[key], positions) for key, positions in reads(later) if key in first]
+        assert len(again) > 10
+        assert sum(not torch.equal(a, b) for a, b in again) > 0.9 * len(again)
 
     class Crash(RuntimeError):
         pass

@@ -132,7 +132,9 @@ class PretrainingModel(nn.Module):
     ``sparse_mlm_head=False`` runs the stock head over all positions, as the
     original tutorial did; it exists to demonstrate (and test) that both agree.
     ``nsp=False`` trains masked LM only: the NSP head (and the pooler that feeds it) is
-    frozen, left out of the loss, and its count is 0, which evaluation reads as "no NSP".
+    frozen (on ``bert`` itself: they stay frozen if it is wrapped again), left out of the
+    loss, and its count is 0, which evaluation reads as "no NSP"; the NSP loss fields then
+    read 0.
     ``prepare_mask`` (``(mask, dtype) -> mask``) may turn the [B, T] padding mask into
     another form BERT accepts before the encoder sees it (a speed trick on a GPU, see
     :func:`bert_tutorial.pretrain.speed.prepared_attention_mask`).

@@ -20,11 +20,8 @@ import hashlib
 
 import numpy as np
 
-from ..tokenization import VocabInfo
+from ..tokenization import KEEP_SHARE, MASK_SHARE, VocabInfo
 
-#: Share of the chosen targets replaced by [MASK]; as many again stay unchanged as get a random piece.
-MASK_SHARE = 0.8
-KEEP_SHARE = 0.1
 #: Rows masked together: large enough for numpy to be fast, small enough to fit in a CPU cache.
 ROWS_AT_ONCE = 2048
 #: The shard arrays masking reads and writes.

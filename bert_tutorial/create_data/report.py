@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..tokenization import VocabInfo
 from .corpus import CorpusCounts
-from .instances import VocabInfo
 from .pipeline import Job, Summary, run_one_stream, run_per_file, tokenize_chunk
 from .shard_writer import shard_name
 from .wordpiece import WordPieceTokenizer
