@@ -19,7 +19,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
-from ..config import ConfigError, TrainConfig
+from ..config import ConfigError, TrainConfig, full_micro_batch
 
 
 def _field_type(hint: Any) -> type:
@@ -47,10 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     full, default = TrainConfig.full(), TrainConfig()
     changed = ", ".join(f"{f.name} {getattr(full, f.name)}" for f in dataclasses.fields(TrainConfig)
-                        if getattr(full, f.name) != getattr(default, f.name))
+                        if getattr(full, f.name) != getattr(default, f.name)
+                        and f.name not in ("batch_size", "grad_accum_steps"))
+    short, long = (" x ".join(map(str, full_micro_batch(t))) for t in (128, 512))
     parser.add_argument("--full", action="store_true", default=False,
-                        help=f"start from TrainConfig.full() instead of the defaults below: {changed} "
-                             "(a GPU run; pass --train-data/--eval-data for real, e.g. T=512, shards)")
+                        help=f"start from TrainConfig.full() instead of the defaults below: {changed}; "
+                             "a global batch of 256 as batch_size x grad_accum_steps, "
+                             f"{short} at T <= 128, {long} "
+                             "at longer T (read from the --train-data shards). compile None = "
+                             "compiled on CUDA only, so --full --device cpu runs uncompiled. "
+                             "A GPU run: pass --train-data/--eval-data for real shards")
     parser.add_argument("--dry-run", action="store_true", default=False,
                         help="build the run (data, model, optimizer, output folder) and stop before training")
     hints = typing.get_type_hints(TrainConfig)
@@ -77,7 +83,25 @@ def parse_command_line(argv: Sequence[str] | None = None) -> tuple[TrainConfig, 
     overrides = vars(build_parser().parse_args(argv))
     dry_run = overrides.pop("dry_run")
     full = overrides.pop("full")
-    return (TrainConfig.full(**overrides) if full else TrainConfig(**overrides)), dry_run
+    if not full:
+        return TrainConfig(**overrides), dry_run
+    train_data = overrides.get("train_data", TrainConfig.train_data)
+    return TrainConfig.full(shard_seq_length(train_data), **overrides), dry_run
+
+
+def shard_seq_length(train_data: str) -> int | None:
+    """T of the first training shard (its header only), for ``--full``'s micro-batch.
+
+    None when the shards cannot be read yet: the Trainer then reports what is wrong with
+    them, and ``full`` takes the split that fits any T.
+    """
+    from ..core.data import find_shards
+    from ..hdf5_format import inspect_shard
+
+    try:
+        return inspect_shard(find_shards(train_data)[0]).max_seq_length
+    except (ValueError, OSError):  # ShardError is a ValueError
+        return None
 
 
 def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
