@@ -149,3 +149,18 @@ def test_a_full_run_on_a_cpu_is_not_compiled(tmp_path):
     assert trainer.compiled is False and trainer.model is trainer.module
     with pytest.raises(ValueError, match="--compile"):
         TrainConfig(compile="yes").validate()
+
+
+def test_compile_none_has_a_flag_so_launch_can_reproduce_full():
+    """compile=None (full's) differs from the default False: "--compile none" says it."""
+    from bert_tutorial.pretrain.launch import config_args
+
+    assert config_from_args(["--compile", "none"]).compile is None
+    assert config_from_args(["--compile"]).compile is True
+    assert config_from_args(["--no-compile"]).compile is False
+    for cfg in (TrainConfig.full(128), TrainConfig.full(512, compile=True),
+                TrainConfig(compile=None, fused_adamw=False)):
+        assert config_from_args(config_args(cfg)) == cfg
+    for bad in (["--compile", "yes"], ["--no-compile", "none"]):
+        with pytest.raises(SystemExit):
+            config_from_args(bad)

@@ -37,6 +37,30 @@ def _none_or(kind: type):
     return parse
 
 
+class _BoolOrNone(argparse.BooleanOptionalAction):
+    """``--flag`` / ``--no-flag`` for a ``bool | None`` field, and ``--flag none`` for None.
+
+    Such a field's None means "decide by device" (``compile``, ``fused_adamw``); a
+    non-None default (``compile=False``) needs a way to say None on the command line, or
+    ``launch.config_args`` could not reproduce ``TrainConfig.full()`` for ``torchrun``.
+    """
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.nargs = "?"  # the flag alone, or followed by "none"
+        self.metavar = "none"
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        if values is None:
+            super().__call__(parser, namespace, values, option_string)
+        elif str(values).lower() in ("none", "null") and not str(option_string).startswith("--no-"):
+            setattr(namespace, self.dest, None)
+        else:
+            parser.error(f"argument {option_string}: takes no value, or \"none\" after "
+                         f"--{self.dest.replace('_', '-')}; got {values!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     # SUPPRESS: flags not given stay out of the namespace, so "--eval-data none" can
     # still mean None while an absent flag means "keep the TrainConfig default".
@@ -66,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
         if typing.get_origin(hint) is typing.Literal:  # a fixed set of names; never None
             parser.add_argument(flag, help=text, choices=typing.get_args(hint))
         elif _field_type(hint) is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
+            none_ok = _field_type(hint) is not hint  # bool | None
+            parser.add_argument(flag, action=_BoolOrNone if none_ok else argparse.BooleanOptionalAction,
+                                help=text)
         elif f.name == "adam_betas":
             parser.add_argument(flag, type=float, nargs=2, help=text)
         else:
