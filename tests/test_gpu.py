@@ -78,6 +78,7 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     return float((got - want).norm() / want.norm())
 
 
+@pytest.mark.slow  # compiles: tens of seconds (-m "cuda and not slow" leaves it out)
 def test_bf16_compile_with_accumulation_matches_eager(tmp_path):
     """bf16 autocast, compiled, 2 micro-batches per step: the eager step's losses and gradients.
 
@@ -159,6 +160,7 @@ def test_resume_on_gpu_is_exact_enough(tmp_path, monkeypatch):
     assert b == pytest.approx(a, rel=1e-4)  # GPU kernels may be non-deterministic
 
 
+@pytest.mark.slow  # compiles: tens of seconds (-m "cuda and not slow" leaves it out)
 def test_a_compiled_run_resumes_on_gpu_exactly_enough(tmp_path, monkeypatch):
     """``compile=None`` (``TrainConfig.full``'s) compiles on CUDA; killed and resumed, the same losses.
 
