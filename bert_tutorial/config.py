@@ -327,10 +327,10 @@ def full_micro_batch(seq_length: int | None) -> tuple[int, int]:
 
     The global batch is 256 either way; only its split changes, and with it the speed, not
     the result (the step normalises by the step's masked tokens, so the loss and gradients
-    are those of one batch of 256). At T <= 128 one micro-batch of 256 measured +14 %
-    sequences/s over micro-batches of 128 on an H100 (13 GiB at its peak, compiled); at T = 512 the
-    measured micro-batch is 32 (7 GiB), so 32 x 8. Lengths between were not measured and
-    get 32 x 8, which fits any GPU the T=512 split fits.
+    are those of one batch of 256). At T <= 128 micro-batches of 256 measured +14 %
+    sequences/s over micro-batches of 128 on an H100 (compiled; 12.7 GiB at the peak); at
+    T = 512 the measured micro-batch is 32 (7.1 GiB), so 32 x 8. Lengths between were not
+    measured and get 32 x 8, which fits any GPU the T=512 split fits.
     """
     if seq_length is not None and seq_length <= 128:
         return FULL_GLOBAL_BATCH, 1
