@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from compiled import accumulated_steps, micro_batches
 from tiny import dies_at_step, free_port, tiny_config
 
 from bert_tutorial.core.model import PretrainingModel, build_model
@@ -71,6 +72,30 @@ def test_torch_compile_matches_eager(cfg_and_batch):
     cfg, batch = cfg_and_batch
     assert one_step_losses(cfg, batch, "fp32", compile_model=True, steps=3) == pytest.approx(
         one_step_losses(cfg, batch, "fp32", steps=3), rel=1e-4)
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got - want).norm() / want.norm())
+
+
+@pytest.mark.slow  # compiles: tens of seconds (-m "cuda and not slow" leaves it out)
+def test_bf16_compile_with_accumulation_matches_eager(tmp_path):
+    """bf16 autocast, compiled, 2 micro-batches per step: the eager step's losses and gradients.
+
+    Both run in bf16, whose 8-bit mantissa (relative step 2^-8, about 0.4 %) the compiled
+    kernels round at other places (fused elementwise ops keep fp32 in registers): losses
+    within 1 %, each step's whole gradient within 5 % in norm, pointing the same way.
+    """
+    if torch.cuda.get_device_capability(CUDA) < (8, 0):
+        pytest.skip("no native bf16 on this GPU")
+    cfg = gpu_config(tmp_path, dropout=0.0)
+    steps = micro_batches(cfg, steps=3, accum=2, size=8)
+    eager = accumulated_steps(cfg, steps, CUDA, "bf16", compile_model=False)
+    compiled = accumulated_steps(cfg, steps, CUDA, "bf16", compile_model=True)
+    torch.testing.assert_close(compiled["losses"], eager["losses"], rtol=1e-2, atol=1e-3)
+    for got, want in zip(compiled["grads"], eager["grads"], strict=True):
+        assert relative_error(got, want) < 5e-2
+        assert float(torch.nn.functional.cosine_similarity(got, want, dim=0)) > 0.998
 
 
 @pytest.mark.parametrize("group", ["one process", "DDP group of one"])
@@ -133,6 +158,30 @@ def test_resume_on_gpu_is_exact_enough(tmp_path, monkeypatch):
     a, b = ([r["mlm_loss"] for r in read_metrics(tmp_path / d / "run") if r["kind"] == "train"]
             for d in ("a", "b"))
     assert b == pytest.approx(a, rel=1e-4)  # GPU kernels may be non-deterministic
+
+
+@pytest.mark.slow  # compiles: tens of seconds (-m "cuda and not slow" leaves it out)
+def test_a_compiled_run_resumes_on_gpu_exactly_enough(tmp_path, monkeypatch):
+    """``compile=None`` (``TrainConfig.full``'s) compiles on CUDA; killed and resumed, the same losses.
+
+    bf16 with 2 micro-batches per step, as a full run; "exactly enough": GPU kernels
+    (cuBLAS, inductor's reductions) need not add up in the same order twice.
+    """
+    overrides = dict(epochs=2, save_every_steps=4, grad_accum_steps=2, batch_size=4, compile=None)
+    reference = Trainer(gpu_config(tmp_path / "a", **overrides))
+    assert reference.compiled and reference.model is not reference.module
+    reference.fit()
+    real_step = training.train_step
+    monkeypatch.setattr(training, "train_step", dies_at_step(7, real_step))
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(gpu_config(tmp_path / "b", **overrides)).fit()
+    monkeypatch.setattr(training, "train_step", real_step)
+    resumed = Trainer(gpu_config(tmp_path / "b", **overrides))
+    assert resumed.progress.step == 4 and resumed.compiled
+    resumed.fit()
+    a, b = ([r["mlm_loss"] for r in read_metrics(tmp_path / d / "run") if r["kind"] == "train"]
+            for d in ("a", "b"))
+    assert len(a) == 16 and b == pytest.approx(a, rel=1e-3)
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL DDP needs 2 GPUs")

@@ -64,6 +64,53 @@ def test_the_prepared_attention_mask_gives_what_the_stock_mask_gives(batch, attn
     assert not torch.allclose(unmasked[keep], stock[keep]), "the padding must matter in this batch"
 
 
+def old_minimum_mask(mask: torch.Tensor) -> torch.Tensor:
+    """The prepared mask as it was: fp32's minimum for padding (-inf once cast to bf16/fp16)."""
+    return (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_the_prepared_mask_survives_the_cast_to_the_compute_dtype(dtype):
+    """Autocast hands attention the fp32 mask cast to bf16/fp16: it must stay finite, and exact.
+
+    A kernel that adds it to the scores and takes the softmax in that dtype then gets finite
+    weights even for a row whose keys are all padding (uniform ones; -inf gave NaN).
+    """
+    mask = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]])
+    prepared = prepared_attention_mask(mask, torch.float32)
+    cast = prepared.to(dtype)
+    assert torch.isfinite(cast).all() and torch.equal(cast.float(), prepared)
+    assert not torch.isfinite(old_minimum_mask(mask).to(dtype)).all()  # what it replaces
+    scores = torch.randn(2, 1, 4, 4).to(dtype) * 8
+    weights = torch.softmax(scores + cast, dim=-1)
+    assert torch.isfinite(weights).all()
+    assert (weights[0, ..., 2:] == 0).all()  # padded keys still get no weight in a real row
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_a_row_of_only_padding_is_finite_under_bf16_autocast_and_other_rows_unchanged(batch, attn):
+    """bf16 autocast on the CPU: an all-padding row gives finite states; real rows keep theirs.
+
+    torch 2.13's CPU attention (SDPA, and BERT's eager path, which adds the fp32 mask in
+    fp32) stayed finite with the old -inf mask too; the test above is the one it fails.
+    """
+    bert = tiny_bert(attn_implementation=attn).eval()
+    mask = batch["attention_mask"].clone()
+    mask[0] = 0  # a row without one real key (an unpadded or packed batch can have one)
+    inputs = dict(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"])
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            prepared = bert.bert(**inputs, attention_mask=prepared_attention_mask(mask, bert.dtype))
+            old = bert.bert(**inputs, attention_mask=old_minimum_mask(mask))
+        fp32 = bert.bert(**inputs, attention_mask=prepared_attention_mask(mask, bert.dtype))
+        stock = bert.bert(**inputs, attention_mask=mask)
+    assert torch.isfinite(prepared.last_hidden_state).all()
+    assert torch.isfinite(fp32.last_hidden_state).all()
+    keep = mask.bool()  # rows with real keys: the same states as before, to the bit
+    assert torch.equal(prepared.last_hidden_state[keep], old.last_hidden_state[keep])
+    torch.testing.assert_close(fp32.last_hidden_state[keep], stock.last_hidden_state[keep])
+
+
 def test_sparse_head_gradients_equal_full_head(batch):
     grads = []
     for sparse in (True, False):

@@ -99,3 +99,68 @@ def test_the_readme_your_own_text_commands_make_shards_and_a_run_that_starts(tmp
         assert done.returncode == 0, f"{shlex.join(command)}\n{done.stderr[-3000:]}"
     assert "optimizer steps -> runs/mine" in done.stdout
     assert list((tmp_path / "my_shards" / "eval").glob("eval*.hdf5"))
+
+
+def test_full_is_the_measured_fast_path_with_a_global_batch_of_256():
+    """compile (on CUDA), loader workers, micro-batch 256 at T <= 128 and 32 x 8 beyond."""
+    for t, split in ((128, (256, 1)), (64, (256, 1)), (512, (32, 8)), (256, (32, 8)), (None, (32, 8))):
+        cfg = TrainConfig.full(t)
+        assert (cfg.batch_size, cfg.grad_accum_steps) == split, t
+        assert cfg.batch_size * cfg.grad_accum_steps == 256
+        assert cfg.compile is None and cfg.num_workers >= 1
+        cfg.validate()
+    # Overrides win over the rule, as for every other field.
+    cfg = TrainConfig.full(128, batch_size=128, grad_accum_steps=2, compile=False)
+    assert (cfg.batch_size, cfg.grad_accum_steps, cfg.compile) == (128, 2, False)
+
+
+def test_full_flag_reads_the_sequence_length_from_the_train_shards(tmp_path):
+    from shards import make_shard
+
+    # data_samples/train is T=128: the fast split.
+    cfg = config_from_args(["--full"])
+    assert (cfg.batch_size, cfg.grad_accum_steps, cfg.compile) == (256, 1, None)
+    (tmp_path / "long").mkdir()
+    make_shard(tmp_path / "long" / "s.hdf5", num_samples=2, seq_length=512, max_predictions=80)
+    cfg = config_from_args(["--full", "--train-data", str(tmp_path / "long")])
+    assert (cfg.batch_size, cfg.grad_accum_steps) == (32, 8)
+    # Unreadable shards: the split that fits any T (the Trainer reports the shards' fault).
+    cfg = config_from_args(["--full", "--train-data", str(tmp_path / "missing")])
+    assert (cfg.batch_size, cfg.grad_accum_steps) == (32, 8)
+    cfg = config_from_args(["--full", "--batch-size", "16", "--no-compile"])
+    assert (cfg.batch_size, cfg.grad_accum_steps, cfg.compile) == (16, 1, False)
+
+
+def test_full_help_says_how_the_batch_is_split_and_where_it_compiles(capsys):
+    with pytest.raises(SystemExit):
+        config_from_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "256 x 1 at T <= 128, 32 x 8 at longer T" in text
+    assert "--full --device cpu runs uncompiled" in text
+
+
+def test_a_full_run_on_a_cpu_is_not_compiled(tmp_path):
+    """compile=None (full's) compiles on CUDA only: a CPU run with --full overrides starts at once."""
+    from tiny import tiny_config
+
+    from bert_tutorial.pretrain.trainer import Trainer
+
+    trainer = Trainer(tiny_config(tmp_path, compile=None))
+    assert trainer.compiled is False and trainer.model is trainer.module
+    with pytest.raises(ValueError, match="--compile"):
+        TrainConfig(compile="yes").validate()
+
+
+def test_compile_none_has_a_flag_so_launch_can_reproduce_full():
+    """compile=None (full's) differs from the default False: "--compile none" says it."""
+    from bert_tutorial.pretrain.launch import config_args
+
+    assert config_from_args(["--compile", "none"]).compile is None
+    assert config_from_args(["--compile"]).compile is True
+    assert config_from_args(["--no-compile"]).compile is False
+    for cfg in (TrainConfig.full(128), TrainConfig.full(512, compile=True),
+                TrainConfig(compile=None, fused_adamw=False)):
+        assert config_from_args(config_args(cfg)) == cfg
+    for bad in (["--compile", "yes"], ["--no-compile", "none"]):
+        with pytest.raises(SystemExit):
+            config_from_args(bad)

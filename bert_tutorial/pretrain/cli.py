@@ -19,7 +19,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
-from ..config import ConfigError, TrainConfig
+from ..config import ConfigError, TrainConfig, full_micro_batch
 
 
 def _field_type(hint: Any) -> type:
@@ -37,6 +37,30 @@ def _none_or(kind: type):
     return parse
 
 
+class _BoolOrNone(argparse.BooleanOptionalAction):
+    """``--flag`` / ``--no-flag`` for a ``bool | None`` field, and ``--flag none`` for None.
+
+    Such a field's None means "decide by device" (``compile``, ``fused_adamw``); a
+    non-None default (``compile=False``) needs a way to say None on the command line, or
+    ``launch.config_args`` could not reproduce ``TrainConfig.full()`` for ``torchrun``.
+    """
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.nargs = "?"  # the flag alone, or followed by "none"
+        self.metavar = "none"
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        if values is None:
+            super().__call__(parser, namespace, values, option_string)
+        elif str(values).lower() in ("none", "null") and not str(option_string).startswith("--no-"):
+            setattr(namespace, self.dest, None)
+        else:
+            parser.error(f"argument {option_string}: takes no value, or \"none\" after "
+                         f"--{self.dest.replace('_', '-')}; got {values!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     # SUPPRESS: flags not given stay out of the namespace, so "--eval-data none" can
     # still mean None while an absent flag means "keep the TrainConfig default".
@@ -47,10 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     full, default = TrainConfig.full(), TrainConfig()
     changed = ", ".join(f"{f.name} {getattr(full, f.name)}" for f in dataclasses.fields(TrainConfig)
-                        if getattr(full, f.name) != getattr(default, f.name))
+                        if getattr(full, f.name) != getattr(default, f.name)
+                        and f.name not in ("batch_size", "grad_accum_steps"))
+    short, long = (" x ".join(map(str, full_micro_batch(t))) for t in (128, 512))
     parser.add_argument("--full", action="store_true", default=False,
-                        help=f"start from TrainConfig.full() instead of the defaults below: {changed} "
-                             "(a GPU run; pass --train-data/--eval-data for real, e.g. T=512, shards)")
+                        help=f"start from TrainConfig.full() instead of the defaults below: {changed}; "
+                             "a global batch of 256 as batch_size x grad_accum_steps, "
+                             f"{short} at T <= 128, {long} "
+                             "at longer T (read from the --train-data shards). compile None = "
+                             "compiled on CUDA only, so --full --device cpu runs uncompiled. "
+                             "A GPU run: pass --train-data/--eval-data for real shards")
     parser.add_argument("--dry-run", action="store_true", default=False,
                         help="build the run (data, model, optimizer, output folder) and stop before training")
     hints = typing.get_type_hints(TrainConfig)
@@ -60,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
         if typing.get_origin(hint) is typing.Literal:  # a fixed set of names; never None
             parser.add_argument(flag, help=text, choices=typing.get_args(hint))
         elif _field_type(hint) is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
+            none_ok = _field_type(hint) is not hint  # bool | None
+            parser.add_argument(flag, action=_BoolOrNone if none_ok else argparse.BooleanOptionalAction,
+                                help=text)
         elif f.name == "adam_betas":
             parser.add_argument(flag, type=float, nargs=2, help=text)
         else:
@@ -77,7 +109,25 @@ def parse_command_line(argv: Sequence[str] | None = None) -> tuple[TrainConfig, 
     overrides = vars(build_parser().parse_args(argv))
     dry_run = overrides.pop("dry_run")
     full = overrides.pop("full")
-    return (TrainConfig.full(**overrides) if full else TrainConfig(**overrides)), dry_run
+    if not full:
+        return TrainConfig(**overrides), dry_run
+    train_data = overrides.get("train_data", TrainConfig.train_data)
+    return TrainConfig.full(shard_seq_length(train_data), **overrides), dry_run
+
+
+def shard_seq_length(train_data: str) -> int | None:
+    """T of the first training shard (its header only), for ``--full``'s micro-batch.
+
+    None when the shards cannot be read yet: the Trainer then reports what is wrong with
+    them, and ``full`` takes the split that fits any T.
+    """
+    from ..core.data import find_shards
+    from ..hdf5_format import inspect_shard
+
+    try:
+        return inspect_shard(find_shards(train_data)[0]).max_seq_length
+    except (ValueError, OSError):  # ShardError is a ValueError
+        return None
 
 
 def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:

@@ -15,6 +15,15 @@ from ..core.step import skip_or_step
 
 _TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 
+#: What the additive mask adds to a padded key's score: -2^15, exact in fp32, bf16 and fp16.
+#: Not the dtype's minimum: autocast casts the fp32 mask to bf16 or fp16 for attention, and
+#: fp32's minimum becomes -inf in both (beyond their range, or rounded up past bf16's largest
+#: value). -inf is harmless while a row has one real key, but a row whose keys are all padding
+#: (an unpadded or packed batch) then has softmax(-inf, ..., -inf) = NaN. -2^15 leaves half of
+#: fp16's range for the scores added to it, and still weighs a padded key exp(-32768 + s) = 0
+#: in fp32, bf16 and fp16 alike, so rows with a real key get exactly what the minimum gave.
+MASKED_SCORE = -(2.0**15)
+
 
 def prepared_attention_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A [B, T] 1/0 padding mask in the form BERT uses as it is, without reading its values.
@@ -27,11 +36,12 @@ def prepared_attention_mask(attention_mask: torch.Tensor, dtype: torch.dtype) ->
     check is free and the stock path is kept, so CPU results are unchanged).
     """
     if _TRANSFORMERS_MAJOR >= 5:
-        # 5.x takes a 4-D mask as final: the additive form (0 = attend, dtype's min = padding),
-        # broadcast over heads and query positions.
+        # 5.x takes a 4-D mask as final: the additive form (0 = attend, MASKED_SCORE =
+        # padding), broadcast over heads and query positions.
         keep = attention_mask[:, None, None, :].to(dtype)
-        return (1.0 - keep) * torch.finfo(dtype).min
-    # 4.x turns a 3-D 1/0 mask into that same additive form itself, without any check.
+        return (1.0 - keep) * MASKED_SCORE
+    # 4.x turns a 3-D 1/0 mask into the additive form itself, without any check (with the
+    # dtype's minimum: the -inf of an all-padding row under autocast is 4.x's own).
     return attention_mask[:, None, :]
 
 

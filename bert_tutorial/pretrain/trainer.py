@@ -197,7 +197,9 @@ class Trainer:
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.module, device_ids=ids)
-        if cfg.compile:
+        #: Whether the model runs compiled: ``compile=None`` compiles on CUDA only.
+        self.compiled = cfg.compile if cfg.compile is not None else on_gpu
+        if self.compiled:
             self.model = torch.compile(self.model)
         self.optimizer = build_optimizer(self.module, cfg, self.device)
         self.scheduler = build_scheduler(
