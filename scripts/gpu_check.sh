@@ -90,10 +90,10 @@ run_step() {
     [ "$rc" = 0 ] || echo "!! ${name} failed with exit code ${rc} (124: timed out)"
 }
 
-run_step cuda-tests 120 "$PY" -m pytest -q -m cuda tests/test_gpu.py -p no:cacheprovider \
+run_step cuda-tests 180 "$PY" -m pytest -q -m cuda tests/test_gpu.py -p no:cacheprovider \
     --junitxml "$work/tests.xml"
 
-run_step shards-512 60 "$PY" -c "
+run_step shards-512 45 "$PY" -c "
 import sys
 from bert_tutorial.teach.book_shards import make_sample_shards
 print(make_sample_shards(sys.argv[1], 512, corpus='austen', progress=False))" "$work/austen512"
@@ -107,7 +107,7 @@ run_step t128-batch256 150 "$PY" benchmarks/bench_step.py ${bench[@]+"${bench[@]
     --data data_samples/train --num-workers "$workers" --batch-size "$b256" \
     --variants "$(no_compile project,project+compile)" --profile --json "$work/t128-batch256.json"
 
-run_step t512-batch32 150 "$PY" benchmarks/bench_step.py ${bench[@]+"${bench[@]}"} \
+run_step t512-batch32 135 "$PY" benchmarks/bench_step.py ${bench[@]+"${bench[@]}"} \
     --data "$work/austen512/train" --num-workers "$workers" --batch-size "$b512" \
     --variants "$(no_compile project,project+compile)" --profile --json "$work/t512-batch32.json"
 

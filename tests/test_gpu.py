@@ -1,6 +1,6 @@
 """The CUDA paths, run for real on a GPU (skipped without one): ``pytest -m cuda tests/test_gpu.py``.
 
-``scripts/gpu_check.sh`` runs this file and the headline benchmark on a GPU machine. On CPU-only
+``scripts/gpu_check.sh`` runs this file and the benchmarks on real-length data on a GPU machine. On CPU-only
 machines (CI) every test here is skipped; their CPU equivalents are in tests/test_precision.py.
 """
 
