@@ -10,9 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 from compiled import accumulated_steps, micro_batches, skip_without_inductor
-from tiny import dies_at_step, tiny_config
+from tiny import fit_killed_in_step, tiny_config
 
-from bert_tutorial.pretrain import trainer as training
 from bert_tutorial.pretrain.metrics import read_metrics
 from bert_tutorial.pretrain.trainer import Trainer
 
@@ -76,11 +75,7 @@ def test_a_compiled_run_resumes_exactly(tmp_path, monkeypatch, one_thread):
     reference = Trainer(tiny_config(tmp_path / "a", **overrides))
     assert reference.compiled and reference.model is not reference.module
     reference.fit()
-    real_step = training.train_step
-    monkeypatch.setattr(training, "train_step", dies_at_step(4, real_step))
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(tiny_config(tmp_path / "b", **overrides)).fit()
-    monkeypatch.setattr(training, "train_step", real_step)
+    fit_killed_in_step(monkeypatch, tiny_config(tmp_path / "b", **overrides), 4)
     resumed = Trainer(tiny_config(tmp_path / "b", **overrides))
     assert resumed.progress.step == 2
     resumed.fit()

@@ -16,6 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from test_create_data import cli_error
 
 from bert_tutorial.config import DATA_SAMPLES, REPO_ROOT
 from bert_tutorial.create_data.cli import _options_from_args as options_from_args
@@ -193,13 +194,6 @@ def test_the_report_writes_nothing(tmp_path, monkeypatch, capsys):
     assert main([*RUNS["book"], "--vocab-file", str(VOCAB), "--report", "--quiet"]) == 0
     assert list(tmp_path.iterdir()) == []
     assert "sequences" in capsys.readouterr().out
-
-
-def cli_error(capsys, args: list[str]) -> str:
-    with pytest.raises(SystemExit) as exc:
-        main([*args, "--quiet"])
-    assert exc.value.code == 2
-    return capsys.readouterr().err
 
 
 def test_report_errors_name_the_problem(tmp_path, capsys):

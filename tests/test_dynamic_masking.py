@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tiny import tiny_config
+from tiny import fit_killed_in_step, tiny_config
 
 from bert_tutorial.config import DATA_SAMPLES, ConfigError, TrainConfig
 from bert_tutorial.core.data import (
@@ -253,21 +253,7 @@ def test_a_dynamic_run_sees_new_masks_each_epoch_and_resumes_exactly(tmp_path, m
         assert len(again) > 10
         assert sum(not torch.equal(a, b) for a, b in again) > 0.9 * len(again)
 
-    class Crash(RuntimeError):
-        pass
-
-    calls = {"n": 0}
-
-    def crash_at_5(*args, **kwargs):
-        if calls["n"] == 5:
-            raise Crash
-        calls["n"] += 1
-        return original(*args, **kwargs)
-
-    with monkeypatch.context() as m:
-        m.setattr(training, "train_step", crash_at_5)
-        with pytest.raises(Crash):
-            Trainer(tiny_config(tmp_path / "b", **overrides)).fit()
+    fit_killed_in_step(monkeypatch, tiny_config(tmp_path / "b", **overrides), 6)  # lost in step 6
     Trainer(tiny_config(tmp_path / "b", **overrides)).fit()  # the same command again
     assert train_records(tmp_path / "b" / "run") == train_records(tmp_path / "a" / "run")
 

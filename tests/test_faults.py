@@ -29,7 +29,7 @@ import torch
 from fault_kill_resume import command, final_state, kill_resume_cycles
 from safetensors.torch import load_file
 from shards import make_shard
-from tiny import dies_at_step, tiny_config, tiny_data
+from tiny import fit_killed_in_step, tiny_config, tiny_data
 
 from bert_tutorial.config import TrainConfig
 from bert_tutorial.hdf5_format import inspect_shard, read_shard, write_shard
@@ -427,11 +427,7 @@ def test_fault_09_less_data_than_the_run_has_used(finished, tmp_path, capsys):
 
 def test_fault_09_less_data_than_the_epoch_has_used_starts_the_next_epoch(tmp_path, monkeypatch):
     cfg = tiny_config(tmp_path, epochs=2, save_every_steps=4)  # 8 steps of 8 samples per epoch
-    real_step = training.train_step
-    monkeypatch.setattr(training, "train_step", dies_at_step(6, real_step))
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(cfg).fit()  # lost in step 6: checkpoint 4, 32 samples into the epoch
-    monkeypatch.setattr(training, "train_step", real_step)
+    fit_killed_in_step(monkeypatch, cfg, 6)  # lost in step 6: checkpoint 4, 32 samples into the epoch
     train = Path(cfg.train_data)
     (train / "train_1.hdf5").unlink()
     make_shard(train / "train_0.hdf5", num_samples=24, seq_length=16, max_predictions=4,

@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 from compiled import accumulated_steps, micro_batches
-from tiny import dies_at_step, free_port, tiny_config
+from tiny import fit_killed_in_step, free_port, tiny_config
 
 from bert_tutorial.core.model import PretrainingModel, build_model
 from bert_tutorial.core.optim import build_optimizer, build_scheduler
 from bert_tutorial.core.step import train_step
-from bert_tutorial.pretrain import trainer as training
 from bert_tutorial.pretrain.device import autocast_context, make_grad_scaler
 from bert_tutorial.pretrain.metrics import read_metrics
 from bert_tutorial.pretrain.speed import fused_skip_or_step, prepared_attention_mask
@@ -149,11 +148,7 @@ def test_gpu_loaders_pin_memory(tmp_path):
 
 def test_resume_on_gpu_is_exact_enough(tmp_path, monkeypatch):
     Trainer(gpu_config(tmp_path / "a", epochs=2, save_every_steps=4)).fit()
-    real_step = training.train_step
-    monkeypatch.setattr(training, "train_step", dies_at_step(7, real_step))
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(gpu_config(tmp_path / "b", epochs=2, save_every_steps=4)).fit()
-    monkeypatch.setattr(training, "train_step", real_step)
+    fit_killed_in_step(monkeypatch, gpu_config(tmp_path / "b", epochs=2, save_every_steps=4), 7)
     Trainer(gpu_config(tmp_path / "b", epochs=2, save_every_steps=4)).fit()
     a, b = ([r["mlm_loss"] for r in read_metrics(tmp_path / d / "run") if r["kind"] == "train"]
             for d in ("a", "b"))
@@ -171,11 +166,7 @@ def test_a_compiled_run_resumes_on_gpu_exactly_enough(tmp_path, monkeypatch):
     reference = Trainer(gpu_config(tmp_path / "a", **overrides))
     assert reference.compiled and reference.model is not reference.module
     reference.fit()
-    real_step = training.train_step
-    monkeypatch.setattr(training, "train_step", dies_at_step(7, real_step))
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(gpu_config(tmp_path / "b", **overrides)).fit()
-    monkeypatch.setattr(training, "train_step", real_step)
+    fit_killed_in_step(monkeypatch, gpu_config(tmp_path / "b", **overrides), 7)
     resumed = Trainer(gpu_config(tmp_path / "b", **overrides))
     assert resumed.progress.step == 4 and resumed.compiled
     resumed.fit()

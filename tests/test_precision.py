@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny import dies_at_step, tiny_config
+from tiny import fit_killed_in_step, tiny_config
 
 from bert_tutorial.config import TrainConfig
 from bert_tutorial.core.step import train_step
 from bert_tutorial.pretrain import checkpoint as ckpt
-from bert_tutorial.pretrain import trainer as training
 from bert_tutorial.pretrain.device import load_scaler_state, make_grad_scaler, resolve_precision
 from bert_tutorial.pretrain.metrics import read_metrics
 from bert_tutorial.pretrain.speed import fused_skip_or_step
@@ -90,11 +89,7 @@ def test_fp16_training_on_cpu_tracks_fp32(tmp_path):
 @pytest.mark.parametrize(("first", "then"), [("fp32", "fp16"), ("fp16", "fp32"), ("bf16", "fp16")])
 def test_resume_across_precisions(tmp_path, monkeypatch, first, then):
     """A run may resume on other hardware (CPU fp32 -> T4 fp16): a disabled scaler saved {}."""
-    real_step = training.train_step
-    monkeypatch.setattr(training, "train_step", dies_at_step(7, real_step))
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(tiny_config(tmp_path, epochs=2, save_every_steps=4, precision=first)).fit()
-    monkeypatch.setattr(training, "train_step", real_step)
+    fit_killed_in_step(monkeypatch, tiny_config(tmp_path, epochs=2, save_every_steps=4, precision=first), 7)
     resumed = Trainer(tiny_config(tmp_path, epochs=2, save_every_steps=4, precision=then))
     assert resumed.progress.step == 4 and resumed.precision == then
     assert resumed.fit().steps == 16

@@ -83,6 +83,19 @@ def dies_at_step(n: int, step: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
+def fit_killed_in_step(monkeypatch: Any, cfg: TrainConfig, step: int) -> None:
+    """``Trainer(cfg).fit()`` with the machine lost in optimizer step ``step`` (see
+    :func:`dies_at_step`); the real step is back in place afterwards, for the resumed run."""
+    import pytest
+
+    from bert_tutorial.pretrain import trainer as training
+
+    with monkeypatch.context() as patched:
+        patched.setattr(training, "train_step", dies_at_step(step, training.train_step))
+        with pytest.raises(KeyboardInterrupt):
+            training.Trainer(cfg).fit()
+
+
 def free_port() -> int:
     """A TCP port nobody listens on now, for a process group's rendezvous."""
     with socket.socket() as sock:
