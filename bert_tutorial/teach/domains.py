@@ -70,11 +70,13 @@ def mix_shards(sources: Sequence[PathLike], output_dir: PathLike, *, seed: int =
     string (a ``train_data``).
     """
     output_dir = Path(output_dir)
-    parts = [read_shard(inspect_shard(path)) for source in sources for path in find_shards(source)]
-    shapes = {(p["input_ids"].shape[1], p["masked_lm_positions"].shape[1]) for p in parts}
+    # The shards' headers say all the checks and the marker need: the contents are read
+    # only when the folder is (re)made.
+    infos = [inspect_shard(path) for source in sources for path in find_shards(source)]
+    shapes = {(info.max_seq_length, info.max_predictions) for info in infos}
     if len(shapes) != 1:
         raise ValueError(f"the sources have different (T, P): {sorted(shapes)}")
-    total = sum(len(p["input_ids"]) for p in parts)
+    total = sum(info.num_samples for info in infos)
     if sequences is not None and not 1 <= sequences <= total:
         raise ValueError(f"sequences={sequences}: the sources hold {total} (1 to {total} can be taken)")
     order = np.random.default_rng(seed).permutation(total)[:sequences]
@@ -83,6 +85,7 @@ def mix_shards(sources: Sequence[PathLike], output_dir: PathLike, *, seed: int =
     marker = output_dir / _DONE
     if marker.is_file() and marker.read_text() == done:
         return str(output_dir)
+    parts = [read_shard(info) for info in infos]
     arrays = {name: np.concatenate([p[name] for p in parts]) for name in FIELDS}
     output_dir.mkdir(parents=True, exist_ok=True)
     marker.unlink(missing_ok=True)
@@ -97,6 +100,7 @@ def mix_shards(sources: Sequence[PathLike], output_dir: PathLike, *, seed: int =
     shapes = {(p["input_ids"].shape[1], p["masked_lm_positions"].shape[1]) for p in parts}
     if len(shapes) != 1:
         raise ValueError(f"the sources have different (T, P): {sorted(shapes)}")
+    parts = [read_shard(info) for info in infos]
     arrays = {name: np.concatenate([p[name] for p in parts]) for name in FIELDS}
     order = np.random.default_rng(seed).permutation(len(arrays["input_ids"]))
     output_dir.mkdir(parents=True, exist_ok=True)
