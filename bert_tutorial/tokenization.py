@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported when a tokenizer is loaded: transformers takes seconds to import
     from transformers import BertTokenizer
@@ -21,6 +21,21 @@ if TYPE_CHECKING:  # imported when a tokenizer is loaded: transformers takes sec
 #: 10 % a random word piece). Shard creation and dynamic masking both draw by these shares.
 MASK_SHARE = 0.8
 KEEP_SHARE = 0.1
+
+
+def masked_counts(lengths: Any, masked_lm_prob: float, max_predictions: int) -> Any:
+    """How many targets BERT's rule gives sequences of ``lengths`` real tokens ([CLS]/[SEP]
+    counted): ``round(length x masked_lm_prob)``, halves to even, at least 1, at most P.
+
+    Shard creation (a shard's rows at once) and dynamic masking (one row, and its check of a
+    shard's rate) count alike through this one function. An ``int64`` array (0-d for one).
+    """
+    import numpy as np  # here: `create_data --help` imports this module and needs no numpy
+
+    wanted = np.rint(np.asarray(lengths) * masked_lm_prob)
+    return np.minimum(max_predictions, np.maximum(1, wanted)).astype(np.int64)
+
+
 #: The tokens BERT's inputs and masking need; a vocabulary without one of them is an error.
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 

@@ -30,7 +30,14 @@ from torch.utils.data import Dataset
 
 from ..config import ConfigError, TrainConfig
 from ..hdf5_format import read_shard
-from ..tokenization import KEEP_SHARE, MASK_SHARE, VocabInfo, check_special_tokens, read_vocab
+from ..tokenization import (
+    KEEP_SHARE,
+    MASK_SHARE,
+    VocabInfo,
+    check_special_tokens,
+    masked_counts,
+    read_vocab,
+)
 from .data import IGNORE_INDEX, PretrainingDataset
 
 
@@ -82,7 +89,7 @@ class DynamicMasking:
         length = int(attention_mask.sum())
         candidate = ~self.never[tokens]
         candidate[length:] = False  # padding
-        wanted = min(self.max_predictions, max(1, round(length * self.masked_lm_prob)))
+        wanted = int(masked_counts(length, self.masked_lm_prob, self.max_predictions))
         if self.whole_word:
             chosen = self._whole_words(tokens, candidate, wanted, generator)
         else:  # a uniformly random subset of the candidates: those with the smallest keys
@@ -202,7 +209,7 @@ def check_masking_rate(dataset: PretrainingDataset, masked_lm_prob: float) -> No
     arrays = read_shard(dataset.shards[0])  # not load_shard: the run's reader keeps no copy
     lengths = arrays["input_mask"].sum(axis=1, dtype=np.int64)
     stored = (arrays["masked_lm_positions"] != 0).sum(axis=1)
-    wanted = np.minimum(dataset.max_predictions, np.maximum(1, np.rint(lengths * masked_lm_prob)))
+    wanted = masked_counts(lengths, masked_lm_prob, dataset.max_predictions)
     if np.mean(stored == wanted) < 0.9:
         # Rows below the cap P tell the rate (the cap hides it in the others).
         free = stored < dataset.max_predictions

@@ -20,7 +20,7 @@ import hashlib
 
 import numpy as np
 
-from ..tokenization import KEEP_SHARE, MASK_SHARE, VocabInfo
+from ..tokenization import KEEP_SHARE, MASK_SHARE, VocabInfo, masked_counts
 
 #: Rows masked together: large enough for numpy to be fast, small enough to fit in a CPU cache.
 ROWS_AT_ONCE = 2048
@@ -80,7 +80,7 @@ def _mask_rows(
     n, width = ids.shape
     predictions = arrays["masked_lm_positions"].shape[1]
     lengths = arrays["input_mask"].sum(axis=1, dtype=np.int64)
-    wanted = np.minimum(predictions, np.maximum(1, np.rint(lengths * masked_lm_prob))).astype(np.int64)
+    wanted = masked_counts(lengths, masked_lm_prob, predictions)
     candidate = (np.arange(width) < lengths[:, None]) & (ids != vocab.cls_id) & (ids != vocab.sep_id)
 
     # A uniformly random subset of each row's candidates: the positions with the smallest keys.
