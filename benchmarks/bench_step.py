@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import statistics
@@ -75,7 +76,7 @@ from bert_tutorial.core.data import (
     make_dataloader,
     sample_to_tensors,
 )
-from bert_tutorial.core.model import PretrainingModel, build_model
+from bert_tutorial.core.model import build_model
 from bert_tutorial.core.optim import build_optimizer, build_scheduler
 from bert_tutorial.core.step import train_step
 from bert_tutorial.hdf5_format import default_max_predictions
@@ -85,8 +86,9 @@ from bert_tutorial.pretrain.device import (
     resolve_device,
     resolve_precision,
 )
+from bert_tutorial.pretrain.fast_encoder import VARLEN_AVAILABLE, PackingCollate, pack_batch
 from bert_tutorial.pretrain.metrics import METRICS_FILE
-from bert_tutorial.pretrain.speed import fused_skip_or_step, prepared_attention_mask
+from bert_tutorial.pretrain.speed import compiled, fused_clip_and_step, speed_module
 from bert_tutorial.pretrain.trainer import Trainer
 from bert_tutorial.teach import original
 from bert_tutorial.teach.original import (
@@ -112,6 +114,14 @@ class Variant:
     fused_adamw: bool | None = None
     compile: bool = False
     vocab_multiple: int = 1
+    #: The speed switches of ``TrainConfig`` (issue 29), one modifier each.
+    compile_mode: str = "default"
+    fused_qkv: bool = False
+    half_precision_layernorm: bool = False
+    fold_clipping: bool = False
+    unpad: bool = False
+    #: None: the model's own (``--dropout``); ``unpad`` sets 0 for flash's varlen kernel.
+    attention_dropout: float | None = None
 
 
 MODIFIERS: dict[str, dict[str, Any]] = {
@@ -121,6 +131,10 @@ MODIFIERS: dict[str, dict[str, Any]] = {
     "fused": {"fused_adamw": True}, "nofused": {"fused_adamw": False},
     "compile": {"compile": True}, "nocompile": {"compile": False},
     "pad8": {"vocab_multiple": 8}, "pad64": {"vocab_multiple": 64},
+    "graphs": {"compile": True, "compile_mode": "reduce-overhead"},
+    "qkv": {"fused_qkv": True}, "halfln": {"half_precision_layernorm": True},
+    "foldclip": {"fold_clipping": True}, "noattndrop": {"attention_dropout": 0.0},
+    "unpad": {"unpad": True, "attention_dropout": 0.0},
 }
 
 
@@ -129,7 +143,10 @@ def parse_variant(spec: str, compile_default: bool = False) -> Variant:
 
     Each modifier switches one feature, so a row differs from ``project`` by what its name
     says: ``fp32 bf16 fp16``, ``eager sdpa``, ``fullhead sparse``, ``fused nofused``,
-    ``compile nocompile``, ``pad8 pad64`` (vocabulary padded to a multiple). ``compile_default``
+    ``compile nocompile``, ``pad8 pad64`` (vocabulary padded to a multiple), and the speed
+    switches: ``graphs`` (compiled with CUDA graphs), ``qkv`` (fused QKV), ``halfln`` (bf16
+    LayerNorm outputs), ``foldclip`` (clipping in the fused AdamW), ``unpad`` (real tokens
+    only; attention dropout 0, as ``noattndrop`` gives a padded row). ``compile_default``
     (``--compile``) compiles every project variant that does not say ``nocompile``.
     """
     base, *mods = spec.strip().split("+")
@@ -181,9 +198,12 @@ class BatchSource:
 class FixedSource(BatchSource):
     """One batch for every step, pinned once on CUDA when ``pin`` (as ``make_dataloader`` pins)."""
 
-    def __init__(self, batch: dict[str, torch.Tensor], dims: ModelDims, pin: bool = False) -> None:
+    def __init__(self, batch: dict[str, torch.Tensor], dims: ModelDims, pin: bool = False,
+                 pack: bool = False) -> None:
         super().__init__(dims)
-        self.batch = {k: v.pin_memory() for k, v in batch.items()} if pin else batch
+        # Packed once (``unpad``), as the loader's PackingCollate packs each batch.
+        step_batch = pack_batch(batch) if pack else batch
+        self.batch = {k: v.pin_memory() for k, v in step_batch.items()} if pin else step_batch
         # Counted once: recounting the same tensors would only add host work to the step.
         self._one = batch_work(dims, batch["attention_mask"], batch["masked_lm_ids"])
 
@@ -198,13 +218,14 @@ class LoaderSource(BatchSource):
     shuffled, pinned on CUDA, full batches); epochs follow each other as in training."""
 
     def __init__(self, data: PretrainingDataset, batch_size: int, device: torch.device,
-                 dims: ModelDims, seed: int, num_workers: int = 0) -> None:
+                 dims: ModelDims, seed: int, num_workers: int = 0, pack: bool = False) -> None:
         super().__init__(dims)
         if len(data) < batch_size:
             raise ValueError(f"{len(data)} sequences are fewer than one batch of {batch_size}")
         sampler = ShardedSampler(data, shuffle=True, seed=seed)
         self.loader = make_dataloader(data, batch_size, sampler=sampler, num_workers=num_workers,
-                                      pin_memory=device.type == "cuda", drop_last=True)
+                                      pin_memory=device.type == "cuda", drop_last=True,
+                                      collate_fn=PackingCollate() if pack else None)
         self.epoch = 0
         self.batches = iter(self.loader)
 
@@ -244,6 +265,10 @@ def step_config(variant: Variant, size: str, seq_len: int, batch_size: int, devi
         precision=variant.precision,  # type: ignore[arg-type]
         sparse_mlm_head=variant.sparse_head, fused_adamw=variant.fused_adamw,
         compile=variant.compile, device=str(device), seed=seed,
+        compile_mode=variant.compile_mode,  # type: ignore[arg-type]
+        fused_qkv=variant.fused_qkv, half_precision_layernorm=variant.half_precision_layernorm,
+        fold_clipping=variant.fold_clipping, unpad=variant.unpad,
+        attention_dropout=variant.attention_dropout,
     )
 
 
@@ -260,7 +285,7 @@ def fixed_source(batch: dict[str, torch.Tensor], cfg: TrainConfig, vocab_size: i
     dims = ModelDims(vocab_size=vocab_size, hidden_size=cfg.hidden_size,
                      num_layers=cfg.num_hidden_layers, intermediate_size=cfg.intermediate_size,
                      seq_len=t, predictions=batch["masked_lm_ids"].shape[1])
-    return FixedSource(batch, dims, pin=pin)
+    return FixedSource(batch, dims, pin=pin, pack=cfg.unpad)
 
 
 def original_runner(cfg: TrainConfig, vocab_size: int, batch: dict[str, torch.Tensor] | None,
@@ -317,10 +342,9 @@ def project_runner(variant: Variant, cfg: TrainConfig, vocab_size: int,
         torch._dynamo.reset()  # else a second compiled variant is traced with dynamic shapes
     bert = seeded_model(cfg, padded_vocab(vocab_size, variant.vocab_multiple))
     # The Trainer's module and step: the speed plug-ins on a GPU, the plain path elsewhere.
-    module = PretrainingModel(bert, sparse_mlm_head=cfg.sparse_mlm_head,
-                              prepare_mask=prepared_attention_mask if device.type == "cuda" else None)
+    module = speed_module(bert, cfg, device)
     module.to(device).train()
-    model = torch.compile(module) if cfg.compile else module
+    model, before_forward = compiled(module, cfg, device)
     optimizer = build_optimizer(module, cfg, device)
     scheduler = build_scheduler(optimizer, SCHEDULE_STEPS, warmup=0)
     precision = resolve_precision(cfg.precision, device)
@@ -329,14 +353,22 @@ def project_runner(variant: Variant, cfg: TrainConfig, vocab_size: int,
     def step() -> torch.Tensor:
         result = train_step(model, [source.next()], optimizer, scheduler, device=device,
                             autocast=autocast, scaler=scaler, max_grad_norm=cfg.max_grad_norm,
-                            optimizer_step=fused_skip_or_step)
+                            optimizer_step=functools.partial(fused_clip_and_step,
+                                                             fold_clipping=cfg.fold_clipping),
+                            before_forward=before_forward)
         return result.losses.sum()
 
     head = "masked" if cfg.sparse_mlm_head else "full"
     if bert.config.vocab_size != vocab_size:
         head += f"/V={bert.config.vocab_size}"
-    described = {"precision": precision, "attn": bert.config._attn_implementation, "head": head,
-                 "adamw": adamw_kind(optimizer, device), "compile": "yes" if cfg.compile else "no"}
+    attn = bert.config._attn_implementation
+    if cfg.unpad:  # which attention the packed tokens get (fast_encoder.FastEncoder)
+        varlen = VARLEN_AVAILABLE and device.type == "cuda" and precision in ("bf16", "fp16") \
+            and bert.config.attention_probs_dropout_prob == 0
+        attn = "varlen" if varlen else "unpad+sdpa"
+    described = {"precision": precision, "attn": attn, "head": head,
+                 "adamw": adamw_kind(optimizer, device),
+                 "compile": ("graphs" if before_forward else "yes") if cfg.compile else "no"}
     return Runner(step, bert, described, source)
 
 
@@ -422,7 +454,7 @@ def make_source(variant: Variant, args: argparse.Namespace, cfg: TrainConfig, se
         batch = synthetic_batch(batch_size, seq_len, args.vocab_size, args.seed)
         return fixed_source(batch, cfg, args.vocab_size, pin=device.type == "cuda" and not variant.original)
     dims = ModelDims.for_size(args.model_size, seq_len, args.vocab_size, data.max_predictions)
-    return LoaderSource(data, batch_size, device, dims, args.seed, args.num_workers)
+    return LoaderSource(data, batch_size, device, dims, args.seed, args.num_workers, pack=variant.unpad)
 
 
 def run_variant(variant: Variant, args: argparse.Namespace, seq_len: int, batch_size: int,

@@ -25,6 +25,7 @@ Objective = Literal["mlm+nsp", "mlm"]
 Masking = Literal["static", "dynamic"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Attention = Literal["sdpa", "eager"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
 #: What ``--device`` takes (torch device names), checked before torch is imported.
 DEVICE_PATTERN = re.compile(r"auto|cpu|(cuda|mps|xpu)(:\d+)?")
 #: Smallest normal float32: a smaller Adam epsilon is 0 (or subnormal) in the optimizer's state.
@@ -87,6 +88,9 @@ class TrainConfig:
     max_position_embeddings: int = 512
     dropout: float = field(default=0.1, metadata={
         "help": "Hidden and attention dropout of a fresh model (a pretrained one keeps its own)."})
+    attention_dropout: float | None = field(default=None, metadata={
+        "help": "Dropout on the attention probabilities; None = the model's own (0.1 in BERT; "
+                "a fresh model takes --dropout)."})
     attn_implementation: Attention = field(default="sdpa", metadata={
         "help": '"sdpa" (fused attention kernels) or "eager" (the reference implementation).'})
 
@@ -122,6 +126,28 @@ class TrainConfig:
                 "compile on CUDA only: on a GPU it measured a third more sequences/s "
                 "(benchmarks/README.md); on a CPU the first steps take minutes to compile, for "
                 "little gain."})
+    compile_mode: CompileMode = field(default="default", metadata={
+        "help": 'torch.compile\'s mode: "reduce-overhead" replays each step as CUDA graphs (no '
+                "kernel launch gaps; the step marks each micro-batch so accumulated gradients are "
+                'kept), "max-autotune" also searches GEMM kernels (minutes of compiling).'})
+    fused_qkv: bool = field(default=False, metadata={
+        "help": "Compute each layer's query, key and value in one matrix multiply (the three "
+                "weights concatenated at each forward; parameters and checkpoints unchanged)."})
+    half_precision_layernorm: bool = field(default=False, metadata={
+        "help": "Under bf16/fp16 autocast, give LayerNorm's output in that dtype (autocast keeps "
+                "it fp32), so the residual stream between layers is half precision: half the "
+                "memory traffic of the elementwise kernels."})
+    fold_clipping: bool = field(default=False, metadata={
+        "help": "Clip the gradient inside the fused AdamW kernel (as a gradient scale) instead "
+                "of rescaling every gradient first: one pass over the gradients fewer. Needs the "
+                "fused AdamW (on CUDA by default, --fused-adamw elsewhere); with an fp16 "
+                "GradScaler the clipping stays separate."})
+    unpad: bool = field(default=False, metadata={
+        "help": "Run the encoder on the real tokens only: the loader packs each batch's tokens "
+                "(padded to a few fixed counts). Attention runs per sequence with flash "
+                "attention's variable-length kernel on CUDA in bf16/fp16 with --attention-dropout "
+                "0 (that kernel has no attention dropout); otherwise the tokens go back to their "
+                "padded rows for attention only."})
 
     # --- output -----------------------------------------------------------------------------
     output_dir: str = "runs/pretrain"
@@ -220,7 +246,8 @@ _MIN_INT: dict[str, int] = {
     "keep_last_checkpoints": 0, "seed": 0, "max_steps": 1, "eval_max_batches": 1,
 }
 _NONE_MEANS = {"max_steps": "run all epochs", "eval_max_batches": "the whole eval set",
-               "learning_rate": "the default for the run", "max_grad_norm": "no clipping"}
+               "learning_rate": "the default for the run", "max_grad_norm": "no clipping",
+               "attention_dropout": "the model's own"}
 
 
 def _flag(name: str) -> str:
@@ -265,6 +292,7 @@ def _float_problems(cfg: TrainConfig) -> list[str]:
         "learning_rate": (0.0, False, math.inf, False),
         "max_grad_norm": (0.0, False, math.inf, True),  # inf: no clipping
         "dropout": (0.0, True, 1.0, False),
+        "attention_dropout": (0.0, True, 1.0, False),
         "masked_lm_prob": (0.0, False, 1.0, False),
         "warmup_fraction": (0.0, True, 1.0, False),
         "weight_decay": (0.0, True, math.inf, False),
@@ -306,8 +334,22 @@ def _other_problems(cfg: TrainConfig) -> list[str]:
     if cfg.masking != "dynamic" and cfg.masked_lm_prob != _MASKED_LM_PROB:
         problems.append(f"{_flag('masked_lm_prob')} needs --masking dynamic: static masks are "
                         "those stored in the shards (create_data --masked-lm-prob sets their rate)")
+    if cfg.compile is False and cfg.compile_mode != "default":
+        problems.append(f"{_flag('compile_mode')} {cfg.compile_mode} needs --compile (or "
+                        "--compile none: compiled on CUDA only)")
+    if cfg.fold_clipping is True and cfg.fused_adamw is False:
+        problems.append(f"{_flag('fold_clipping')} clips inside the fused AdamW kernel: it "
+                        "cannot go with --no-fused-adamw")
+    for name in ("unpad", "fused_qkv"):
+        if getattr(cfg, name) is True and cfg.sparse_mlm_head is False:
+            problems.append(f"{_flag(name)} needs --sparse-mlm-head: its encoder returns the "
+                            "masked positions' hidden states only")
+    for name in ("fused_qkv", "half_precision_layernorm", "fold_clipping", "unpad"):
+        if not isinstance(getattr(cfg, name), bool):
+            problems.append(f"{_flag(name)} must be True or False, got {getattr(cfg, name)!r}")
     for name, allowed in (("precision", Precision), ("attn_implementation", Attention),
-                          ("objective", Objective), ("masking", Masking)):
+                          ("objective", Objective), ("masking", Masking),
+                          ("compile_mode", CompileMode)):
         choices = typing.get_args(allowed)
         if getattr(cfg, name) not in choices:
             problems.append(f"{_flag(name)} must be one of {', '.join(choices)}, "

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One GPU check that fits a 15-minute lease with room to rerun: about 7-8 minutes on one H100.
+# One GPU check that fits a 15-minute lease with room to rerun: about 8 minutes on one H100
+# (12 at worst: the sum of the steps' time limits).
 #
 #   bash scripts/gpu_check.sh              # on the GPU machine, inside the Python environment
 #                                          # that already has a CUDA build of torch (>= 2.6)
@@ -11,10 +12,14 @@
 #   1. the `cuda` tests (tests/test_gpu.py);
 #   2. T=512 shards of Pride and Prejudice (bert_tutorial.teach.book_shards, ~2,600 sequences);
 #   3. T=128 on data_samples/train (real padding, a new batch per step through the Trainer's
-#      loader): original, project, project+compile at batch 128, profiled, and 60 steps of the
-#      package's Trainer (the `project` config) with its logged seq/s beside the benchmark's;
-#   4. T=128, batch 256: project, project+compile, profiled;
-#   5. T=512 on the Austen shards, batch 32: project, project+compile, profiled;
+#      loader), batch 128: original and the project step compiled with every speed switch
+#      (fused QKV, bf16 LayerNorm outputs, clipping in the fused AdamW, unpadding), profiled,
+#      and 60 steps of the package's Trainer with that config, its logged seq/s beside the
+#      benchmark's;
+#   4. T=128, batch 256: project+compile, then every switch, then every switch with CUDA
+#      graphs (compile mode reduce-overhead), profiled;
+#   5. T=512 on the Austen shards (about half padding), batch 32: compiled, padded and
+#      unpadded (both without attention dropout, which flash's varlen kernel lacks), profiled;
 #   6. one dated record: benchmarks/records/gpu-check_<date>_<gpu>.json (every step's exit code
 #      and seconds, the test summary, every benchmark report, the fastest T=128 row and its
 #      profile table, the Trainer comparison), its console log beside it (.txt).
@@ -60,7 +65,7 @@ if [ "$QUICK" = 1 ]; then
     bench=(--quick --device cpu --threads 1 --profile-steps 2)
     trainer_steps=6
     b128=4 b256=8 b512=2
-    no_compile() { echo "${1//+compile/}"; }  # inductor on a CPU takes minutes: parse only
+    no_compile() { local v=${1//+compile/}; echo "${v//+graphs/}"; }  # inductor on a CPU takes minutes
 else
     gpu=$("$PY" -c "import torch; print(torch.cuda.get_device_name(0).replace(' ', '-'))")
     bench=()
@@ -90,7 +95,7 @@ run_step() {
     [ "$rc" = 0 ] || echo "!! ${name} failed with exit code ${rc} (124: timed out)"
 }
 
-run_step cuda-tests 180 "$PY" -m pytest -q -m cuda tests/test_gpu.py -p no:cacheprovider \
+run_step cuda-tests 150 "$PY" -m pytest -q -m cuda tests/test_gpu.py -p no:cacheprovider \
     --junitxml "$work/tests.xml"
 
 run_step shards-512 45 "$PY" -c "
@@ -98,18 +103,23 @@ import sys
 from bert_tutorial.teach.book_shards import make_sample_shards
 print(make_sample_shards(sys.argv[1], 512, corpus='austen', progress=False))" "$work/austen512"
 
-run_step t128-batch128 210 "$PY" benchmarks/bench_step.py ${bench[@]+"${bench[@]}"} \
+# Every speed switch of TrainConfig (benchmarks/bench_step.py's modifiers).
+all=qkv+halfln+foldclip+unpad+fused  # fused: AdamW on a CPU too (--cpu-quick)
+run_step t128-batch128 180 "$PY" benchmarks/bench_step.py ${bench[@]+"${bench[@]}"} \
     --data data_samples/train --num-workers "$workers" --batch-size "$b128" \
-    --variants "$(no_compile original,project,project+compile)" --profile \
-    --trainer-steps "$trainer_steps" --trainer-variant project --json "$work/t128-batch128.json"
+    --variants "$(no_compile original,project+compile+$all)" --profile \
+    --trainer-steps "$trainer_steps" --trainer-variant "$(no_compile project+compile+$all)" \
+    --json "$work/t128-batch128.json"
 
-run_step t128-batch256 150 "$PY" benchmarks/bench_step.py ${bench[@]+"${bench[@]}"} \
+run_step t128-batch256 225 "$PY" benchmarks/bench_step.py ${bench[@]+"${bench[@]}"} \
     --data data_samples/train --num-workers "$workers" --batch-size "$b256" \
-    --variants "$(no_compile project,project+compile)" --profile --json "$work/t128-batch256.json"
+    --variants "$(no_compile project+compile,project+compile+$all,project+graphs+$all)" --profile \
+    --json "$work/t128-batch256.json"
 
-run_step t512-batch32 135 "$PY" benchmarks/bench_step.py ${bench[@]+"${bench[@]}"} \
+run_step t512-batch32 120 "$PY" benchmarks/bench_step.py ${bench[@]+"${bench[@]}"} \
     --data "$work/austen512/train" --num-workers "$workers" --batch-size "$b512" \
-    --variants "$(no_compile project,project+compile)" --profile --json "$work/t512-batch32.json"
+    --variants "$(no_compile project+compile+noattndrop,project+compile+unpad)" --profile \
+    --json "$work/t512-batch32.json"
 
 echo
 echo "== Record =="

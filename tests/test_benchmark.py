@@ -274,7 +274,7 @@ def test_both_steps_start_from_the_same_weights_and_the_project_loss_is_berts_ow
 def test_compiled_variants_start_from_a_fresh_dynamo(monkeypatch):
     resets = []
     monkeypatch.setattr(torch._dynamo, "reset", lambda: resets.append(1))
-    monkeypatch.setattr(torch, "compile", lambda module: module)
+    monkeypatch.setattr(torch, "compile", lambda module, mode=None: module)
     batch = bench_step.synthetic_batch(2, 16, 64, seed=0)
     for spec in ("project+compile", "project+compile+pad8"):
         variant = bench_step.parse_variant(spec)
@@ -469,9 +469,11 @@ def test_the_gpu_script_parses_and_fits_a_lease():
     steps = re.findall(r"^run_step (\S+) (\d+) ", text, flags=re.MULTILINE)
     assert [name for name, _ in steps] == ["cuda-tests", "shards-512", "t128-batch128",
                                            "t128-batch256", "t512-batch32"]
-    assert sum(int(seconds) for _, seconds in steps) <= 12 * 60  # the worst case, not the expected ~7 min
+    assert sum(int(seconds) for _, seconds in steps) <= 12 * 60  # the worst case, not the expected ~8 min
     assert 'timeout --kill-after=15 "$seconds" "$@"' in text  # run_step's one way to run a step
-    variants = dict(zip([n for n, _ in steps[2:]], re.findall(r'no_compile ([\w+,]+)\)', text), strict=True))
+    (every_switch,) = re.findall(r"^all=(\S+)", text, flags=re.MULTILINE)
+    found = re.findall(r'--variants "\$\(no_compile ([\w+,$]+)\)', text.replace("$all", every_switch))
+    variants = dict(zip([n for n, _ in steps[2:]], found, strict=True))
     specs = {name: value.split(",") for name, value in variants.items()}
     assert sum(len(v) for name, v in specs.items() if name.startswith("t128")) <= 5
     assert len(specs["t512-batch32"]) <= 2
@@ -494,7 +496,10 @@ def test_the_gpu_script_runs_every_command_on_a_cpu(tmp_path):
         ("cuda-tests", 0), ("shards-512", 0), ("t128-batch128", 0), ("t128-batch256", 0), ("t512-batch32", 0)]
     assert record["tests"]["failures"] == record["tests"]["errors"] == 0 and record["failed_steps"] == []
     benchmarks = record["benchmarks"]
-    assert [r["variant"] for r in benchmarks["t128-batch128"]["model"]] == ["original", "project", "project"]
+    every_switch = "project+qkv+halfln+foldclip+unpad+fused"  # compiled on a GPU
+    assert [r["variant"] for r in benchmarks["t128-batch128"]["model"]] == ["original", every_switch]
+    assert [r["variant"] for r in benchmarks["t128-batch256"]["model"]] == ["project", every_switch, every_switch]
+    assert [r["attn"] for r in benchmarks["t512-batch32"]["model"]] == ["sdpa", "unpad+sdpa"]
     for report in benchmarks.values():
         assert all(r["padding_share"] > 0 and "real_token_mfu" in r for r in report["model"])
     assert {r["seq_len"] for r in benchmarks["t512-batch32"]["model"]} == {512}

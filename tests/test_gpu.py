@@ -20,7 +20,7 @@ from bert_tutorial.core.optim import build_optimizer, build_scheduler
 from bert_tutorial.core.step import train_step
 from bert_tutorial.pretrain.device import autocast_context, make_grad_scaler
 from bert_tutorial.pretrain.metrics import read_metrics
-from bert_tutorial.pretrain.speed import fused_skip_or_step, prepared_attention_mask
+from bert_tutorial.pretrain.speed import fused_clip_and_step, prepared_attention_mask
 from bert_tutorial.pretrain.trainer import Trainer
 
 pytestmark = [pytest.mark.cuda,
@@ -122,7 +122,7 @@ def test_the_step_never_waits_for_the_gpu(cfg_and_batch, group, monkeypatch):
         scheduler = build_scheduler(optimizer, 100, 0)
         batch = {k: v.pin_memory() for k, v in batch.items()}
         kwargs = dict(device=CUDA, autocast=autocast_context(CUDA, precision),
-                      optimizer_step=fused_skip_or_step)
+                      optimizer_step=fused_clip_and_step)
         # Warm-up: lazy initialisation may sync, and DDP rebuilds its gradient buckets (a sync,
         # once per run) at the forward after the first backward, hence two steps.
         for _ in range(2):
@@ -193,3 +193,64 @@ def test_benchmark_smoke_run_on_the_gpu():
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_step.py"), "--quick",
                           "--device", "cuda"], capture_output=True, text=True, timeout=600, check=True)
     assert "seq/s" in out.stdout
+
+
+# --- the speed switches (tests/test_speed_switches.py checks each on a CPU) -------------------
+
+
+def test_flash_varlen_attention_equals_attention_within_each_sequence():
+    """The CUDA kernel ``--unpad`` uses, against the padded SDPA path, on a real packed batch."""
+    from test_speed_switches import sample_batch
+
+    from bert_tutorial.pretrain import fast_encoder
+
+    if not fast_encoder.VARLEN_AVAILABLE:
+        pytest.skip("this torch has no torch.nn.attention.varlen")
+    batch = fast_encoder.pack_batch(sample_batch())
+    rows, length = batch["input_ids"].shape
+    n, heads, width = len(batch["token_index"]), 12, 64
+    q, k, v = torch.randn(3, n, heads * width, device=CUDA, dtype=torch.bfloat16)
+    index, starts = batch["token_index"].to(CUDA), batch["cu_seqlens"].to(CUDA)
+    keep = batch["attention_mask"].bool().to(CUDA)[:, None, None, :]
+    scale = width ** -0.5
+    want = fast_encoder._repadded_attention(q, k, v, heads, index, rows, length, keep, 0.0, scale)
+    longest = max(length, fast_encoder.packing_bucket(rows, length))
+    got = fast_encoder._varlen_attn(*(t.unflatten(-1, (heads, -1)) for t in (q, k, v)), starts, starts,
+                                    longest, longest, scale=scale).flatten(-2)
+    real = int(batch["cu_seqlens"][rows])
+    torch.testing.assert_close(got[:real].float(), want[:real].float(), rtol=2e-2, atol=2e-2)
+    assert torch.isfinite(got).all()
+
+
+@pytest.mark.parametrize("switches", [dict(fused_qkv=True), dict(unpad=True),
+                                      dict(fused_qkv=True, unpad=True, half_precision_layernorm=True,
+                                           fold_clipping=True)],
+                         ids=["fused-qkv", "unpad", "all"])
+def test_speed_switches_in_bf16_match_the_stock_step(tmp_path, switches):
+    """bf16, 3 steps of 2 micro-batches: the switches' losses and gradients against the stock
+    step's (bf16 rounds at other places: losses within 1 %, gradients pointing the same way)."""
+    if torch.cuda.get_device_capability(CUDA) < (8, 0):
+        pytest.skip("no native bf16 on this GPU")
+    cfg = gpu_config(tmp_path, dropout=0.0, attention_dropout=0.0)
+    steps = micro_batches(cfg, steps=3, accum=2, size=8)
+    stock = accumulated_steps(cfg, steps, CUDA, "bf16", compile_model=False)
+    fast = accumulated_steps(cfg, steps, CUDA, "bf16", compile_model=False, **switches)
+    torch.testing.assert_close(fast["losses"], stock["losses"], rtol=1e-2, atol=1e-3)
+    for got, want in zip(fast["grads"], stock["grads"], strict=True):
+        assert float(torch.nn.functional.cosine_similarity(got, want, dim=0)) > 0.998
+
+
+@pytest.mark.slow  # compiles: tens of seconds (-m "cuda and not slow" leaves it out)
+def test_cuda_graphs_with_accumulation_match_eager(tmp_path):
+    """``--compile-mode reduce-overhead`` (CUDA graphs) with 2 micro-batches per step and
+    every speed switch: a Trainer run's losses equal the eager run's within bf16 rounding,
+    and the graphs were replayed (the marks ran, one per micro-batch)."""
+    common = dict(dropout=0.0, attention_dropout=0.0, epochs=1, grad_accum_steps=2, batch_size=4)
+    Trainer(gpu_config(tmp_path / "eager", **common)).fit()
+    fast = Trainer(gpu_config(tmp_path / "graphs", **common, compile=True, compile_mode="reduce-overhead",
+                              fused_qkv=True, unpad=True, fold_clipping=True))
+    assert fast._before_forward is torch.compiler.cudagraph_mark_step_begin
+    fast.fit()
+    a, b = ([r["mlm_loss"] for r in read_metrics(tmp_path / d / "run") if r["kind"] == "train"]
+            for d in ("eager", "graphs"))
+    assert len(a) == 8 and b == pytest.approx(a, rel=1e-2)

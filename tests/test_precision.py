@@ -16,7 +16,7 @@ from bert_tutorial.core.step import train_step
 from bert_tutorial.pretrain import checkpoint as ckpt
 from bert_tutorial.pretrain.device import load_scaler_state, make_grad_scaler, resolve_precision
 from bert_tutorial.pretrain.metrics import read_metrics
-from bert_tutorial.pretrain.speed import fused_skip_or_step
+from bert_tutorial.pretrain.speed import fused_clip_and_step
 from bert_tutorial.pretrain.trainer import Trainer
 
 
@@ -58,7 +58,7 @@ def test_fused_adamw_skips_a_non_finite_step_on_the_device(tmp_path):
     assert trainer.optimizer.defaults["fused"]
     before = {k: v.clone() for k, v in trainer.module.state_dict().items()}
     result = train_step(trainer.model, [batch], trainer.optimizer, trainer.scheduler, device=trainer.device,
-                        optimizer_step=fused_skip_or_step)
+                        optimizer_step=fused_clip_and_step)
     assert isinstance(result.updated, torch.Tensor) and not result.updated  # no host sync needed
     assert all(torch.equal(before[k], v) for k, v in trainer.module.state_dict().items())
     assert not hasattr(trainer.optimizer, "found_inf")  # the protocol attributes are cleaned up
@@ -69,7 +69,7 @@ def test_fused_adamw_updates_a_finite_step(tmp_path):
     batch = next(iter(torch.utils.data.DataLoader(trainer.train_data, batch_size=8)))
     before = trainer.module.bert.cls.predictions.transform.dense.weight.clone()
     result = train_step(trainer.model, [batch], trainer.optimizer, trainer.scheduler, device=trainer.device,
-                        optimizer_step=fused_skip_or_step)
+                        optimizer_step=fused_clip_and_step)
     assert isinstance(result.updated, torch.Tensor) and bool(result.updated)
     assert not torch.equal(before, trainer.module.bert.cls.predictions.transform.dense.weight)
 

@@ -347,6 +347,7 @@ def make_dataloader(
     pin_memory: bool = False,
     drop_last: bool = False,
     worker_init_fn: Callable[[int], None] | None = None,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
 ) -> DataLoader:
     """A DataLoader over ``dataset`` in the order of a :class:`ShardedSampler` (``loader.sampler``).
 
@@ -358,7 +359,8 @@ def make_dataloader(
     CUDA device: set it from the device the model trains on. Batches are the same, in
     the same order, for any ``num_workers`` (the sampler runs in the main process).
     ``worker_init_fn`` runs in each worker as it starts (the Trainer's keeps stop signals
-    away from the workers).
+    away from the workers). ``collate_fn`` replaces the default collation (it runs in the
+    workers: the run machinery adds packing indices there for ``--unpad``).
     """
     if sampler is None:
         sampler = ShardedSampler(dataset, shuffle=shuffle, seed=seed)
@@ -377,6 +379,7 @@ def make_dataloader(
         num_workers=num_workers,
         pin_memory=pin_memory,
         drop_last=drop_last,
+        collate_fn=collate_fn,
         # A private generator: creating a DataLoader iterator otherwise draws a seed from
         # the global torch RNG, which shifts dropout masks and breaks exact resume.
         generator=torch.Generator().manual_seed(sampler.seed + sampler.epoch),

@@ -36,6 +36,8 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> BertForPreTraining:
     """
     if cfg.model_name_or_path:
         model = load_pretrained(cfg.model_name_or_path, cfg.attn_implementation)
+        if cfg.attention_dropout is not None:
+            set_attention_dropout(model, cfg.attention_dropout)
     else:
         config = BertConfig(
             vocab_size=vocab_size,
@@ -45,12 +47,22 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> BertForPreTraining:
             intermediate_size=cfg.intermediate_size,
             max_position_embeddings=cfg.max_position_embeddings,
             hidden_dropout_prob=cfg.dropout,
-            attention_probs_dropout_prob=cfg.dropout,
+            attention_probs_dropout_prob=cfg.dropout if cfg.attention_dropout is None else cfg.attention_dropout,
         )
         config._attn_implementation = cfg.attn_implementation
         model = BertForPreTraining(config)
     check_vocab(model, vocab_size, source=cfg.model_name_or_path or "TrainConfig")
     return model
+
+
+def set_attention_dropout(bert: nn.Module, p: float) -> None:
+    """Set every self-attention's dropout on the attention probabilities (and the config)."""
+    bert.config.attention_probs_dropout_prob = p
+    for module in bert.modules():
+        if hasattr(module, "query") and isinstance(getattr(module, "dropout", None), nn.Dropout):
+            module.dropout.p = p
+            if hasattr(module, "dropout_prob"):  # transformers 4.x's SDPA attention reads this
+                module.dropout_prob = p
 
 
 def load_pretrained(name_or_path: str, attn_implementation: str = "sdpa") -> BertForPreTraining:
@@ -138,16 +150,25 @@ class PretrainingModel(nn.Module):
     ``prepare_mask`` (``(mask, dtype) -> mask``) may turn the [B, T] padding mask into
     another form BERT accepts before the encoder sees it (a speed trick on a GPU, see
     :func:`bert_tutorial.pretrain.speed.prepared_attention_mask`).
+    ``encoder`` may replace ``BertModel``'s own forward by another loop over the same
+    modules (``(bert, input_ids, token_type_ids, attention_mask, masked_lm_positions,
+    extra batch keys) -> (hidden states at the masked positions, at [CLS])``: see
+    :class:`bert_tutorial.pretrain.fast_encoder.FastEncoder`); it needs the masked-only head.
     """
 
     def __init__(self, bert: BertForPreTraining, sparse_mlm_head: bool = True,
                  prepare_mask: Callable[[torch.Tensor, torch.dtype], torch.Tensor] | None = None,
-                 nsp: bool = True) -> None:
+                 nsp: bool = True, encoder: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None,
+                 ) -> None:
         super().__init__()
+        if encoder is not None and not sparse_mlm_head:
+            raise ValueError("an encoder other than BertModel's own returns the masked positions' "
+                             "hidden states only: it needs sparse_mlm_head=True")
         self.bert = bert
         self.sparse_mlm_head = sparse_mlm_head
         self.prepare_mask = prepare_mask
         self.nsp = nsp
+        self.encoder = encoder
         if not nsp:
             # Weights no loss reaches: frozen, so that the optimizer leaves them as they are
             # and DDP does not wait for gradients that never come.
@@ -163,7 +184,17 @@ class PretrainingModel(nn.Module):
         masked_lm_positions: torch.Tensor,
         masked_lm_ids: torch.Tensor,
         labels: torch.Tensor | None = None,
+        **extra: torch.Tensor,
     ) -> PretrainingOutput:
+        heads = self.bert.cls
+        if self.encoder is not None:
+            hidden, cls_hidden = self.encoder(self.bert.bert, input_ids, token_type_ids, attention_mask,
+                                              masked_lm_positions, extra)
+            nsp_logits = heads.seq_relationship(self.bert.bert.pooler(cls_hidden[:, None])) if self.nsp else None
+            return pretraining_loss(heads.predictions(hidden), masked_lm_ids, nsp_logits, next_sentence_label)
+        if extra:
+            raise TypeError(f"unexpected batch key(s) {', '.join(sorted(extra))}: only an encoder "
+                            "other than BertModel's own takes more")
         if self.prepare_mask is not None:
             attention_mask = self.prepare_mask(attention_mask, self.bert.dtype)
         encoded = self.bert.bert(
@@ -179,7 +210,6 @@ class PretrainingModel(nn.Module):
             hidden, targets = torch.gather(hidden, 1, index), masked_lm_ids
         elif labels is None:
             raise ValueError("the full MLM head needs 'labels' of shape [B, T]")
-        heads = self.bert.cls
         nsp_logits = heads.seq_relationship(encoded.pooler_output) if self.nsp else None
         return pretraining_loss(heads.predictions(hidden), targets, nsp_logits, next_sentence_label)
 

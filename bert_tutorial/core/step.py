@@ -13,9 +13,10 @@ What a step does beyond ``loss.backward(); optimizer.step()``:
 * **Mixed precision** (an autocast context, and a ``GradScaler`` for fp16), gradient
   clipping, and skipping an update whose gradient is not finite.
 
-How the skip is decided is a plug-in (``optimizer_step``): :func:`skip_or_step` reads the
-gradient norm on the host, which is free on a CPU; the run machinery passes a version
-that lets a fused optimizer decide on the GPU without waiting for it.
+How the gradient is clipped and the skip decided is a plug-in (``optimizer_step``):
+:func:`clip_and_step` clips with ``clip_grad_norm_`` and reads the norm on the host, which
+is free on a CPU; the run machinery passes versions that let a fused optimizer decide on
+the GPU without waiting for it, or clip inside its kernel.
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ from torch.optim.lr_scheduler import LRScheduler
 from .data import IGNORE_INDEX, move_batch
 
 Batch = Mapping[str, torch.Tensor]
-#: ``(optimizer, scaler, grad_norm) -> (updated, fp16 loss scale of a skipped update)``.
-OptimizerStep = Callable[[torch.optim.Optimizer, torch.amp.GradScaler, torch.Tensor],
-                         tuple[bool | torch.Tensor, float | None]]
+#: ``(optimizer, scaler, max_grad_norm) -> (grad norm before clipping, updated, fp16 loss
+#: scale of a skipped update)``: clips the (unscaled) gradients and updates unless they are
+#: not finite.
+OptimizerStep = Callable[[torch.optim.Optimizer, torch.amp.GradScaler, float],
+                         tuple[torch.Tensor, bool | torch.Tensor, float | None]]
 
 
 def _in_process_group() -> bool:
@@ -55,8 +58,8 @@ class StepResult:
     #: The learning rate this update used (the scheduler has moved on since).
     lr: float
     #: False when the gradient was not finite and the optimizer did not update. A bool tensor
-    #: when the decision was made on the device (``optimizer_step=fused_skip_or_step`` with a
-    #: fused optimizer): read it when convenient (reading it waits for the step to finish).
+    #: when the decision was made on the device (``optimizer_step=fused_clip_and_step`` with
+    #: a fused optimizer): read it when convenient (reading it waits for the step to finish).
     updated: bool | torch.Tensor
     #: The fp16 loss scale at the time of a skipped update, when known on the host (None
     #: otherwise); an overflow at a scale >= 1 is GradScaler searching for its scale.
@@ -104,13 +107,16 @@ def train_step(
     scaler: torch.amp.GradScaler | None = None,
     max_grad_norm: float = 1.0,
     optimizer_step: OptimizerStep | None = None,
+    before_forward: Callable[[], None] | None = None,
 ) -> StepResult:
     """One optimizer step over ``micro_batches`` (call it on every rank under DDP).
 
     ``model`` is a :class:`~bert_tutorial.core.model.PretrainingModel`, possibly wrapped in
     DDP and/or ``torch.compile``. ``autocast`` is the forward's precision context
     (``device.autocast_context``); ``scaler`` a ``GradScaler`` (a disabled one, or None,
-    for fp32 and bf16).
+    for fp32 and bf16). ``before_forward`` runs before each micro-batch's forward (CUDA
+    graphs: ``torch.compiler.cudagraph_mark_step_begin``, so that a replay does not
+    overwrite what the previous micro-batch still needs).
     """
     masked, sequences = step_token_counts(micro_batches, device)
     world = dist.get_world_size() if _in_process_group() else 1
@@ -120,6 +126,8 @@ def train_step(
         last = i == len(micro_batches) - 1
         # Under DDP, all-reduce gradients once per step: skip it for all but the last micro-batch.
         sync = contextlib.nullcontext() if last or world == 1 else model.no_sync()
+        if before_forward is not None:
+            before_forward()
         with sync:
             with autocast or contextlib.nullcontext():
                 out = model(**move_batch(batch, device))
@@ -129,15 +137,29 @@ def train_step(
             scaler.scale((mlm + nsp) * world).backward()
         losses += torch.stack([mlm.detach(), nsp.detach()]).double()
     scaler.unscale_(optimizer)  # clip the true gradient, not the fp16-scaled one
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
     lr = optimizer.param_groups[0]["lr"]
-    updated, loss_scale = (optimizer_step or skip_or_step)(optimizer, scaler, grad_norm)
+    grad_norm, updated, loss_scale = (optimizer_step or clip_and_step)(optimizer, scaler, max_grad_norm)
     scaler.update()
     with warnings.catch_warnings():  # a skipped first update is not the misuse torch warns of
         warnings.filterwarnings("ignore", "Detected call of `lr_scheduler")
         scheduler.step()  # the LR follows the step count, skipped updates included
     optimizer.zero_grad(set_to_none=True)
     return StepResult(losses=losses, grad_norm=grad_norm, lr=lr, updated=updated, loss_scale=loss_scale)
+
+
+def optimized_parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """Every parameter the optimizer updates (the ones whose gradients are clipped)."""
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def clip_and_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                  max_grad_norm: float) -> tuple[torch.Tensor, bool, float | None]:
+    """Clip the gradients' global norm to ``max_grad_norm``, then :func:`skip_or_step`.
+
+    Returns (norm before clipping, updated, fp16 scale of a skipped step).
+    """
+    grad_norm = torch.nn.utils.clip_grad_norm_(optimized_parameters(optimizer), max_grad_norm)
+    return (grad_norm, *skip_or_step(optimizer, scaler, grad_norm))
 
 
 def skip_or_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,

@@ -1,17 +1,25 @@
 """Speed tricks for a GPU that are not the method: plugged into the core by the Trainer.
 
-Each one gives the same numbers as the plain path it replaces (tested), and saves the
-host from waiting for the GPU: :func:`prepared_attention_mask` for
-``PretrainingModel(prepare_mask=...)``, :func:`fused_skip_or_step` for
-``train_step(optimizer_step=...)``.
+Each one gives the same numbers as the plain path it replaces (tested): the host never
+waits for the GPU (:func:`prepared_attention_mask` for ``PretrainingModel(prepare_mask=...)``,
+:func:`fused_clip_and_step` for ``train_step(optimizer_step=...)``), and the switches of
+``TrainConfig``'s speed section are applied in one place, :func:`speed_module` and
+:func:`compiled`, which the Trainer and ``benchmarks/bench_step.py`` both call.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import transformers
+from torch import nn
+from transformers import BertForPreTraining
 
-from ..core.step import skip_or_step
+from ..config import TrainConfig
+from ..core.model import PretrainingModel
+from ..core.step import clip_and_step, optimized_parameters
+from .fast_encoder import FastEncoder, half_precision_layernorm
 
 _TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 
@@ -45,26 +53,81 @@ def prepared_attention_mask(attention_mask: torch.Tensor, dtype: torch.dtype) ->
     return attention_mask[:, None, :]
 
 
-def fused_skip_or_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                       grad_norm: torch.Tensor) -> tuple[bool | torch.Tensor, float | None]:
+def fused_clip_and_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                        max_grad_norm: float, fold_clipping: bool = False,
+                        ) -> tuple[torch.Tensor, bool | torch.Tensor, float | None]:
     """``train_step``'s ``optimizer_step`` for a GPU: a fused optimizer skips on the device.
 
-    The core's :func:`~bert_tutorial.core.step.skip_or_step` reads the gradient norm on the
+    The core's :func:`~bert_tutorial.core.step.clip_and_step` reads the gradient norm on the
     host, which waits for the GPU every step. A fused optimizer takes the verdict as a
     device tensor instead (``found_inf``, the protocol ``GradScaler`` uses) and skips inside
     its kernel: the host never waits. ``updated`` is then a bool tensor, read when convenient.
-    Other optimizers fall back to the host check.
+
+    ``fold_clipping=True`` also hands the clipping to the kernel: ``clip_grad_norm_``
+    multiplies every gradient by ``min(1, max_norm / (norm + 1e-6))`` (a read and a write of
+    all gradients) before AdamW reads them again; the fused kernel divides each gradient by
+    ``grad_scale`` as it reads it, so the clip factor's inverse goes there (the same update,
+    one pass fewer). Not with an fp16 ``GradScaler``, which owns ``grad_scale``: the
+    clipping then stays separate. Other optimizers fall back to the core's host check.
     """
     if not getattr(optimizer, "_step_supports_amp_scaling", False):
-        return skip_or_step(optimizer, scaler, grad_norm)
-    finite = torch.isfinite(grad_norm)
+        return clip_and_step(optimizer, scaler, max_grad_norm)
+    params = optimized_parameters(optimizer)
+    if fold_clipping and not scaler.is_enabled():
+        grads = [p.grad for p in params if p.grad is not None]
+        grad_norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+        # clip_grad_norm_'s factor, as a divisor: max(1, (norm + 1e-6) / max_norm).
+        divisor = torch.clamp((grad_norm + 1e-6) / max_grad_norm, min=1.0)
+        return grad_norm, _step_on_device(optimizer, grad_norm, divisor.float()), None
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     if scaler.is_enabled():
         scaler.step(optimizer)  # passes its own found_inf to the kernel
-    else:
-        optimizer.found_inf = (~finite).float()  # type: ignore[attr-defined]
-        optimizer.grad_scale = None  # type: ignore[attr-defined]
-        try:
-            optimizer.step()
-        finally:
-            del optimizer.found_inf, optimizer.grad_scale  # type: ignore[attr-defined]
-    return finite, None
+        return grad_norm, torch.isfinite(grad_norm), None
+    return grad_norm, _step_on_device(optimizer, grad_norm, None), None
+
+
+def _step_on_device(optimizer: torch.optim.Optimizer, grad_norm: torch.Tensor,
+                    grad_scale: torch.Tensor | None) -> torch.Tensor:
+    """A fused optimizer's step that skips itself when ``grad_norm`` is not finite."""
+    finite = torch.isfinite(grad_norm)
+    optimizer.found_inf = (~finite).float()  # type: ignore[attr-defined]
+    optimizer.grad_scale = grad_scale  # type: ignore[attr-defined]
+    try:
+        optimizer.step()
+    finally:
+        del optimizer.found_inf, optimizer.grad_scale  # type: ignore[attr-defined]
+    return finite
+
+
+def speed_module(bert: BertForPreTraining, cfg: TrainConfig, device: torch.device) -> PretrainingModel:
+    """The ``PretrainingModel`` of ``cfg``: its objective, head and speed switches.
+
+    ``--fused-qkv`` / ``--unpad`` run the encoder through :class:`FastEncoder` (the batches
+    must then come through ``PackingCollate`` for ``--unpad``); ``--half-precision-layernorm``
+    hooks every LayerNorm; on CUDA the stock encoder gets the sync-free padding mask.
+    """
+    encoder = FastEncoder(cfg.fused_qkv, cfg.unpad) if cfg.fused_qkv or cfg.unpad else None
+    if cfg.half_precision_layernorm:
+        half_precision_layernorm(bert)
+    on_gpu = device.type == "cuda"
+    return PretrainingModel(bert, sparse_mlm_head=cfg.sparse_mlm_head,
+                            prepare_mask=prepared_attention_mask if on_gpu and encoder is None else None,
+                            nsp=cfg.objective == "mlm+nsp", encoder=encoder)
+
+
+def compiled(model: nn.Module, cfg: TrainConfig, device: torch.device,
+             ) -> tuple[nn.Module, Callable[[], None] | None]:
+    """``torch.compile(model)`` in ``cfg.compile_mode`` when ``cfg`` compiles on ``device``.
+
+    Returns the model to call and ``train_step``'s ``before_forward``: a compile mode other
+    than "default" replays CUDA graphs on CUDA, whose outputs live in buffers the next
+    replay overwrites; ``torch.compiler.cudagraph_mark_step_begin`` before each micro-batch
+    tells it that the previous one's outputs have been used (its backward has run), so
+    accumulating micro-batches never reads an overwritten buffer.
+    """
+    on_gpu = device.type == "cuda"
+    if not (cfg.compile if cfg.compile is not None else on_gpu):
+        return model, None
+    mode = None if cfg.compile_mode == "default" else cfg.compile_mode
+    graphs = on_gpu and mode is not None
+    return torch.compile(model, mode=mode), torch.compiler.cudagraph_mark_step_begin if graphs else None

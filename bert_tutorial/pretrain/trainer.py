@@ -30,7 +30,13 @@ from ..config import ConfigError, TrainConfig
 from ..core.data import PretrainingDataset, ShardedSampler, find_shards, make_dataloader
 from ..core.dynamic_masking import dynamic_masking_of
 from ..core.evaluation import evaluate
-from ..core.model import PretrainingModel, build_model, check_vocab, load_pretrained, unwrap
+from ..core.model import (
+    build_model,
+    check_vocab,
+    load_pretrained,
+    set_attention_dropout,
+    unwrap,
+)
 from ..core.optim import build_optimizer, build_scheduler, warmup_steps
 from ..core.step import StepResult, train_step
 from ..tokenization import read_vocab
@@ -51,6 +57,7 @@ from .distributed import (
     gather_objects,
     init_distributed,
 )
+from .fast_encoder import PackingCollate
 from .loss_window import LossWindow
 from .metrics import METRICS_FILE, MetricsError, append_record, has_eval_at, truncate_after
 from .run_dir import (
@@ -63,7 +70,7 @@ from .run_dir import (
     inputs_record,
 )
 from .signals import ignore_stop_signals, stop_signals
-from .speed import fused_skip_or_step, prepared_attention_mask
+from .speed import compiled, fused_clip_and_step, speed_module
 
 __all__ = ["CONFIG_FILE", "RESUMABLE_CHANGES", "NonFiniteLossError", "Trainer", "TrainResult"]
 
@@ -183,15 +190,15 @@ class Trainer:
         if resume_from is not None:
             bert = load_pretrained(str(resume_from), cfg.attn_implementation)
             check_vocab(bert, self.vocab_size, source=str(resume_from))
+            if cfg.attention_dropout is not None:
+                set_attention_dropout(bert, cfg.attention_dropout)
         else:
             bert = build_model(cfg, self.vocab_size)
         self._check_positions(bert.config.max_position_embeddings, "or use a larger model")
         if self.dist.rank:  # each rank its own dropout masks (rank 0 continues the stream)
             torch.manual_seed(cfg.seed + self.dist.rank)
         on_gpu = self.device.type == "cuda"
-        self.module = PretrainingModel(bert, sparse_mlm_head=cfg.sparse_mlm_head,
-                                       prepare_mask=prepared_attention_mask if on_gpu else None,
-                                       nsp=cfg.objective == "mlm+nsp")
+        self.module = speed_module(bert, cfg, self.device)
         self.module.to(self.device)
         self.model: nn.Module = self.module
         if self.dist.enabled:
@@ -199,9 +206,13 @@ class Trainer:
             self.model = DistributedDataParallel(self.module, device_ids=ids)
         #: Whether the model runs compiled: ``compile=None`` compiles on CUDA only.
         self.compiled = cfg.compile if cfg.compile is not None else on_gpu
-        if self.compiled:
-            self.model = torch.compile(self.model)
+        # CUDA graphs (a compile mode other than "default") mark each micro-batch: see compiled().
+        self.model, self._before_forward = compiled(self.model, cfg, self.device)
         self.optimizer = build_optimizer(self.module, cfg, self.device)
+        if cfg.fold_clipping and not self.optimizer.defaults.get("fused"):
+            raise ConfigError("--fold-clipping (fold_clipping) clips inside the fused AdamW kernel, "
+                              f"which this run does not use on {self.device.type}: add --fused-adamw "
+                              "(it is the default on CUDA only)")
         self.scheduler = build_scheduler(
             self.optimizer, self.total_steps, warmup_steps(self.total_steps, cfg.warmup_fraction)
         )
@@ -217,6 +228,11 @@ class Trainer:
         self._eval_pending = False
         if resume_from is not None:
             self._load_state(resume_from)
+
+    def _optimizer_step(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                        max_grad_norm: float) -> tuple[torch.Tensor, bool | torch.Tensor, float | None]:
+        """``train_step``'s clip-and-step: on the device for a fused AdamW (see speed.py)."""
+        return fused_clip_and_step(optimizer, scaler, max_grad_norm, fold_clipping=self.cfg.fold_clipping)
 
     def _load_state(self, checkpoint: Path) -> None:
         state = ckpt.load_training_state(checkpoint)
@@ -356,7 +372,9 @@ class Trainer:
                                  world_size=self.dist.world_size, even=train)
         return make_dataloader(data, self.cfg.batch_size, sampler=sampler, num_workers=self.cfg.num_workers,
                                pin_memory=self.device.type == "cuda", drop_last=train,
-                               worker_init_fn=ignore_stop_signals)
+                               worker_init_fn=ignore_stop_signals,
+                               # --unpad: the packing indices are computed in the loader's workers
+                               collate_fn=PackingCollate() if self.cfg.unpad else None)
 
     def _train_epoch(self, bar: tqdm) -> None:
         p, cfg = self.progress, self.cfg
@@ -372,7 +390,7 @@ class Trainer:
             result = train_step(
                 self.model, micro, self.optimizer, self.scheduler, device=self.device,
                 autocast=self.autocast, scaler=self.scaler, max_grad_norm=clip,
-                optimizer_step=fused_skip_or_step,
+                optimizer_step=self._optimizer_step, before_forward=self._before_forward,
             )
             self._unchecked.append((p.step + 1, result))
             if not isinstance(result.updated, torch.Tensor):  # the verdict is on the host already
