@@ -18,7 +18,7 @@
 #      benchmark's;
 #   4. T=128, batch 256: project+compile, then every switch, then every switch with CUDA
 #      graphs (compile mode reduce-overhead), profiled;
-#   5. T=512 on the Austen shards (about half padding), batch 32: compiled, padded and
+#   5. T=512 on the Austen shards (26 % padding), batch 32: compiled, padded and
 #      unpadded (both without attention dropout, which flash's varlen kernel lacks), profiled;
 #   6. one dated record: benchmarks/records/gpu-check_<date>_<gpu>.json (every step's exit code
 #      and seconds, the test summary, every benchmark report, the fastest T=128 row and its

@@ -81,3 +81,18 @@ def test_a_compiled_run_resumes_exactly(tmp_path, monkeypatch, one_thread):
     resumed.fit()
     a, b = train_losses(tmp_path / "a" / "run"), train_losses(tmp_path / "b" / "run")
     assert len(a) == 16 and b == a
+
+
+def test_compiled_speed_switches_equal_the_eager_stock_step_in_fp32(tmp_path):
+    """Fused QKV and unpadding compiled (packed lengths vary by batch: a few shapes), two steps
+    of 2 micro-batches: the eager stock step's losses, gradients and weights within 1e-5."""
+    skip_without_inductor()
+    cfg = tiny_config(tmp_path, dropout=0.0)
+    steps = micro_batches(cfg, steps=2, accum=2, size=4)
+    eager = accumulated_steps(cfg, steps, CPU, "fp32", compile_model=False)
+    fast = accumulated_steps(cfg, steps, CPU, "fp32", compile_model=True, fused_qkv=True, unpad=True)
+    torch.testing.assert_close(fast["losses"], eager["losses"], rtol=1e-5, atol=1e-5)
+    for got, want in zip(fast["grads"], eager["grads"], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for name, want in eager["weights"].items():
+        torch.testing.assert_close(fast["weights"][name], want, rtol=1e-5, atol=1e-5)

@@ -557,3 +557,16 @@ def test_collectives_across_two_processes(two_nodes):
 
 if __name__ == "__main__":
     _worker(sys.argv[1])
+
+
+def test_the_speed_switches_under_ddp_match_the_stock_one_process_run(data, reference, tmp_path):
+    """--unpad --fused-qkv --fold-clipping (fused AdamW) --half-precision-layernorm in 2 gloo
+    processes: each rank packs its own batches, and the run is the stock one-process run."""
+    switches = dict(unpad=True, fused_qkv=True, fold_clipping=True, fused_adamw=True,
+                    half_precision_layernorm=True, num_workers=1)
+    out = tmp_path / "run"
+    (log,) = torchrun(["--standalone", "--nproc_per_node=2", "-m", "bert_tutorial.pretrain",
+                       *config_args(run_config(data, out, batch_size=GLOBAL_BATCH // 2, **switches))])
+    assert "world size 2" in log
+    assert_same_weights(weights(out), weights(reference))
+    assert_same_losses(out, reference)

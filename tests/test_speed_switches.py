@@ -222,6 +222,7 @@ def test_the_switches_are_checked_and_named(tmp_path):
     TrainConfig(compile=None, compile_mode="reduce-overhead").validate()  # compiled on CUDA
     with pytest.raises(ConfigError, match="--fold-clipping .* does not use on cpu: add --fused-adamw"):
         Trainer(tiny_config(tmp_path, fold_clipping=True))
+    assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 def train_records(run_dir) -> list[float]:

@@ -108,6 +108,11 @@ class Trainer:
         self.dist: DistInfo = init_distributed(probe.type)
         self.device = resolve_device(cfg.device, self.dist.local_rank)
         self.precision = resolve_precision(cfg.precision, self.device)
+        fused = cfg.fused_adamw if cfg.fused_adamw is not None else self.device.type == "cuda"
+        if cfg.fold_clipping and not fused:  # build_optimizer's rule; checked before any write
+            raise ConfigError("--fold-clipping (fold_clipping) clips inside the fused AdamW kernel, "
+                              f"which this run does not use on {self.device.type}: add --fused-adamw "
+                              "(it is the default on CUDA only)")
         self.autocast = autocast_context(self.device, self.precision)
         self.output_dir = Path(cfg.output_dir)
         self.vocab_size = len(read_vocab(cfg.vocab_file))
@@ -209,10 +214,6 @@ class Trainer:
         # CUDA graphs (a compile mode other than "default") mark each micro-batch: see compiled().
         self.model, self._before_forward = compiled(self.model, cfg, self.device)
         self.optimizer = build_optimizer(self.module, cfg, self.device)
-        if cfg.fold_clipping and not self.optimizer.defaults.get("fused"):
-            raise ConfigError("--fold-clipping (fold_clipping) clips inside the fused AdamW kernel, "
-                              f"which this run does not use on {self.device.type}: add --fused-adamw "
-                              "(it is the default on CUDA only)")
         self.scheduler = build_scheduler(
             self.optimizer, self.total_steps, warmup_steps(self.total_steps, cfg.warmup_fraction)
         )
