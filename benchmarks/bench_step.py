@@ -86,9 +86,14 @@ from bert_tutorial.pretrain.device import (
     resolve_device,
     resolve_precision,
 )
-from bert_tutorial.pretrain.fast_encoder import VARLEN_AVAILABLE, PackingCollate, pack_batch
+from bert_tutorial.pretrain.fast_encoder import PackingCollate, pack_batch, varlen_supported
 from bert_tutorial.pretrain.metrics import METRICS_FILE
-from bert_tutorial.pretrain.speed import compiled, fused_clip_and_step, speed_module
+from bert_tutorial.pretrain.speed import (
+    compiled,
+    fused_clip_and_step,
+    keep_grads_outside_cuda_graphs,
+    speed_module,
+)
 from bert_tutorial.pretrain.trainer import Trainer
 from bert_tutorial.teach import original
 from bert_tutorial.teach.original import (
@@ -342,12 +347,14 @@ def project_runner(variant: Variant, cfg: TrainConfig, vocab_size: int,
         torch._dynamo.reset()  # else a second compiled variant is traced with dynamic shapes
     bert = seeded_model(cfg, padded_vocab(vocab_size, variant.vocab_multiple))
     # The Trainer's module and step: the speed plug-ins on a GPU, the plain path elsewhere.
-    module = speed_module(bert, cfg, device)
+    precision = resolve_precision(cfg.precision, device)
+    module = speed_module(bert, cfg, device, precision)
     module.to(device).train()
     model, before_forward = compiled(module, cfg, device)
+    if before_forward is not None:  # CUDA graphs: gradients kept outside the graphs' memory
+        keep_grads_outside_cuda_graphs(module)
     optimizer = build_optimizer(module, cfg, device)
     scheduler = build_scheduler(optimizer, SCHEDULE_STEPS, warmup=0)
-    precision = resolve_precision(cfg.precision, device)
     autocast, scaler = autocast_context(device, precision), make_grad_scaler(device, precision)
 
     def step() -> torch.Tensor:
@@ -355,7 +362,7 @@ def project_runner(variant: Variant, cfg: TrainConfig, vocab_size: int,
                             autocast=autocast, scaler=scaler, max_grad_norm=cfg.max_grad_norm,
                             optimizer_step=functools.partial(fused_clip_and_step,
                                                              fold_clipping=cfg.fold_clipping),
-                            before_forward=before_forward)
+                            before_forward=before_forward, keep_grad_buffers=before_forward is not None)
         return result.losses.sum()
 
     head = "masked" if cfg.sparse_mlm_head else "full"
@@ -363,7 +370,7 @@ def project_runner(variant: Variant, cfg: TrainConfig, vocab_size: int,
         head += f"/V={bert.config.vocab_size}"
     attn = bert.config._attn_implementation
     if cfg.unpad:  # which attention the packed tokens get (fast_encoder.FastEncoder)
-        varlen = VARLEN_AVAILABLE and device.type == "cuda" and precision in ("bf16", "fp16") \
+        varlen = varlen_supported(device) and precision in ("bf16", "fp16") \
             and bert.config.attention_probs_dropout_prob == 0
         attn = "varlen" if varlen else "unpad+sdpa"
     described = {"precision": precision, "attn": attn, "head": head,

@@ -128,8 +128,9 @@ class TrainConfig:
                 "little gain."})
     compile_mode: CompileMode = field(default="default", metadata={
         "help": 'torch.compile\'s mode: "reduce-overhead" replays each step as CUDA graphs (no '
-                "kernel launch gaps; the step marks each micro-batch so accumulated gradients are "
-                'kept), "max-autotune" also searches GEMM kernels (minutes of compiling).'})
+                "kernel launch gaps; the step marks each micro-batch and keeps the gradients "
+                'outside the graphs\' memory), "max-autotune" also searches GEMM kernels (minutes '
+                "of compiling)."})
     fused_qkv: bool = field(default=False, metadata={
         "help": "Compute each layer's query, key and value in one matrix multiply (the three "
                 "weights concatenated at each forward; parameters and checkpoints unchanged)."})
@@ -145,8 +146,8 @@ class TrainConfig:
     unpad: bool = field(default=False, metadata={
         "help": "Run the encoder on the real tokens only: the loader packs each batch's tokens "
                 "(padded to a few fixed counts). Attention runs per sequence with flash "
-                "attention's variable-length kernel on CUDA in bf16/fp16 with --attention-dropout "
-                "0 (that kernel has no attention dropout); otherwise the tokens go back to their "
+                "attention's variable-length kernel on a GPU of compute capability >= 8.0 in "
+                "bf16/fp16 with --attention-dropout 0 (that kernel has no attention dropout); otherwise the tokens go back to their "
                 "padded rows for attention only."})
 
     # --- output -----------------------------------------------------------------------------
@@ -344,6 +345,9 @@ def _other_problems(cfg: TrainConfig) -> list[str]:
         if getattr(cfg, name) is True and cfg.sparse_mlm_head is False:
             problems.append(f"{_flag(name)} needs --sparse-mlm-head: its encoder returns the "
                             "masked positions' hidden states only")
+        if getattr(cfg, name) is True and cfg.attn_implementation == "eager":
+            problems.append(f"{_flag(name)} runs its own attention (SDPA, or flash's varlen "
+                            "kernel): it cannot go with --attn-implementation eager")
     for name in ("fused_qkv", "half_precision_layernorm", "fold_clipping", "unpad"):
         if not isinstance(getattr(cfg, name), bool):
             problems.append(f"{_flag(name)} must be True or False, got {getattr(cfg, name)!r}")

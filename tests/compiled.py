@@ -18,7 +18,12 @@ from bert_tutorial.core.optim import build_optimizer, build_scheduler
 from bert_tutorial.core.step import clip_and_step, train_step
 from bert_tutorial.pretrain.device import autocast_context, make_grad_scaler
 from bert_tutorial.pretrain.fast_encoder import pack_batch
-from bert_tutorial.pretrain.speed import compiled, fused_clip_and_step, speed_module
+from bert_tutorial.pretrain.speed import (
+    compiled,
+    fused_clip_and_step,
+    keep_grads_outside_cuda_graphs,
+    speed_module,
+)
 
 
 @functools.cache
@@ -61,8 +66,10 @@ def accumulated_steps(cfg: TrainConfig, steps: list[list[dict[str, Any]]], devic
     torch.manual_seed(0)
     on_gpu = device.type == "cuda"
     cfg = dataclasses.replace(cfg, compile=compile_model, **switches)
-    module = speed_module(build_model(cfg, VOCAB_SIZE), cfg, device).to(device)
+    module = speed_module(build_model(cfg, VOCAB_SIZE), cfg, device, precision).to(device)
     model, before_forward = compiled(module, cfg, device)
+    if before_forward is not None:
+        keep_grads_outside_cuda_graphs(module)
     if cfg.unpad:
         steps = [[pack_batch(batch) for batch in micro] for micro in steps]
     optimizer = build_optimizer(module, cfg, device)
@@ -70,20 +77,20 @@ def accumulated_steps(cfg: TrainConfig, steps: list[list[dict[str, Any]]], devic
     scaler = make_grad_scaler(device, precision)
     grads: list[torch.Tensor] = []
 
-    def record_then_step(opt: torch.optim.Optimizer, scl: torch.amp.GradScaler, max_norm: float,
-                         ) -> tuple[torch.Tensor, bool | torch.Tensor, float | None]:
+    def record_then_step(opt: torch.optim.Optimizer, scl: torch.amp.GradScaler, params: list[torch.Tensor],
+                         max_norm: float) -> tuple[torch.Tensor, bool | torch.Tensor, float | None]:
         grads.append(torch.cat([p.grad.detach().float().flatten().cpu()
                                 for p in module.parameters() if p.grad is not None]))
         if on_gpu:
-            return fused_clip_and_step(opt, scl, max_norm, fold_clipping=cfg.fold_clipping)
-        return clip_and_step(opt, scl, max_norm)
+            return fused_clip_and_step(opt, scl, params, max_norm, fold_clipping=cfg.fold_clipping)
+        return clip_and_step(opt, scl, params, max_norm)
 
     losses = []
     for micro in steps:
         result = train_step(model, micro, optimizer, scheduler, device=device,
                             autocast=autocast_context(device, precision), scaler=scaler,
                             max_grad_norm=math.inf, optimizer_step=record_then_step,
-                            before_forward=before_forward)
+                            before_forward=before_forward, keep_grad_buffers=before_forward is not None)
         losses.append(result.losses.float().cpu())
     weights = {k: v.detach().float().cpu() for k, v in module.state_dict().items()}
     return {"losses": torch.stack(losses), "grads": grads, "weights": weights}

@@ -20,10 +20,10 @@ from transformers import BertForPreTraining
 
 from bert_tutorial.config import DATA_SAMPLES, ConfigError, TrainConfig
 from bert_tutorial.core.data import PretrainingDataset
-from bert_tutorial.core.model import PretrainingModel, load_pretrained
+from bert_tutorial.core.model import PretrainingModel, load_pretrained, set_attention_dropout
 from bert_tutorial.core.optim import build_optimizer, build_scheduler
 from bert_tutorial.core.step import clip_and_step, train_step
-from bert_tutorial.pretrain import fast_encoder
+from bert_tutorial.pretrain import fast_encoder, speed
 from bert_tutorial.pretrain.fast_encoder import FastEncoder, PackingCollate, pack_batch
 from bert_tutorial.pretrain.metrics import read_metrics
 from bert_tutorial.pretrain.speed import fused_clip_and_step
@@ -79,8 +79,10 @@ def test_packing_indices_on_a_real_batch():
     index, starts = packed["token_index"], packed["cu_seqlens"]
     bucket = fast_encoder.packing_bucket(rows, length)
     assert len(index) % bucket == 0 and real <= len(index) < real + bucket
-    assert starts.dtype == torch.int32 and len(starts) == rows + 2
+    assert starts.dtype == torch.int32 and len(starts) == rows + 1 + math.ceil(bucket / length)
     assert starts[rows] == real and starts[-1] == len(index)
+    # The padding slots: "sequences" of at most T tokens, so the longest one is a real one.
+    assert (starts.diff() >= 0).all() and (starts.diff() <= length).all()
     # Each packed token is its own row's token, in order; the padding slots point past the batch.
     flat_ids = torch.cat([batch["input_ids"].flatten(), torch.tensor([-1])])
     for b in range(rows):
@@ -101,6 +103,22 @@ def segment_attention(q, k, v, heads, starts, scale):
             seg = [t[a:b].unflatten(-1, (heads, -1)).transpose(0, 1) for t in (q, k, v)]
             out[a:b] = torch.nn.functional.scaled_dot_product_attention(*seg, scale=scale).transpose(0, 1).flatten(-2)
     return out
+
+
+@pytest.mark.parametrize(("rows", "length", "lengths"), [(256, 128, [1] * 256), (4, 512, [512, 3, 300, 40]),
+                                                    (3, 16, [16, 16, 16])])
+def test_packing_cuts_the_padding_into_sequences_of_at_most_t(rows, length, lengths):
+    """The extreme batches: nearly all padding (the padding slots then span several pieces),
+    ragged lengths, and none at all (an empty padding piece)."""
+    mask = torch.zeros(rows, length, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        mask[row, :n] = 1
+    batch = {"attention_mask": mask, "masked_lm_positions": torch.zeros(rows, 2, dtype=torch.long)}
+    packed = pack_batch(batch)
+    starts, total = packed["cu_seqlens"], len(packed["token_index"])
+    assert starts[rows] == sum(lengths) and starts[-1] == total
+    assert (starts.diff() >= 0).all() and int(starts.diff().max()) <= length
+    assert len(starts) == rows + 1 + math.ceil(fast_encoder.packing_bucket(rows, length) / length)
 
 
 def test_packed_attention_equals_attention_within_each_sequence():
@@ -206,6 +224,52 @@ def test_before_forward_runs_once_per_micro_batch():
     assert calls == ["mark", "forward"] * 3
 
 
+def test_gradient_buffers_kept_for_cuda_graphs_give_the_same_steps():
+    """``keep_grads_outside_cuda_graphs`` + ``keep_grad_buffers=True`` (what CUDA graphs need):
+    the same losses and weights as freeing the gradients, which stay allocated and zero."""
+    def two_steps(keep: bool) -> tuple[list[float], dict[str, torch.Tensor], PretrainingModel]:
+        torch.manual_seed(0)
+        module = PretrainingModel(base_model())
+        if keep:
+            speed.keep_grads_outside_cuda_graphs(module)
+        optimizer = build_optimizer(module, TrainConfig(), torch.device("cpu"))
+        scheduler = build_scheduler(optimizer, 10, 0)
+        losses = [float(train_step(module, [sample_batch(4), sample_batch(8)], optimizer, scheduler,
+                                   device=torch.device("cpu"), keep_grad_buffers=keep).losses.sum())
+                  for _ in range(2)]
+        return losses, {k: v.clone() for k, v in module.state_dict().items()}, module
+
+    want_losses, want, _ = two_steps(keep=False)
+    got_losses, got, module = two_steps(keep=True)
+    assert got_losses == want_losses
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert all(p.grad is not None and not p.grad.any() for p in module.parameters())
+
+
+def test_unpad_on_a_gpu_says_when_it_cannot_use_the_varlen_kernel(monkeypatch):
+    bert = base_model()
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(speed, "VARLEN_AVAILABLE", False)
+    with pytest.warns(UserWarning, match="has no torch.nn.attention.varlen"):
+        speed._warn_without_varlen(bert, cuda, "bf16", varlen=False)
+    monkeypatch.setattr(speed, "VARLEN_AVAILABLE", True)
+    with pytest.warns(UserWarning, match="needs bf16 or fp16, and this run is fp32"):
+        speed._warn_without_varlen(bert, cuda, "fp32", varlen=True)
+    set_attention_dropout(bert, 0.1)
+    with pytest.warns(UserWarning, match="no attention dropout, and the model's is 0.1: add --attention-dropout 0"):
+        speed._warn_without_varlen(bert, cuda, "bf16", varlen=True)
+    set_attention_dropout(bert, 0.0)
+    speed._warn_without_varlen(bert, cuda, "bf16", varlen=True)  # the kernel runs: no warning
+    assert not fast_encoder.varlen_supported(torch.device("cpu"))
+
+
+def test_models_the_hand_run_encoder_cannot_run_are_refused():
+    bert = base_model()
+    bert.config.position_embedding_type = "relative_key"
+    with pytest.raises(ConfigError, match="position_embedding_type 'relative_key'"):
+        speed.speed_module(bert, TrainConfig(unpad=True), torch.device("cpu"))
+
+
 def test_the_switches_are_checked_and_named(tmp_path):
     problems = {
         "--compile-mode (compile_mode) reduce-overhead needs --compile": dict(compile_mode="reduce-overhead"),
@@ -214,6 +278,8 @@ def test_the_switches_are_checked_and_named(tmp_path):
         "--unpad (unpad) needs --sparse-mlm-head": dict(unpad=True, sparse_mlm_head=False),
         "--fused-qkv (fused_qkv) must be True or False, got 'yes'": dict(fused_qkv="yes"),
         "--attention-dropout (attention_dropout) must be in [0, 1)": dict(attention_dropout=1.0),
+        "--fused-qkv (fused_qkv) runs its own attention (SDPA, or flash's varlen kernel): it cannot "
+        "go with --attn-implementation eager": dict(fused_qkv=True, attn_implementation="eager"),
     }
     for message, values in problems.items():
         with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")

@@ -36,10 +36,11 @@ from torch.optim.lr_scheduler import LRScheduler
 from .data import IGNORE_INDEX, move_batch
 
 Batch = Mapping[str, torch.Tensor]
-#: ``(optimizer, scaler, max_grad_norm) -> (grad norm before clipping, updated, fp16 loss
-#: scale of a skipped update)``: clips the (unscaled) gradients and updates unless they are
-#: not finite.
-OptimizerStep = Callable[[torch.optim.Optimizer, torch.amp.GradScaler, float],
+#: ``(optimizer, scaler, parameters, max_grad_norm) -> (grad norm before clipping, updated,
+#: fp16 loss scale of a skipped update)``: clips the (unscaled) gradients of ``parameters``
+#: (the model's, in its order: the norm's sum is then the same as ``clip_grad_norm_``'s on
+#: ``model.parameters()``, to the last bit) and updates unless they are not finite.
+OptimizerStep = Callable[[torch.optim.Optimizer, torch.amp.GradScaler, list[torch.Tensor], float],
                          tuple[torch.Tensor, bool | torch.Tensor, float | None]]
 
 
@@ -108,6 +109,7 @@ def train_step(
     max_grad_norm: float = 1.0,
     optimizer_step: OptimizerStep | None = None,
     before_forward: Callable[[], None] | None = None,
+    keep_grad_buffers: bool = False,
 ) -> StepResult:
     """One optimizer step over ``micro_batches`` (call it on every rank under DDP).
 
@@ -116,7 +118,9 @@ def train_step(
     (``device.autocast_context``); ``scaler`` a ``GradScaler`` (a disabled one, or None,
     for fp32 and bf16). ``before_forward`` runs before each micro-batch's forward (CUDA
     graphs: ``torch.compiler.cudagraph_mark_step_begin``, so that a replay does not
-    overwrite what the previous micro-batch still needs).
+    overwrite what the previous micro-batch still needs). ``keep_grad_buffers`` zeroes the
+    gradients after the update instead of freeing them (CUDA graphs need gradient buffers
+    made outside the graphs, kept for the whole run).
     """
     masked, sequences = step_token_counts(micro_batches, device)
     world = dist.get_world_size() if _in_process_group() else 1
@@ -138,27 +142,23 @@ def train_step(
         losses += torch.stack([mlm.detach(), nsp.detach()]).double()
     scaler.unscale_(optimizer)  # clip the true gradient, not the fp16-scaled one
     lr = optimizer.param_groups[0]["lr"]
-    grad_norm, updated, loss_scale = (optimizer_step or clip_and_step)(optimizer, scaler, max_grad_norm)
+    grad_norm, updated, loss_scale = (optimizer_step or clip_and_step)(
+        optimizer, scaler, list(model.parameters()), max_grad_norm)
     scaler.update()
     with warnings.catch_warnings():  # a skipped first update is not the misuse torch warns of
         warnings.filterwarnings("ignore", "Detected call of `lr_scheduler")
         scheduler.step()  # the LR follows the step count, skipped updates included
-    optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad(set_to_none=not keep_grad_buffers)
     return StepResult(losses=losses, grad_norm=grad_norm, lr=lr, updated=updated, loss_scale=loss_scale)
 
 
-def optimized_parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    """Every parameter the optimizer updates (the ones whose gradients are clipped)."""
-    return [p for group in optimizer.param_groups for p in group["params"]]
-
-
 def clip_and_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                  max_grad_norm: float) -> tuple[torch.Tensor, bool, float | None]:
-    """Clip the gradients' global norm to ``max_grad_norm``, then :func:`skip_or_step`.
-
-    Returns (norm before clipping, updated, fp16 scale of a skipped step).
+                  parameters: list[torch.Tensor], max_grad_norm: float,
+                  ) -> tuple[torch.Tensor, bool, float | None]:
+    """Clip the global norm of ``parameters``' gradients to ``max_grad_norm``, then
+    :func:`skip_or_step`. Returns (norm before clipping, updated, fp16 scale of a skipped step).
     """
-    grad_norm = torch.nn.utils.clip_grad_norm_(optimized_parameters(optimizer), max_grad_norm)
+    grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
     return (grad_norm, *skip_or_step(optimizer, scaler, grad_norm))
 
 

@@ -13,14 +13,15 @@ and checkpoints do not change. Two things differ, each behind a switch:
   padding at T=128 and about half at T=512 (benchmarks/README.md), and every GEMM,
   LayerNorm and GELU of the stock encoder works on the padding too. The loader packs each
   batch's real tokens into one row (:func:`pack_batch`, on the host, in the loader's
-  workers) and attention runs per sequence: flash attention's variable-length kernel on
-  CUDA (``torch.nn.attention.varlen``, bf16/fp16, no attention dropout), elsewhere the
-  tokens are put back in their padded rows for attention only.
+  workers) and attention runs per sequence: flash attention's variable-length kernel on a
+  CUDA GPU of compute capability >= 8.0 (``torch.nn.attention.varlen``, bf16/fp16, no
+  attention dropout), elsewhere the tokens are put back in their padded rows for attention
+  only.
 
 The packed row is padded to a multiple of :func:`packing_bucket` tokens so that its
 length takes only a few values (``torch.compile`` compiles once per length, and CUDA
-graphs need fixed shapes). The padding slots form one extra "sequence" that attends only
-to itself, so every value stays finite and no real token sees it.
+graphs need fixed shapes). The padding slots form a few extra "sequences" that attend only
+to themselves, so every value stays finite and no real token sees them.
 
 Tested on a CPU against the stock ``BertModel`` (fp32, dropout 0: loss and gradients
 within 1e-5); the CUDA kernel against the padded path in tests/test_gpu.py.
@@ -48,6 +49,13 @@ except ImportError:  # pragma: no cover - depends on the torch version
 VARLEN_AVAILABLE = _varlen_attn is not None
 
 
+def varlen_supported(device: torch.device) -> bool:
+    """Whether flash's varlen kernel runs on ``device``: this torch has it, and the device is
+    a CUDA GPU of compute capability 8.0 or newer (flash attention needs Ampere; a T4 or
+    V100 takes the re-padded path)."""
+    return VARLEN_AVAILABLE and device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 def packing_bucket(batch_size: int, seq_length: int) -> int:
     """The packed row's length is a multiple of this: 1/32 of the batch's B x T slots,
     rounded up to a multiple of 64 tokens.
@@ -64,8 +72,10 @@ def pack_batch(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
     * ``token_index`` [N]: where each packed token sits in the flattened [B*T] batch; the
       padding slots at the end point to B*T, one row past it (a row of zeros there).
-    * ``cu_seqlens`` [B+2] int32: where each sequence starts in the packed row, then where
-      the padding slots start, then N (flash attention's cumulative lengths).
+    * ``cu_seqlens`` [B+1+K] int32: where each sequence starts in the packed row, then the
+      padding slots cut into K = ceil(bucket / T) "sequences" of at most T tokens (some
+      empty), ending at N: flash attention's cumulative lengths, whose longest sequence is
+      then T, and whose length is fixed for a given B and T.
     * ``packed_positions`` [B, P]: the masked positions in packed coordinates.
 
     N is the real token count rounded up to a multiple of :func:`packing_bucket`.
@@ -78,9 +88,10 @@ def pack_batch(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     total = max(bucket, math.ceil(real / bucket) * bucket)
     token_index = torch.full((total,), rows * length, dtype=torch.long)
     token_index[:real] = mask.flatten().nonzero().squeeze(1)
-    starts = torch.zeros(rows + 2, dtype=torch.int32)
+    pieces = math.ceil(bucket / length)  # the padding (< bucket tokens) in pieces of <= T
+    starts = torch.zeros(rows + 1 + pieces, dtype=torch.int32)
     starts[1:rows + 1] = lengths.cumsum(0)
-    starts[rows + 1] = total
+    starts[rows + 1:] = (real + length * torch.arange(1, pieces + 1)).clamp(max=total)
     # A token's place among its row's real tokens (its position when padding is a suffix).
     rank = mask.long().cumsum(1) - 1
     packed_positions = starts[:rows, None].long() + rank.gather(1, batch["masked_lm_positions"].long())
@@ -110,12 +121,16 @@ class FastEncoder:
     masked positions [B, P, H] and at each [CLS] token [B, H]: all the heads need.
     """
 
-    def __init__(self, fused_qkv: bool = False, unpad: bool = False) -> None:
+    def __init__(self, fused_qkv: bool = False, unpad: bool = False, varlen: bool = False) -> None:
         self.fused_qkv = fused_qkv
         self.unpad = unpad
+        #: Whether unpadded attention may use flash's varlen kernel (a CUDA GPU of compute
+        #: capability >= 8.0 and a torch that has it: :func:`varlen_supported`); it then
+        #: does for bf16/fp16 projections without attention dropout.
+        self.varlen = varlen
 
     def __repr__(self) -> str:
-        return f"FastEncoder(fused_qkv={self.fused_qkv}, unpad={self.unpad})"
+        return f"FastEncoder(fused_qkv={self.fused_qkv}, unpad={self.unpad}, varlen={self.varlen})"
 
     def __call__(self, bert: nn.Module, input_ids: torch.Tensor, token_type_ids: torch.Tensor,
                  attention_mask: torch.Tensor, masked_lm_positions: torch.Tensor,
@@ -139,15 +154,15 @@ class FastEncoder:
         # The padding slots read a row of zeros appended past the batch's last token.
         flat = torch.cat([hidden.flatten(0, 1), hidden.new_zeros(1, hidden.size(-1))])
         packed = flat.index_select(0, token_index)  # [N, H]
-        longest = max(length, packing_bucket(rows, length))  # the padding slots' block included
         keep = attention_mask.bool()[:, None, None, :]
 
         def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, p: float,
                    scale: float) -> torch.Tensor:
-            if _varlen_attn is not None and q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) \
-                    and p == 0.0:
+            if self.varlen and q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and p == 0.0:
                 q, k, v = (t.unflatten(-1, (heads, -1)) for t in (q, k, v))  # [N, heads, d]
-                out = _varlen_attn(q, k, v, cu_seqlens, cu_seqlens, longest, longest, scale=scale)
+                # No scale argument (not in every torch that has the kernel): its default,
+                # 1/sqrt(d), is BERT's. The longest "sequence" is T (pack_batch cuts the padding).
+                out = _varlen_attn(q, k, v, cu_seqlens, cu_seqlens, length, length)
                 return out.flatten(-2)
             return _repadded_attention(q, k, v, heads, token_index, rows, length, keep, p, scale)
 

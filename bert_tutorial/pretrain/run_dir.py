@@ -51,7 +51,7 @@ RESUMABLE_CHANGES = frozenset(
      "keep_last_checkpoints", "eval_max_batches", "eval_every_steps", "max_bad_steps", "plots",
      # the hardware may change between a run and its resumption (CPU -> T4: fp32 -> fp16)
      "precision", "fused_adamw", "compile", "attn_implementation",
-     # speed switches that compute the same step (tested equal in fp32)
+     # speed switches: the same method (equal in fp32; bf16 LayerNorm outputs round otherwise)
      "compile_mode", "fused_qkv", "half_precision_layernorm", "fold_clipping",
      # may change with the number of processes, as long as the global batch stays (checked on load)
      "batch_size", "grad_accum_steps",

@@ -16,10 +16,11 @@ import transformers
 from torch import nn
 from transformers import BertForPreTraining
 
-from ..config import TrainConfig
+from ..config import ConfigError, TrainConfig
 from ..core.model import PretrainingModel
-from ..core.step import clip_and_step, optimized_parameters
-from .fast_encoder import FastEncoder, half_precision_layernorm
+from ..core.step import clip_and_step
+from ..warn import warn_caller
+from .fast_encoder import VARLEN_AVAILABLE, FastEncoder, half_precision_layernorm, varlen_supported
 
 _TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 
@@ -54,7 +55,7 @@ def prepared_attention_mask(attention_mask: torch.Tensor, dtype: torch.dtype) ->
 
 
 def fused_clip_and_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                        max_grad_norm: float, fold_clipping: bool = False,
+                        parameters: list[torch.Tensor], max_grad_norm: float, fold_clipping: bool = False,
                         ) -> tuple[torch.Tensor, bool | torch.Tensor, float | None]:
     """``train_step``'s ``optimizer_step`` for a GPU: a fused optimizer skips on the device.
 
@@ -71,15 +72,14 @@ def fused_clip_and_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.Grad
     clipping then stays separate. Other optimizers fall back to the core's host check.
     """
     if not getattr(optimizer, "_step_supports_amp_scaling", False):
-        return clip_and_step(optimizer, scaler, max_grad_norm)
-    params = optimized_parameters(optimizer)
+        return clip_and_step(optimizer, scaler, parameters, max_grad_norm)
     if fold_clipping and not scaler.is_enabled():
-        grads = [p.grad for p in params if p.grad is not None]
+        grads = [p.grad for p in parameters if p.grad is not None]
         grad_norm = torch.nn.utils.get_total_norm(grads, foreach=True)
         # clip_grad_norm_'s factor, as a divisor: max(1, (norm + 1e-6) / max_norm).
         divisor = torch.clamp((grad_norm + 1e-6) / max_grad_norm, min=1.0)
         return grad_norm, _step_on_device(optimizer, grad_norm, divisor.float()), None
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
     if scaler.is_enabled():
         scaler.step(optimizer)  # passes its own found_inf to the kernel
         return grad_norm, torch.isfinite(grad_norm), None
@@ -99,20 +99,74 @@ def _step_on_device(optimizer: torch.optim.Optimizer, grad_norm: torch.Tensor,
     return finite
 
 
-def speed_module(bert: BertForPreTraining, cfg: TrainConfig, device: torch.device) -> PretrainingModel:
+def speed_module(bert: BertForPreTraining, cfg: TrainConfig, device: torch.device,
+                 precision: str = "fp32") -> PretrainingModel:
     """The ``PretrainingModel`` of ``cfg``: its objective, head and speed switches.
 
     ``--fused-qkv`` / ``--unpad`` run the encoder through :class:`FastEncoder` (the batches
     must then come through ``PackingCollate`` for ``--unpad``); ``--half-precision-layernorm``
     hooks every LayerNorm; on CUDA the stock encoder gets the sync-free padding mask.
+    ``precision`` (the run's resolved one) only decides whether ``--unpad`` warns that its
+    attention cannot use flash's varlen kernel on this GPU.
     """
-    encoder = FastEncoder(cfg.fused_qkv, cfg.unpad) if cfg.fused_qkv or cfg.unpad else None
+    encoder = None
+    if cfg.fused_qkv or cfg.unpad:
+        _check_fast_encoder(bert)
+        varlen = cfg.unpad and varlen_supported(device)
+        if cfg.unpad and device.type == "cuda":
+            _warn_without_varlen(bert, device, precision, varlen)
+        encoder = FastEncoder(cfg.fused_qkv, cfg.unpad, varlen=varlen)
     if cfg.half_precision_layernorm:
         half_precision_layernorm(bert)
     on_gpu = device.type == "cuda"
     return PretrainingModel(bert, sparse_mlm_head=cfg.sparse_mlm_head,
                             prepare_mask=prepared_attention_mask if on_gpu and encoder is None else None,
                             nsp=cfg.objective == "mlm+nsp", encoder=encoder)
+
+
+def _check_fast_encoder(bert: BertForPreTraining) -> None:
+    """Refuse a BERT whose layers :class:`FastEncoder` would run wrongly (it runs BERT's own:
+    absolute positions, an encoder without cross-attention)."""
+    config = bert.config
+    position = getattr(config, "position_embedding_type", "absolute")
+    if position != "absolute" or config.is_decoder or config.add_cross_attention:
+        raise ConfigError(
+            f"--fused-qkv/--unpad run BERT's encoder layers by hand, for absolute position "
+            f"embeddings and no decoder; this model has position_embedding_type {position!r}, "
+            f"is_decoder {config.is_decoder}, add_cross_attention {config.add_cross_attention}")
+
+
+def _warn_without_varlen(bert: BertForPreTraining, device: torch.device, precision: str,
+                         varlen: bool) -> None:
+    """Say why ``--unpad`` on this GPU attends through padded rows instead of flash's varlen."""
+    if not VARLEN_AVAILABLE:
+        why = f"torch {torch.__version__} has no torch.nn.attention.varlen (a newer torch has)"
+    elif not varlen:
+        why = f"{torch.cuda.get_device_name(device)} is older than compute capability 8.0"
+    elif precision not in ("bf16", "fp16"):
+        why = f"the kernel needs bf16 or fp16, and this run is {precision}"
+    elif bert.config.attention_probs_dropout_prob:
+        why = (f"the kernel has no attention dropout, and the model's is "
+               f"{bert.config.attention_probs_dropout_prob}: add --attention-dropout 0")
+    else:
+        return
+    warn_caller(f"--unpad: attention goes back to padded rows in every layer ({why}); the "
+                "layers' other work is still unpadded, but the copies may cost what that saves")
+
+
+def keep_grads_outside_cuda_graphs(model: nn.Module) -> None:
+    """Give every trainable parameter a zero ``.grad`` made outside any CUDA graph.
+
+    With CUDA graphs, a ``.grad`` that the first backward of a step creates lives in the
+    graphs' memory pool, and the next micro-batch's replay may overwrite it (pytorch issue
+    169545): accumulation would read garbage or stop with "accessing gradient tensor output
+    of CUDAGraphs that has been overwritten". Gradients that exist before the first backward
+    are accumulated into in place instead; ``train_step(keep_grad_buffers=True)`` then zeroes
+    them after each step rather than freeing them.
+    """
+    for param in model.parameters():
+        if param.requires_grad and param.grad is None:
+            param.grad = torch.zeros_like(param)
 
 
 def compiled(model: nn.Module, cfg: TrainConfig, device: torch.device,
@@ -122,8 +176,10 @@ def compiled(model: nn.Module, cfg: TrainConfig, device: torch.device,
     Returns the model to call and ``train_step``'s ``before_forward``: a compile mode other
     than "default" replays CUDA graphs on CUDA, whose outputs live in buffers the next
     replay overwrites; ``torch.compiler.cudagraph_mark_step_begin`` before each micro-batch
-    tells it that the previous one's outputs have been used (its backward has run), so
-    accumulating micro-batches never reads an overwritten buffer.
+    tells it that the previous one's outputs have been used (its backward has run). The
+    gradients must then be kept outside the graphs' memory: see
+    :func:`keep_grads_outside_cuda_graphs` (``before_forward`` not None means: call it, and
+    pass ``train_step(keep_grad_buffers=True)``).
     """
     on_gpu = device.type == "cuda"
     if not (cfg.compile if cfg.compile is not None else on_gpu):

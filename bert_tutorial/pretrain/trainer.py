@@ -70,7 +70,7 @@ from .run_dir import (
     inputs_record,
 )
 from .signals import ignore_stop_signals, stop_signals
-from .speed import compiled, fused_clip_and_step, speed_module
+from .speed import compiled, fused_clip_and_step, keep_grads_outside_cuda_graphs, speed_module
 
 __all__ = ["CONFIG_FILE", "RESUMABLE_CHANGES", "NonFiniteLossError", "Trainer", "TrainResult"]
 
@@ -203,7 +203,7 @@ class Trainer:
         if self.dist.rank:  # each rank its own dropout masks (rank 0 continues the stream)
             torch.manual_seed(cfg.seed + self.dist.rank)
         on_gpu = self.device.type == "cuda"
-        self.module = speed_module(bert, cfg, self.device)
+        self.module = speed_module(bert, cfg, self.device, self.precision)
         self.module.to(self.device)
         self.model: nn.Module = self.module
         if self.dist.enabled:
@@ -213,6 +213,8 @@ class Trainer:
         self.compiled = cfg.compile if cfg.compile is not None else on_gpu
         # CUDA graphs (a compile mode other than "default") mark each micro-batch: see compiled().
         self.model, self._before_forward = compiled(self.model, cfg, self.device)
+        if self._before_forward is not None:
+            keep_grads_outside_cuda_graphs(self.module)
         self.optimizer = build_optimizer(self.module, cfg, self.device)
         self.scheduler = build_scheduler(
             self.optimizer, self.total_steps, warmup_steps(self.total_steps, cfg.warmup_fraction)
@@ -231,9 +233,11 @@ class Trainer:
             self._load_state(resume_from)
 
     def _optimizer_step(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                        max_grad_norm: float) -> tuple[torch.Tensor, bool | torch.Tensor, float | None]:
+                        parameters: list[torch.Tensor], max_grad_norm: float,
+                        ) -> tuple[torch.Tensor, bool | torch.Tensor, float | None]:
         """``train_step``'s clip-and-step: on the device for a fused AdamW (see speed.py)."""
-        return fused_clip_and_step(optimizer, scaler, max_grad_norm, fold_clipping=self.cfg.fold_clipping)
+        return fused_clip_and_step(optimizer, scaler, parameters, max_grad_norm,
+                                   fold_clipping=self.cfg.fold_clipping)
 
     def _load_state(self, checkpoint: Path) -> None:
         state = ckpt.load_training_state(checkpoint)
@@ -392,6 +396,7 @@ class Trainer:
                 self.model, micro, self.optimizer, self.scheduler, device=self.device,
                 autocast=self.autocast, scaler=self.scaler, max_grad_norm=clip,
                 optimizer_step=self._optimizer_step, before_forward=self._before_forward,
+                keep_grad_buffers=self._before_forward is not None,
             )
             self._unchecked.append((p.step + 1, result))
             if not isinstance(result.updated, torch.Tensor):  # the verdict is on the host already
