@@ -559,6 +559,7 @@ if __name__ == "__main__":
     _worker(sys.argv[1])
 
 
+@pytest.mark.slow  # one more torchrun job: the fast suite's DDP tests cover the plain path
 def test_the_speed_switches_under_ddp_match_the_stock_one_process_run(data, reference, tmp_path):
     """--unpad --fused-qkv --fold-clipping (fused AdamW) --half-precision-layernorm in 2 gloo
     processes: each rank packs its own batches, and the run is the stock one-process run."""
