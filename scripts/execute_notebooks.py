@@ -80,16 +80,19 @@ def without_progress_lines(text: str) -> str:
 
 
 def merge_streams(outputs: list[nbformat.NotebookNode]) -> list[nbformat.NotebookNode]:
-    """Consecutive stdout chunks as one output (how many chunks a print arrives in varies)."""
+    """Consecutive stdout chunks as one output (how many chunks a print arrives in varies),
+    progress lines dropped from the merged text: a chunk may hold part of a line (a command's
+    output relayed as it comes), and filtering chunk by chunk dropped a chunk of one space."""
     merged: list[nbformat.NotebookNode] = []
     for out in outputs:
-        if out.get("output_type") == "stream":
-            out["text"] = without_progress_lines(out["text"])
         if merged and out.get("output_type") == "stream" == merged[-1].get("output_type") \
                 and out.get("name") == merged[-1].get("name"):
             merged[-1]["text"] += out["text"]
         else:
             merged.append(out)
+    for out in merged:
+        if out.get("output_type") == "stream":
+            out["text"] = without_progress_lines(out["text"])
     return merged
 
 

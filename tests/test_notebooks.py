@@ -337,3 +337,21 @@ def test_setup_cell_in_a_local_checkout_uses_that_checkout(tmp_path, start):
                          timeout=300, cwd=checkout / start)
     assert out.returncode == 0, out.stderr
     assert f"cwd: {checkout}" in out.stdout and f"package: {checkout / 'bert_tutorial'}" in out.stdout
+
+
+def test_stored_stream_outputs_do_not_depend_on_how_a_print_was_chunked():
+    """A command's output relayed as it comes may arrive in any pieces, one of a single space
+    included: the stored text is the same, and a progress bar split across pieces still goes."""
+    spec = importlib.util.spec_from_file_location("execute_notebooks", ROOT / "scripts" / "execute_notebooks.py")
+    execute_notebooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(execute_notebooks)
+
+    def stream(text: str) -> nbformat.NotebookNode:
+        return nbformat.v4.new_output("stream", name="stdout", text=text)
+
+    line = 'Final eval: {"step": 12}\n'
+    bar = "train: 100%|#####| 12/12 [00:01<00:00, 6.45it/s]\n"
+    whole = execute_notebooks.merge_streams([stream(line + bar)])
+    pieces = execute_notebooks.merge_streams([stream("Final eval:"), stream(" "), stream('{"step": 12}\ntrain: 100%|##'),
+                                              stream("###| 12/12 [00:01<00:00, 6.45it/s]\n")])
+    assert [o["text"] for o in pieces] == [o["text"] for o in whole] == [line]
