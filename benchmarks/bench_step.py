@@ -91,7 +91,6 @@ from bert_tutorial.pretrain.metrics import METRICS_FILE
 from bert_tutorial.pretrain.speed import (
     compiled,
     fused_clip_and_step,
-    keep_grads_outside_cuda_graphs,
     speed_module,
 )
 from bert_tutorial.pretrain.trainer import Trainer
@@ -351,8 +350,6 @@ def project_runner(variant: Variant, cfg: TrainConfig, vocab_size: int,
     module = speed_module(bert, cfg, device, precision)
     module.to(device).train()
     model, before_forward = compiled(module, cfg, device)
-    if before_forward is not None:  # CUDA graphs: gradients kept outside the graphs' memory
-        keep_grads_outside_cuda_graphs(module)
     optimizer = build_optimizer(module, cfg, device)
     scheduler = build_scheduler(optimizer, SCHEDULE_STEPS, warmup=0)
     autocast, scaler = autocast_context(device, precision), make_grad_scaler(device, precision)

@@ -147,8 +147,8 @@ class TrainConfig:
         "help": "Run the encoder on the real tokens only: the loader packs each batch's tokens "
                 "(padded to a few fixed counts). Attention runs per sequence with flash "
                 "attention's variable-length kernel on a GPU of compute capability >= 8.0 in "
-                "bf16/fp16 with --attention-dropout 0 (that kernel has no attention dropout); otherwise the tokens go back to their "
-                "padded rows for attention only."})
+                "bf16/fp16 with --attention-dropout 0 (that kernel has no attention dropout); "
+                "otherwise the tokens go back to their padded rows for attention only."})
 
     # --- output -----------------------------------------------------------------------------
     output_dir: str = "runs/pretrain"
@@ -326,10 +326,10 @@ def _other_problems(cfg: TrainConfig) -> list[str]:
     if cfg.compile is not None and not isinstance(cfg.compile, bool):
         problems.append(f"{_flag('compile')} must be True, False or None (on CUDA only), got "
                         f"{cfg.compile!r}")
-    if not isinstance(cfg.whole_word_masking, bool):
-        problems.append(f"{_flag('whole_word_masking')} must be True or False, got "
-                        f"{cfg.whole_word_masking!r}")
-    elif cfg.whole_word_masking and cfg.masking != "dynamic":
+    for name in ("whole_word_masking", "fused_qkv", "half_precision_layernorm", "fold_clipping", "unpad"):
+        if not isinstance(getattr(cfg, name), bool):
+            problems.append(f"{_flag(name)} must be True or False, got {getattr(cfg, name)!r}")
+    if cfg.whole_word_masking is True and cfg.masking != "dynamic":
         problems.append(f"{_flag('whole_word_masking')} needs --masking dynamic: static masks are "
                         "those stored in the shards (create_data --whole-word-masking makes them)")
     if cfg.masking != "dynamic" and cfg.masked_lm_prob != _MASKED_LM_PROB:
@@ -348,9 +348,6 @@ def _other_problems(cfg: TrainConfig) -> list[str]:
         if getattr(cfg, name) is True and cfg.attn_implementation == "eager":
             problems.append(f"{_flag(name)} runs its own attention (SDPA, or flash's varlen "
                             "kernel): it cannot go with --attn-implementation eager")
-    for name in ("fused_qkv", "half_precision_layernorm", "fold_clipping", "unpad"):
-        if not isinstance(getattr(cfg, name), bool):
-            problems.append(f"{_flag(name)} must be True or False, got {getattr(cfg, name)!r}")
     for name, allowed in (("precision", Precision), ("attn_implementation", Attention),
                           ("objective", Objective), ("masking", Masking),
                           ("compile_mode", CompileMode)):

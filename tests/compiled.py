@@ -21,7 +21,6 @@ from bert_tutorial.pretrain.fast_encoder import pack_batch
 from bert_tutorial.pretrain.speed import (
     compiled,
     fused_clip_and_step,
-    keep_grads_outside_cuda_graphs,
     speed_module,
 )
 
@@ -68,8 +67,6 @@ def accumulated_steps(cfg: TrainConfig, steps: list[list[dict[str, Any]]], devic
     cfg = dataclasses.replace(cfg, compile=compile_model, **switches)
     module = speed_module(build_model(cfg, VOCAB_SIZE), cfg, device, precision).to(device)
     model, before_forward = compiled(module, cfg, device)
-    if before_forward is not None:
-        keep_grads_outside_cuda_graphs(module)
     if cfg.unpad:
         steps = [[pack_batch(batch) for batch in micro] for micro in steps]
     optimizer = build_optimizer(module, cfg, device)

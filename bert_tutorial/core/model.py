@@ -205,13 +205,17 @@ class PretrainingModel(nn.Module):
         )
         hidden, targets = encoded.last_hidden_state, labels
         if self.sparse_mlm_head:
-            # [B, P] positions -> [B, P, H] hidden states of the masked tokens only.
-            index = masked_lm_positions.unsqueeze(-1).expand(-1, -1, hidden.size(-1))
-            hidden, targets = torch.gather(hidden, 1, index), masked_lm_ids
+            hidden, targets = masked_hidden_states(hidden, masked_lm_positions), masked_lm_ids
         elif labels is None:
             raise ValueError("the full MLM head needs 'labels' of shape [B, T]")
         nsp_logits = heads.seq_relationship(encoded.pooler_output) if self.nsp else None
         return pretraining_loss(heads.predictions(hidden), targets, nsp_logits, next_sentence_label)
+
+
+def masked_hidden_states(hidden: torch.Tensor, masked_lm_positions: torch.Tensor) -> torch.Tensor:
+    """[B, T, H] hidden states and [B, P] positions -> [B, P, H]: the masked tokens' only."""
+    index = masked_lm_positions.unsqueeze(-1).expand(-1, -1, hidden.size(-1))
+    return torch.gather(hidden, 1, index)
 
 
 def pretraining_loss(

@@ -32,9 +32,14 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+def uses_fused_adamw(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether :func:`build_optimizer` builds the fused AdamW: ``fused_adamw``, None = on CUDA."""
+    return cfg.fused_adamw if cfg.fused_adamw is not None else device.type == "cuda"
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """``torch.optim.AdamW``; the fused kernel is used on CUDA unless switched off."""
-    fused = cfg.fused_adamw if cfg.fused_adamw is not None else device.type == "cuda"
+    fused = uses_fused_adamw(cfg, device)
     return torch.optim.AdamW(
         parameter_groups(model, cfg.weight_decay),
         lr=cfg.lr,

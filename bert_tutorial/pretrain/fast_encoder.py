@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.model import masked_hidden_states
+
 #: What :func:`pack_batch` adds to a batch (the model's ``forward`` takes them as keywords).
 PACKING_KEYS = ("token_index", "cu_seqlens", "packed_positions")
 
@@ -137,24 +139,20 @@ class FastEncoder:
                  packing: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         rows, length = input_ids.shape
         hidden = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)  # [B, T, H]
+        keep = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, T]: True = attend
         if not self.unpad:
-            keep = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, T]: True = attend
             attend: Attend = lambda q, k, v, heads, p, scale: _padded_attention(  # noqa: E731
                 q, k, v, heads, keep, p, scale)
             for layer in bert.encoder.layer:
                 hidden = self._layer(layer, hidden, attend)
-            index = masked_lm_positions.unsqueeze(-1).expand(-1, -1, hidden.size(-1))
-            return torch.gather(hidden, 1, index), hidden[:, 0]
+            return masked_hidden_states(hidden, masked_lm_positions), hidden[:, 0]
 
         missing = [key for key in PACKING_KEYS if key not in packing]
         if missing:
             raise ValueError(f"unpad=True needs the batch packed by pack_batch (PackingCollate); "
                              f"missing {', '.join(missing)}")
         token_index, cu_seqlens = packing["token_index"], packing["cu_seqlens"]
-        # The padding slots read a row of zeros appended past the batch's last token.
-        flat = torch.cat([hidden.flatten(0, 1), hidden.new_zeros(1, hidden.size(-1))])
-        packed = flat.index_select(0, token_index)  # [N, H]
-        keep = attention_mask.bool()[:, None, None, :]
+        packed = _pack(hidden.flatten(0, 1), token_index)  # [N, H]
 
         def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, p: float,
                    scale: float) -> torch.Tensor:
@@ -208,8 +206,13 @@ def _repadded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads
         return spare.index_copy(0, token_index, t)[:-1].view(rows, length, -1)
 
     out = _padded_attention(repad(q), repad(k), repad(v), heads, keep, p, scale)
-    flat = torch.cat([out.flatten(0, 1), out.new_zeros(1, out.size(-1))])
-    return flat.index_select(0, token_index)
+    return _pack(out.flatten(0, 1), token_index)
+
+
+def _pack(flat: torch.Tensor, token_index: torch.Tensor) -> torch.Tensor:
+    """The [B*T, H] rows at ``token_index``; the padding slots (index B*T) read a row of zeros
+    appended past the batch's last token."""
+    return torch.cat([flat, flat.new_zeros(1, flat.size(-1))]).index_select(0, token_index)
 
 
 def half_precision_layernorm(model: nn.Module) -> list[Any]:

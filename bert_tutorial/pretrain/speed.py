@@ -177,13 +177,19 @@ def compiled(model: nn.Module, cfg: TrainConfig, device: torch.device,
     than "default" replays CUDA graphs on CUDA, whose outputs live in buffers the next
     replay overwrites; ``torch.compiler.cudagraph_mark_step_begin`` before each micro-batch
     tells it that the previous one's outputs have been used (its backward has run). The
-    gradients must then be kept outside the graphs' memory: see
-    :func:`keep_grads_outside_cuda_graphs` (``before_forward`` not None means: call it, and
-    pass ``train_step(keep_grad_buffers=True)``).
+    gradients are then kept outside the graphs' memory (:func:`keep_grads_outside_cuda_graphs`,
+    called here on ``model``, which must be on its device): ``before_forward`` not None means
+    pass ``train_step(keep_grad_buffers=True)`` too.
     """
-    on_gpu = device.type == "cuda"
-    if not (cfg.compile if cfg.compile is not None else on_gpu):
+    if not compiles(cfg, device):
         return model, None
     mode = None if cfg.compile_mode == "default" else cfg.compile_mode
-    graphs = on_gpu and mode is not None
-    return torch.compile(model, mode=mode), torch.compiler.cudagraph_mark_step_begin if graphs else None
+    if device.type != "cuda" or mode is None:
+        return torch.compile(model, mode=mode), None
+    keep_grads_outside_cuda_graphs(model)
+    return torch.compile(model, mode=mode), torch.compiler.cudagraph_mark_step_begin
+
+
+def compiles(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether ``cfg`` runs compiled on ``device``: ``compile``, None = on CUDA only."""
+    return cfg.compile if cfg.compile is not None else device.type == "cuda"

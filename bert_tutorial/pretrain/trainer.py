@@ -34,10 +34,9 @@ from ..core.model import (
     build_model,
     check_vocab,
     load_pretrained,
-    set_attention_dropout,
     unwrap,
 )
-from ..core.optim import build_optimizer, build_scheduler, warmup_steps
+from ..core.optim import build_optimizer, build_scheduler, uses_fused_adamw, warmup_steps
 from ..core.step import StepResult, train_step
 from ..tokenization import read_vocab
 from ..warn import warn_caller
@@ -70,7 +69,7 @@ from .run_dir import (
     inputs_record,
 )
 from .signals import ignore_stop_signals, stop_signals
-from .speed import compiled, fused_clip_and_step, keep_grads_outside_cuda_graphs, speed_module
+from .speed import compiled, compiles, fused_clip_and_step, speed_module
 
 __all__ = ["CONFIG_FILE", "RESUMABLE_CHANGES", "NonFiniteLossError", "Trainer", "TrainResult"]
 
@@ -108,8 +107,7 @@ class Trainer:
         self.dist: DistInfo = init_distributed(probe.type)
         self.device = resolve_device(cfg.device, self.dist.local_rank)
         self.precision = resolve_precision(cfg.precision, self.device)
-        fused = cfg.fused_adamw if cfg.fused_adamw is not None else self.device.type == "cuda"
-        if cfg.fold_clipping and not fused:  # build_optimizer's rule; checked before any write
+        if cfg.fold_clipping and not uses_fused_adamw(cfg, self.device):  # before any write
             raise ConfigError("--fold-clipping (fold_clipping) clips inside the fused AdamW kernel, "
                               f"which this run does not use on {self.device.type}: add --fused-adamw "
                               "(it is the default on CUDA only)")
@@ -195,14 +193,12 @@ class Trainer:
         if resume_from is not None:
             bert = load_pretrained(str(resume_from), cfg.attn_implementation)
             check_vocab(bert, self.vocab_size, source=str(resume_from))
-            if cfg.attention_dropout is not None:
-                set_attention_dropout(bert, cfg.attention_dropout)
+            # Its config holds the run's attention dropout (--attention-dropout must match to resume).
         else:
             bert = build_model(cfg, self.vocab_size)
         self._check_positions(bert.config.max_position_embeddings, "or use a larger model")
         if self.dist.rank:  # each rank its own dropout masks (rank 0 continues the stream)
             torch.manual_seed(cfg.seed + self.dist.rank)
-        on_gpu = self.device.type == "cuda"
         self.module = speed_module(bert, cfg, self.device, self.precision)
         self.module.to(self.device)
         self.model: nn.Module = self.module
@@ -210,11 +206,9 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.module, device_ids=ids)
         #: Whether the model runs compiled: ``compile=None`` compiles on CUDA only.
-        self.compiled = cfg.compile if cfg.compile is not None else on_gpu
+        self.compiled = compiles(cfg, self.device)
         # CUDA graphs (a compile mode other than "default") mark each micro-batch: see compiled().
         self.model, self._before_forward = compiled(self.model, cfg, self.device)
-        if self._before_forward is not None:
-            keep_grads_outside_cuda_graphs(self.module)
         self.optimizer = build_optimizer(self.module, cfg, self.device)
         self.scheduler = build_scheduler(
             self.optimizer, self.total_steps, warmup_steps(self.total_steps, cfg.warmup_fraction)
